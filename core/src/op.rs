@@ -1,0 +1,86 @@
+//! Operations on the node tree and transactions of them.
+//!
+//! Ops carry paths and names as plain strings: they are the rkyv wire form, read zero-copy
+//! from the log. The tree validates every path and name when it applies an op, so a log
+//! entry is never trusted just because it was committed.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::value::Value;
+
+/// One property assignment.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Prop {
+    pub name: String,
+    /// `Value::Nil` removes the property.
+    pub value: Value,
+}
+
+impl Prop {
+    pub fn new(name: impl Into<String>, value: Value) -> Prop {
+        Prop { name: name.into(), value }
+    }
+}
+
+/// A change to the tree.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum Op {
+    /// Adds a node named `name` of `class` as the last child of `parent`.
+    Create { parent: String, name: String, class: String, props: Vec<Prop> },
+    /// Removes a node and its whole subtree.
+    Delete { path: String },
+    /// Sets (or, with `Nil`, removes) one or many properties.
+    Set { path: String, props: Vec<Prop> },
+    /// Renames a node in place.
+    Rename { path: String, new_name: String },
+    /// Re-parents a node (keeping its name) at `index` among the new siblings, or last.
+    Move { path: String, new_parent: String, index: Option<u32> },
+    /// An ordered event for subscribers; kept in the log, not in the tree.
+    Emit { path: String, signal: String, args: Vec<Value> },
+}
+
+impl Op {
+    /// The op's name, as clients spell it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Create { .. } => "create",
+            Op::Delete { .. } => "delete",
+            Op::Set { .. } => "set",
+            Op::Rename { .. } => "rename",
+            Op::Move { .. } => "move",
+            Op::Emit { .. } => "emit",
+        }
+    }
+}
+
+/// What a precondition expects of a node.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum Expect {
+    /// The node exists.
+    Exists,
+    /// The node does not exist.
+    Absent,
+    /// The node exists and `prop` equals `value` (bitwise for floats; `Nil` = unset).
+    PropEquals { prop: String, value: Value },
+}
+
+/// A condition checked before a transaction applies.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Precondition {
+    pub path: String,
+    pub expect: Expect,
+}
+
+/// Operations applied atomically, all or none, if every precondition holds.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct Txn {
+    pub expect: Vec<Precondition>,
+    pub ops: Vec<Op>,
+}
+
+impl Txn {
+    /// A transaction of one op and no preconditions.
+    pub fn single(op: Op) -> Txn {
+        Txn { expect: Vec::new(), ops: vec![op] }
+    }
+}

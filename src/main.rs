@@ -1,0 +1,94 @@
+//! The `treesync` command.
+//!
+//! Today it demonstrates the core (`treesync demo`): the replicated server (`local`, `serve`)
+//! arrives with the replication engine (issue 4) and says so instead of pretending.
+
+use std::process::ExitCode;
+
+use treesync_core::codec::{self, GodotVersion};
+use treesync_core::{Limits, NodePath, Op, Prop, Tree, Value};
+
+const USAGE: &str = "usage: treesync <command>
+
+commands:
+  demo      apply a few ops to an in-memory tree and print it with its Godot bytes
+  version   print the version
+  local     a local 3-replica cluster (not built yet: issue 4)
+  serve     one server of a cluster  (not built yet: issue 4)";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str).unwrap_or("demo") {
+        "demo" => demo(),
+        "version" | "--version" => {
+            println!("treesync {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        cmd @ ("local" | "serve") => {
+            eprintln!("treesync {cmd}: not available yet — the replication engine is issue 4.");
+            eprintln!("Try `treesync demo` to see the tree state machine and the Godot codec.");
+            ExitCode::from(2)
+        }
+        other => {
+            eprintln!("treesync: unknown command {other:?}\n\n{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn demo() -> ExitCode {
+    let mut tree = Tree::new(Limits::default());
+    let ops = [
+        Op::Create { parent: "/root".into(), name: "World".into(), class: "Node2D".into(), props: vec![] },
+        Op::Create {
+            parent: "/root/World".into(),
+            name: "Player1".into(),
+            class: "CharacterBody2D".into(),
+            props: vec![Prop::new("position", Value::Vector2([10.0, 20.0])), Prop::new("hp", Value::Int(100))],
+        },
+        Op::Set { path: "/root/World/Player1".into(), props: vec![Prop::new("hp", Value::Int(90))] },
+        Op::Create { parent: "/root/World".into(), name: "Player1".into(), class: "Node2D".into(), props: vec![] },
+        Op::Move { path: "/root/World/Player1".into(), new_parent: "/root/World/Player1".into(), index: None },
+    ];
+    for op in &ops {
+        match tree.apply_op(op) {
+            Ok(()) => println!("applied  {op:?}"),
+            Err(err) => println!("rejected {} — {err} (tree unchanged)", op.name()),
+        }
+    }
+    tree.check_invariants();
+    println!("\ntree ({} nodes):", tree.len());
+    print_node(tree.root(), 1);
+    let value = tree.subtree_value(&NodePath::root()).expect("the root always exists");
+    for version in [GodotVersion::V4, GodotVersion::V3] {
+        match codec::encode(&value, version) {
+            Ok(bytes) => println!("\nGodot {version:?} bytes of the tree ({} bytes):\n{}", bytes.len(), hex_dump(&bytes)),
+            Err(err) => println!("\nGodot {version:?}: {err}"),
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn print_node(node: treesync_core::tree::NodeRef<'_>, depth: usize) {
+    let props: Vec<String> = node.props().map(|(k, v)| format!("{k}={v:?}")).collect();
+    println!("{}{} ({}) {}", "  ".repeat(depth), node.name(), node.class(), props.join(" "));
+    for child in node.children() {
+        print_node(child, depth + 1);
+    }
+}
+
+fn hex_dump(bytes: &[u8]) -> String {
+    bytes
+        .chunks(16)
+        .enumerate()
+        .map(|(i, row)| {
+            let hex: Vec<String> = row.iter().map(|b| format!("{b:02x}")).collect();
+            format!("  {:04x}  {}", i * 16, hex.join(" "))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
