@@ -43,16 +43,36 @@ fn main() -> ExitCode {
 fn demo() -> ExitCode {
     let mut tree = Tree::new(Limits::default());
     let ops = [
-        Op::Create { parent: "/root".into(), name: "World".into(), class: "Node2D".into(), props: vec![] },
+        Op::Create {
+            parent: "/root".into(),
+            name: "World".into(),
+            class: "Node2D".into(),
+            props: vec![],
+        },
         Op::Create {
             parent: "/root/World".into(),
             name: "Player1".into(),
             class: "CharacterBody2D".into(),
-            props: vec![Prop::new("position", Value::Vector2([10.0, 20.0])), Prop::new("hp", Value::Int(100))],
+            props: vec![
+                Prop::new("position", Value::Vector2([10.0, 20.0])),
+                Prop::new("hp", Value::Int(100)),
+            ],
         },
-        Op::Set { path: "/root/World/Player1".into(), props: vec![Prop::new("hp", Value::Int(90))] },
-        Op::Create { parent: "/root/World".into(), name: "Player1".into(), class: "Node2D".into(), props: vec![] },
-        Op::Move { path: "/root/World/Player1".into(), new_parent: "/root/World/Player1".into(), index: None },
+        Op::Set {
+            path: "/root/World/Player1".into(),
+            props: vec![Prop::new("hp", Value::Int(90))],
+        },
+        Op::Create {
+            parent: "/root/World".into(),
+            name: "Player1".into(),
+            class: "Node2D".into(),
+            props: vec![],
+        },
+        Op::Move {
+            path: "/root/World/Player1".into(),
+            new_parent: "/root/World/Player1".into(),
+            index: None,
+        },
     ];
     for op in &ops {
         match tree.apply_op(op) {
@@ -63,10 +83,16 @@ fn demo() -> ExitCode {
     tree.check_invariants();
     println!("\ntree ({} nodes):", tree.len());
     print_node(tree.root(), 1);
-    let value = tree.subtree_value(&NodePath::root()).expect("the root always exists");
+    let value = tree
+        .subtree_value(&NodePath::root())
+        .expect("the root always exists");
     for version in [GodotVersion::V4, GodotVersion::V3] {
         match codec::encode(&value, version) {
-            Ok(bytes) => println!("\nGodot {version:?} bytes of the tree ({} bytes):\n{}", bytes.len(), hex_dump(&bytes)),
+            Ok(bytes) => println!(
+                "\nGodot {version:?} bytes of the tree ({} bytes):\n{}",
+                bytes.len(),
+                hex_dump(&bytes)
+            ),
             Err(err) => println!("\nGodot {version:?}: {err}"),
         }
     }
@@ -75,7 +101,13 @@ fn demo() -> ExitCode {
 
 fn print_node(node: treesync_core::tree::NodeRef<'_>, depth: usize) {
     let props: Vec<String> = node.props().map(|(k, v)| format!("{k}={v:?}")).collect();
-    println!("{}{} ({}) {}", "  ".repeat(depth), node.name(), node.class(), props.join(" "));
+    println!(
+        "{}{} ({}) {}",
+        "  ".repeat(depth),
+        node.name(),
+        node.class(),
+        props.join(" ")
+    );
     for child in node.children() {
         print_node(child, depth + 1);
     }

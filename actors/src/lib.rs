@@ -18,7 +18,9 @@ impl WallClock for SystemClock {
     fn now_ms(&self) -> u64 {
         // A clock before 1970 is an operator error the HLC cannot fix; report it as 0 so the
         // HLC keeps counting logically rather than crashing the server.
-        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
     }
 }
 

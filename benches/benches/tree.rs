@@ -10,7 +10,8 @@ fn bench(c: &mut Criterion) {
     c.bench_function("tree/set_existing_10k_nodes", |b| {
         b.iter(|| {
             x += 1.0;
-            tree.apply_op(black_box(&position_update("/root/World7/E512", x))).expect("applies")
+            tree.apply_op(black_box(&position_update("/root/World7/E512", x)))
+                .expect("applies")
         })
     });
     let create = Op::Create {
@@ -19,7 +20,9 @@ fn bench(c: &mut Criterion) {
         class: "Area2D".into(),
         props: vec![Prop::new("position", Value::Vector2([1.0, 2.0]))],
     };
-    let delete = Op::Delete { path: "/root/World3/Bullet".into() };
+    let delete = Op::Delete {
+        path: "/root/World3/Bullet".into(),
+    };
     c.bench_function("tree/create_then_delete_10k_nodes", |b| {
         b.iter(|| {
             tree.apply_op(black_box(&create)).expect("creates");
@@ -27,7 +30,9 @@ fn bench(c: &mut Criterion) {
         })
     });
     let small = game_tree(1, 1000);
-    c.bench_function("tree/snapshot_bytes_1k_nodes", |b| b.iter(|| small.snapshot_bytes()));
+    c.bench_function("tree/snapshot_bytes_1k_nodes", |b| {
+        b.iter(|| small.snapshot_bytes())
+    });
 }
 
 criterion_group!(benches, bench);

@@ -17,8 +17,12 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
-    c.bench_function("wire/encode_txn", |b| b.iter(|| wire::encode_txn(black_box(&txn))));
-    c.bench_function("wire/decode_txn", |b| b.iter(|| wire::decode_txn(black_box(&frame))));
+    c.bench_function("wire/encode_txn", |b| {
+        b.iter(|| wire::encode_txn(black_box(&txn)))
+    });
+    c.bench_function("wire/decode_txn", |b| {
+        b.iter(|| wire::decode_txn(black_box(&frame)))
+    });
 }
 
 criterion_group!(benches, bench);

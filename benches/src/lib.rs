@@ -8,9 +8,11 @@ pub fn game_tree(worlds: usize, entities: usize) -> Tree {
     let mut tree = Tree::new(Limits::default());
     for w in 0..worlds {
         let world = format!("World{w}");
-        tree.apply_op(&node("/root", &world)).expect("fixture op applies");
+        tree.apply_op(&node("/root", &world))
+            .expect("fixture op applies");
         for e in 0..entities {
-            tree.apply_op(&node(&format!("/root/{world}"), &format!("E{e}"))).expect("fixture op applies");
+            tree.apply_op(&node(&format!("/root/{world}"), &format!("E{e}")))
+                .expect("fixture op applies");
         }
     }
     tree

@@ -37,7 +37,10 @@ impl Timestamp {
     pub const ZERO: Timestamp = Timestamp(0);
 
     pub fn new(wall_ms: u64, logical: u16) -> Timestamp {
-        assert!(wall_ms <= WALL_MS_MAX, "wall clock {wall_ms} ms does not fit in 48 bits");
+        assert!(
+            wall_ms <= WALL_MS_MAX,
+            "wall clock {wall_ms} ms does not fit in 48 bits"
+        );
         Timestamp(wall_ms << LOGICAL_BITS | u64::from(logical))
     }
 
@@ -87,7 +90,11 @@ impl<C: WallClock + ?Sized> WallClock for &C {
 #[non_exhaustive]
 pub enum HlcError {
     #[error("remote timestamp {remote} is more than {max_offset_ms} ms ahead of local wall time {local_wall_ms} ms")]
-    RemoteTooFarAhead { remote: Timestamp, local_wall_ms: u64, max_offset_ms: u64 },
+    RemoteTooFarAhead {
+        remote: Timestamp,
+        local_wall_ms: u64,
+        max_offset_ms: u64,
+    },
 }
 
 /// A process's hybrid logical clock; shareable between threads.
@@ -100,12 +107,20 @@ pub struct Hlc<C> {
 
 impl<C: WallClock> Hlc<C> {
     pub fn new(clock: C, max_offset_ms: u64) -> Hlc<C> {
-        Hlc { state: AtomicU64::new(0), rejected_count: AtomicU64::new(0), clock, max_offset_ms }
+        Hlc {
+            state: AtomicU64::new(0),
+            rejected_count: AtomicU64::new(0),
+            clock,
+            max_offset_ms,
+        }
     }
 
     fn wall(&self) -> u64 {
         let pt = self.clock.now_ms();
-        assert!(pt <= WALL_MS_MAX, "wall clock {pt} ms does not fit in 48 bits");
+        assert!(
+            pt <= WALL_MS_MAX,
+            "wall clock {pt} ms does not fit in 48 bits"
+        );
         pt
     }
 
@@ -121,11 +136,18 @@ impl<C: WallClock> Hlc<C> {
         if remote.wall_ms() > pt.saturating_add(self.max_offset_ms) {
             self.rejected_count.fetch_add(1, Ordering::Relaxed);
             let max_offset_ms = self.max_offset_ms;
-            return Err(HlcError::RemoteTooFarAhead { remote, local_wall_ms: pt, max_offset_ms });
+            return Err(HlcError::RemoteTooFarAhead {
+                remote,
+                local_wall_ms: pt,
+                max_offset_ms,
+            });
         }
         let physical = pt << LOGICAL_BITS;
         let ts = self.advance(|old| next_after(old.max(remote.0), physical));
-        assert!(ts > remote, "update must return a timestamp above the remote one");
+        assert!(
+            ts > remote,
+            "update must return a timestamp above the remote one"
+        );
         Ok(ts)
     }
 
@@ -144,7 +166,10 @@ impl<C: WallClock> Hlc<C> {
         loop {
             let new = next(old);
             debug_assert!(new > old, "the clock never stands still or goes back");
-            match self.state.compare_exchange_weak(old, new, Ordering::AcqRel, Ordering::Acquire) {
+            match self
+                .state
+                .compare_exchange_weak(old, new, Ordering::AcqRel, Ordering::Acquire)
+            {
                 Ok(_) => return Timestamp(new),
                 Err(current) => old = current,
             }
@@ -154,7 +179,9 @@ impl<C: WallClock> Hlc<C> {
 
 /// `max(base + 1, physical)`: the HLC send/receive rule on packed timestamps.
 fn next_after(base: u64, physical: u64) -> u64 {
-    let bumped = base.checked_add(1).expect("HLC exhausted: 2^48 ms of logical time used");
+    let bumped = base
+        .checked_add(1)
+        .expect("HLC exhausted: 2^48 ms of logical time used");
     bumped.max(physical)
 }
 
@@ -187,32 +214,59 @@ mod tests {
     fn update_follows_the_paper_cases() {
         let hlc = Hlc::new(ManualClock(Cell::new(1000)), 500);
         // Remote ahead in l: adopt it, c = r.c + 1.
-        assert_eq!(hlc.update(Timestamp::new(1200, 7)), Ok(Timestamp::new(1200, 8)));
+        assert_eq!(
+            hlc.update(Timestamp::new(1200, 7)),
+            Ok(Timestamp::new(1200, 8))
+        );
         // Equal l: c = max(c, r.c) + 1.
-        assert_eq!(hlc.update(Timestamp::new(1200, 3)), Ok(Timestamp::new(1200, 9)));
+        assert_eq!(
+            hlc.update(Timestamp::new(1200, 3)),
+            Ok(Timestamp::new(1200, 9))
+        );
         // Remote behind: c + 1.
-        assert_eq!(hlc.update(Timestamp::new(10, 0)), Ok(Timestamp::new(1200, 10)));
+        assert_eq!(
+            hlc.update(Timestamp::new(10, 0)),
+            Ok(Timestamp::new(1200, 10))
+        );
         // Wall clock ahead of both: c = 0.
         hlc.clock.0.set(2000);
-        assert_eq!(hlc.update(Timestamp::new(1500, 4)), Ok(Timestamp::new(2000, 0)));
+        assert_eq!(
+            hlc.update(Timestamp::new(1500, 4)),
+            Ok(Timestamp::new(2000, 0))
+        );
     }
 
     #[test]
     fn remote_beyond_max_offset_is_rejected_and_counted() {
         let hlc = Hlc::new(ManualClock(Cell::new(1000)), 500);
         let before = hlc.now();
-        assert_eq!(hlc.update(Timestamp::new(1500, 0)).map(|t| t.wall_ms()), Ok(1500));
-        let err = hlc.update(Timestamp::new(1501, 0)).expect_err("too far ahead");
-        assert!(matches!(err, HlcError::RemoteTooFarAhead { local_wall_ms: 1000, .. }));
+        assert_eq!(
+            hlc.update(Timestamp::new(1500, 0)).map(|t| t.wall_ms()),
+            Ok(1500)
+        );
+        let err = hlc
+            .update(Timestamp::new(1501, 0))
+            .expect_err("too far ahead");
+        assert!(matches!(
+            err,
+            HlcError::RemoteTooFarAhead {
+                local_wall_ms: 1000,
+                ..
+            }
+        ));
         assert_eq!(hlc.rejected_count(), 1);
-        assert!(hlc.last() < Timestamp::new(1501, 0), "the rejected time was not adopted");
+        assert!(
+            hlc.last() < Timestamp::new(1501, 0),
+            "the rejected time was not adopted"
+        );
         assert!(hlc.last() > before);
     }
 
     #[test]
     fn logical_overflow_carries_into_milliseconds() {
         let hlc = Hlc::new(ManualClock(Cell::new(1000)), 500);
-        hlc.update(Timestamp::new(1000, u16::MAX - 1)).expect("within offset");
+        hlc.update(Timestamp::new(1000, u16::MAX - 1))
+            .expect("within offset");
         assert_eq!(hlc.now(), Timestamp::new(1001, 0));
         assert_eq!(hlc.now(), Timestamp::new(1001, 1));
     }
@@ -222,7 +276,10 @@ mod tests {
         assert!(Timestamp::new(5, 0) > Timestamp::new(4, u16::MAX));
         assert_eq!(Timestamp::new(5, 3).wall_ms(), 5);
         assert_eq!(Timestamp::new(5, 3).logical(), 3);
-        assert_eq!(Timestamp::from_u64(Timestamp::new(5, 3).as_u64()), Timestamp::new(5, 3));
+        assert_eq!(
+            Timestamp::from_u64(Timestamp::new(5, 3).as_u64()),
+            Timestamp::new(5, 3)
+        );
     }
 
     proptest::proptest! {

@@ -63,7 +63,11 @@ pub enum ValueLimitError {
     #[error("string of {bytes} bytes exceeds the limit of {max}")]
     StringTooLong { bytes: usize, max: usize },
     #[error("{kind} of {len} elements exceeds the limit of {max}")]
-    ArrayTooLong { kind: &'static str, len: usize, max: usize },
+    ArrayTooLong {
+        kind: &'static str,
+        len: usize,
+        max: usize,
+    },
     #[error("values nested {depth} deep exceed the limit of {max}")]
     TooDeep { depth: usize, max: usize },
     #[error("value of {bytes} encoded bytes exceeds the limit of {max}")]
@@ -98,14 +102,20 @@ impl Limits {
         self.check_value_shape(value, 1)?;
         let bytes = crate::codec::encoded_len_v4(value);
         if bytes > self.value_bytes_max {
-            return Err(ValueLimitError::TooLarge { bytes, max: self.value_bytes_max });
+            return Err(ValueLimitError::TooLarge {
+                bytes,
+                max: self.value_bytes_max,
+            });
         }
         Ok(())
     }
 
     fn check_value_shape(&self, value: &Value, depth: usize) -> Result<(), ValueLimitError> {
         if depth > self.value_depth_max {
-            return Err(ValueLimitError::TooDeep { depth, max: self.value_depth_max });
+            return Err(ValueLimitError::TooDeep {
+                depth,
+                max: self.value_depth_max,
+            });
         }
         let len = match value {
             Value::String(s) | Value::StringName(s) | Value::NodePath(s) => {
@@ -113,7 +123,9 @@ impl Limits {
             }
             Value::Array(items) => {
                 self.check_len(value, items.len())?;
-                return items.iter().try_for_each(|v| self.check_value_shape(v, depth + 1));
+                return items
+                    .iter()
+                    .try_for_each(|v| self.check_value_shape(v, depth + 1));
             }
             Value::Dictionary(pairs) => {
                 self.check_len(value, pairs.len())?;
@@ -142,14 +154,21 @@ impl Limits {
     fn check_len(&self, value: &Value, len: usize) -> Result<(), ValueLimitError> {
         if len > self.array_len_max {
             let kind = value.type_name();
-            return Err(ValueLimitError::ArrayTooLong { kind, len, max: self.array_len_max });
+            return Err(ValueLimitError::ArrayTooLong {
+                kind,
+                len,
+                max: self.array_len_max,
+            });
         }
         Ok(())
     }
 
     fn check_string(&self, s: &str) -> Result<(), ValueLimitError> {
         if s.len() > self.string_bytes_max {
-            return Err(ValueLimitError::StringTooLong { bytes: s.len(), max: self.string_bytes_max });
+            return Err(ValueLimitError::StringTooLong {
+                bytes: s.len(),
+                max: self.string_bytes_max,
+            });
         }
         Ok(())
     }
@@ -162,13 +181,21 @@ mod tests {
     #[test]
     fn default_limits_are_valid() {
         assert_eq!(Limits::default().validate(), Ok(()));
-        let zero = Limits { nodes_max: 0, ..Limits::default() };
+        let zero = Limits {
+            nodes_max: 0,
+            ..Limits::default()
+        };
         assert_eq!(zero.validate(), Err("nodes_max"));
     }
 
     #[test]
     fn check_value_enforces_each_limit() {
-        let limits = Limits { string_bytes_max: 3, array_len_max: 2, value_depth_max: 2, ..Limits::default() };
+        let limits = Limits {
+            string_bytes_max: 3,
+            array_len_max: 2,
+            value_depth_max: 2,
+            ..Limits::default()
+        };
         assert!(limits.check_value(&Value::String("abc".into())).is_ok());
         assert!(matches!(
             limits.check_value(&Value::String("abcd".into())),
@@ -179,9 +206,18 @@ mod tests {
             Err(ValueLimitError::ArrayTooLong { len: 3, .. })
         ));
         let deep = Value::Array(vec![Value::Array(vec![Value::Array(vec![])])]);
-        assert!(matches!(limits.check_value(&deep), Err(ValueLimitError::TooDeep { depth: 3, .. })));
-        let small = Limits { value_bytes_max: 8, ..Limits::default() };
+        assert!(matches!(
+            limits.check_value(&deep),
+            Err(ValueLimitError::TooDeep { depth: 3, .. })
+        ));
+        let small = Limits {
+            value_bytes_max: 8,
+            ..Limits::default()
+        };
         assert!(small.check_value(&Value::Int(1)).is_ok());
-        assert!(matches!(small.check_value(&Value::Int(i64::MAX)), Err(ValueLimitError::TooLarge { bytes: 12, max: 8 })));
+        assert!(matches!(
+            small.check_value(&Value::Int(i64::MAX)),
+            Err(ValueLimitError::TooLarge { bytes: 12, max: 8 })
+        ));
     }
 }

@@ -18,7 +18,10 @@ pub struct Prop {
 
 impl Prop {
     pub fn new(name: impl Into<String>, value: Value) -> Prop {
-        Prop { name: name.into(), value }
+        Prop {
+            name: name.into(),
+            value,
+        }
     }
 }
 
@@ -26,7 +29,12 @@ impl Prop {
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub enum Op {
     /// Adds a node named `name` of `class` as the last child of `parent`.
-    Create { parent: String, name: String, class: String, props: Vec<Prop> },
+    Create {
+        parent: String,
+        name: String,
+        class: String,
+        props: Vec<Prop>,
+    },
     /// Removes a node and its whole subtree.
     Delete { path: String },
     /// Sets (or, with `Nil`, removes) one or many properties.
@@ -34,9 +42,17 @@ pub enum Op {
     /// Renames a node in place.
     Rename { path: String, new_name: String },
     /// Re-parents a node (keeping its name) at `index` among the new siblings, or last.
-    Move { path: String, new_parent: String, index: Option<u32> },
+    Move {
+        path: String,
+        new_parent: String,
+        index: Option<u32>,
+    },
     /// An ordered event for subscribers; kept in the log, not in the tree.
-    Emit { path: String, signal: String, args: Vec<Value> },
+    Emit {
+        path: String,
+        signal: String,
+        args: Vec<Value>,
+    },
 }
 
 impl Op {
@@ -81,6 +97,9 @@ pub struct Txn {
 impl Txn {
     /// A transaction of one op and no preconditions.
     pub fn single(op: Op) -> Txn {
-        Txn { expect: Vec::new(), ops: vec![op] }
+        Txn {
+            expect: Vec::new(),
+            ops: vec![op],
+        }
     }
 }

@@ -6,6 +6,7 @@
 //!   `name_bytes_max` bytes, none of Godot's reserved characters `. : @ / " %`, no control
 //!   characters.
 //! - The whole path is at most `path_bytes_max` bytes and `path_depth_max` segments.
+//!
 //! Paths are validated once, at the edge; holding a `NodePath` proves it is well formed.
 
 use std::fmt;
@@ -35,20 +36,36 @@ pub enum PathError {
     #[error("name {name:?} contains the reserved character {ch:?}")]
     ReservedChar { name: String, ch: char },
     #[error("name {name:?} of {bytes} bytes exceeds the limit of {max}")]
-    NameTooLong { name: String, bytes: usize, max: usize },
+    NameTooLong {
+        name: String,
+        bytes: usize,
+        max: usize,
+    },
 }
 
 /// Checks one node name against Godot's rules and the limits.
 pub fn validate_name(name: &str, limits: &Limits) -> Result<(), PathError> {
     if name.is_empty() {
-        return Err(PathError::EmptyName { path: name.to_owned() });
+        return Err(PathError::EmptyName {
+            path: name.to_owned(),
+        });
     }
     if name.len() > limits.name_bytes_max {
         let (bytes, max) = (name.len(), limits.name_bytes_max);
-        return Err(PathError::NameTooLong { name: truncated(name), bytes, max });
+        return Err(PathError::NameTooLong {
+            name: truncated(name),
+            bytes,
+            max,
+        });
     }
-    if let Some(ch) = name.chars().find(|c| NAME_FORBIDDEN_CHARS.contains(c) || c.is_control()) {
-        return Err(PathError::ReservedChar { name: name.to_owned(), ch });
+    if let Some(ch) = name
+        .chars()
+        .find(|c| NAME_FORBIDDEN_CHARS.contains(c) || c.is_control())
+    {
+        return Err(PathError::ReservedChar {
+            name: name.to_owned(),
+            ch,
+        });
     }
     Ok(())
 }
@@ -67,30 +84,46 @@ pub struct NodePath {
 impl NodePath {
     /// The root path, `/root`.
     pub fn root() -> NodePath {
-        NodePath { text: format!("/{ROOT_NAME}") }
+        NodePath {
+            text: format!("/{ROOT_NAME}"),
+        }
     }
 
     /// Parses and validates a path.
     pub fn parse(text: &str, limits: &Limits) -> Result<NodePath, PathError> {
         if text.len() > limits.path_bytes_max {
-            return Err(PathError::TooLong { bytes: text.len(), max: limits.path_bytes_max });
+            return Err(PathError::TooLong {
+                bytes: text.len(),
+                max: limits.path_bytes_max,
+            });
         }
-        let rest = text.strip_prefix('/').ok_or_else(|| PathError::NotRooted { path: truncated(text) })?;
+        let rest = text.strip_prefix('/').ok_or_else(|| PathError::NotRooted {
+            path: truncated(text),
+        })?;
         let mut depth = 0;
         for (index, name) in rest.split('/').enumerate() {
             if index == 0 && name != ROOT_NAME {
-                return Err(PathError::NotRooted { path: truncated(text) });
+                return Err(PathError::NotRooted {
+                    path: truncated(text),
+                });
             }
             if name.is_empty() {
-                return Err(PathError::EmptyName { path: truncated(text) });
+                return Err(PathError::EmptyName {
+                    path: truncated(text),
+                });
             }
             validate_name(name, limits)?;
             depth += 1;
         }
         if depth > limits.path_depth_max {
-            return Err(PathError::TooDeep { depth, max: limits.path_depth_max });
+            return Err(PathError::TooDeep {
+                depth,
+                max: limits.path_depth_max,
+            });
         }
-        Ok(NodePath { text: text.to_owned() })
+        Ok(NodePath {
+            text: text.to_owned(),
+        })
     }
 
     /// The path as text.
@@ -110,13 +143,18 @@ impl NodePath {
 
     /// The last segment.
     pub fn name(&self) -> &str {
-        self.text.rsplit('/').next().expect("a NodePath has at least one segment")
+        self.text
+            .rsplit('/')
+            .next()
+            .expect("a NodePath has at least one segment")
     }
 
     /// The parent path, or `None` for `/root`.
     pub fn parent(&self) -> Option<NodePath> {
         let cut = self.text.rfind('/').expect("a NodePath starts with '/'");
-        (cut > 0).then(|| NodePath { text: self.text[..cut].to_owned() })
+        (cut > 0).then(|| NodePath {
+            text: self.text[..cut].to_owned(),
+        })
     }
 
     /// The path of a child of this node; the name must already be valid.
@@ -169,7 +207,10 @@ mod tests {
         assert_eq!(p.name(), "Player1");
         assert_eq!(p.parent().expect("has parent").as_str(), "/root/World");
         assert_eq!(parse("/root").expect("valid").parent(), None);
-        assert_eq!(p.segments().collect::<Vec<_>>(), ["root", "World", "Player1"]);
+        assert_eq!(
+            p.segments().collect::<Vec<_>>(),
+            ["root", "World", "Player1"]
+        );
         assert!(parse("/root/Ünïcødé 名前").is_ok());
     }
 
@@ -180,19 +221,46 @@ mod tests {
         assert!(matches!(parse("/World"), Err(PathError::NotRooted { .. })));
         assert!(matches!(parse("/"), Err(PathError::NotRooted { .. })));
         assert!(matches!(parse("/root/"), Err(PathError::EmptyName { .. })));
-        assert!(matches!(parse("/root//a"), Err(PathError::EmptyName { .. })));
-        for bad in ["/root/a.b", "/root/a:b", "/root/a@b", "/root/a\"b", "/root/a%b", "/root/a\nb"] {
-            assert!(matches!(parse(bad), Err(PathError::ReservedChar { .. })), "{bad}");
+        assert!(matches!(
+            parse("/root//a"),
+            Err(PathError::EmptyName { .. })
+        ));
+        for bad in [
+            "/root/a.b",
+            "/root/a:b",
+            "/root/a@b",
+            "/root/a\"b",
+            "/root/a%b",
+            "/root/a\nb",
+        ] {
+            assert!(
+                matches!(parse(bad), Err(PathError::ReservedChar { .. })),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn enforces_length_and_depth_limits() {
-        let limits = Limits { name_bytes_max: 4, path_depth_max: 3, path_bytes_max: 20, ..Limits::default() };
+        let limits = Limits {
+            name_bytes_max: 4,
+            path_depth_max: 3,
+            path_bytes_max: 20,
+            ..Limits::default()
+        };
         assert!(NodePath::parse("/root/abcd", &limits).is_ok());
-        assert!(matches!(NodePath::parse("/root/abcde", &limits), Err(PathError::NameTooLong { .. })));
-        assert!(matches!(NodePath::parse("/root/a/b/c", &limits), Err(PathError::TooDeep { depth: 4, .. })));
-        assert!(matches!(NodePath::parse("/root/abc/abc/abc/abc", &limits), Err(PathError::TooLong { .. })));
+        assert!(matches!(
+            NodePath::parse("/root/abcde", &limits),
+            Err(PathError::NameTooLong { .. })
+        ));
+        assert!(matches!(
+            NodePath::parse("/root/a/b/c", &limits),
+            Err(PathError::TooDeep { depth: 4, .. })
+        ));
+        assert!(matches!(
+            NodePath::parse("/root/abc/abc/abc/abc", &limits),
+            Err(PathError::TooLong { .. })
+        ));
     }
 
     #[test]

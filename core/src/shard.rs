@@ -10,6 +10,7 @@
 //! - Growing from N to N+1 shards moves about 1/(N+1) of the roots, and only to the new shard.
 //! - The hash is stable across processes, platforms and releases (FNV-1a + splitmix64, no
 //!   per-process seed): every server computes the same map.
+//!
 //! Nodes above the shard depth (`/root`, `/root/<world>`) are ancestors of many shards'
 //! subtrees; which shard holds them is decided the same way, from their own (shorter) path.
 
@@ -53,7 +54,11 @@ impl ShardMap {
         if depth == 0 {
             return Err(ShardMapError::BadDepth { depth });
         }
-        Ok(ShardMap { shard_count, depth, pins: Vec::new() })
+        Ok(ShardMap {
+            shard_count,
+            depth,
+            pins: Vec::new(),
+        })
     }
 
     pub fn shard_count(&self) -> u32 {
@@ -67,7 +72,10 @@ impl ShardMap {
     /// Pins every node at or below `prefix` to `shard` (replacing an earlier pin of it).
     pub fn pin(&mut self, prefix: NodePath, shard: ShardId) -> Result<(), ShardMapError> {
         if shard.0 >= self.shard_count {
-            return Err(ShardMapError::NoSuchShard { shard: shard.0, shard_count: self.shard_count });
+            return Err(ShardMapError::NoSuchShard {
+                shard: shard.0,
+                shard_count: self.shard_count,
+            });
         }
         self.pins.retain(|(p, _)| *p != prefix);
         self.pins.push((prefix, shard));
@@ -85,8 +93,14 @@ impl ShardMap {
         if let Some((_, shard)) = self.pins.iter().find(|(prefix, _)| path.is_within(prefix)) {
             return *shard;
         }
-        let shard = jump_hash(stable_hash(self.shard_root(path).as_bytes()), self.shard_count);
-        assert!(shard < self.shard_count, "jump hash returns a bucket below the count");
+        let shard = jump_hash(
+            stable_hash(self.shard_root(path).as_bytes()),
+            self.shard_count,
+        );
+        assert!(
+            shard < self.shard_count,
+            "jump hash returns a bucket below the count"
+        );
         ShardId(shard)
     }
 }
@@ -128,14 +142,19 @@ mod tests {
     }
 
     fn roots(n: usize) -> Vec<NodePath> {
-        (0..n).map(|i| path(&format!("/root/World{}/Entity{i}", i % 7))).collect()
+        (0..n)
+            .map(|i| path(&format!("/root/World{}/Entity{i}", i % 7)))
+            .collect()
     }
 
     #[test]
     fn growing_moves_about_one_over_n_plus_one_and_only_to_the_new_shard() {
         let roots = roots(20_000);
         for n in [1u32, 4, 8, 31] {
-            let (before, after) = (ShardMap::new(n, 3).expect("ok"), ShardMap::new(n + 1, 3).expect("ok"));
+            let (before, after) = (
+                ShardMap::new(n, 3).expect("ok"),
+                ShardMap::new(n + 1, 3).expect("ok"),
+            );
             let mut moved = 0usize;
             for r in &roots {
                 let (a, b) = (before.shard_of(r), after.shard_of(r));
@@ -146,7 +165,10 @@ mod tests {
             }
             let expected = roots.len() as f64 / f64::from(n + 1);
             let ratio = moved as f64 / expected;
-            assert!((0.85..1.15).contains(&ratio), "n={n}: moved {moved}, expected ≈{expected}");
+            assert!(
+                (0.85..1.15).contains(&ratio),
+                "n={n}: moved {moved}, expected ≈{expected}"
+            );
         }
     }
 
@@ -170,9 +192,15 @@ mod tests {
         assert_eq!(map.shard_of(&path("/root/Lobby/Player/Gun")), ShardId(5));
         assert_eq!(map.shard_of(&path("/root/Lobby/Boss/Arm")), ShardId(6));
         assert_eq!(map.shard_of(&path("/root/Lobby")), ShardId(5));
-        assert!(matches!(map.pin(path("/root/X"), ShardId(8)), Err(ShardMapError::NoSuchShard { .. })));
+        assert!(matches!(
+            map.pin(path("/root/X"), ShardId(8)),
+            Err(ShardMapError::NoSuchShard { .. })
+        ));
         assert!(matches!(ShardMap::new(0, 3), Err(ShardMapError::NoShards)));
-        assert!(matches!(ShardMap::new(1, 0), Err(ShardMapError::BadDepth { depth: 0 })));
+        assert!(matches!(
+            ShardMap::new(1, 0),
+            Err(ShardMapError::BadDepth { depth: 0 })
+        ));
     }
 
     #[test]
@@ -180,7 +208,10 @@ mod tests {
         // Pinned values (cross-checked with an independent Python implementation): changing
         // the hash would move every shard root on upgrade.
         assert_eq!(stable_hash(b""), 17_665_956_581_633_026_203);
-        assert_eq!(stable_hash(b"/root/World/Player1"), 16_146_498_017_649_532_495);
+        assert_eq!(
+            stable_hash(b"/root/World/Player1"),
+            16_146_498_017_649_532_495
+        );
         assert_eq!(jump_hash(stable_hash(b"/root/World/Player1"), 10), 4);
         assert_eq!(jump_hash(stable_hash(b"/root/World/Player1"), 1000), 159);
         assert_eq!(jump_hash(12_345, 1000), 938);

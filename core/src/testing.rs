@@ -44,8 +44,12 @@ fn text() -> impl Strategy<Value = String> {
 
 /// Node path text in canonical form (what the decoder produces).
 fn node_path_text() -> impl Strategy<Value = String> {
-    (any::<bool>(), vec("[A-Za-z0-9_]{1,6}", 0..4), vec("[a-z_]{1,6}", 0..3)).prop_map(
-        |(absolute, names, subnames)| {
+    (
+        any::<bool>(),
+        vec("[A-Za-z0-9_]{1,6}", 0..4),
+        vec("[a-z_]{1,6}", 0..3),
+    )
+        .prop_map(|(absolute, names, subnames)| {
             let mut s = String::new();
             if absolute {
                 s.push('/');
@@ -56,14 +60,17 @@ fn node_path_text() -> impl Strategy<Value = String> {
                 s.push_str(&sub);
             }
             s
-        },
-    )
+        })
 }
 
 /// Values representable in `version`; `exact` restricts floats to ones any parser reads
 /// back exactly (for GDScript literals).
 pub fn value(version: GodotVersion, exact: bool) -> BoxedStrategy<Value> {
-    let f = if exact { exact_f32().boxed() } else { any_f32().boxed() };
+    let f = if exact {
+        exact_f32().boxed()
+    } else {
+        any_f32().boxed()
+    };
     let mut leaves: Vec<BoxedStrategy<Value>> = vec![
         Just(Value::Nil).boxed(),
         any::<bool>().prop_map(Value::Bool).boxed(),
@@ -73,22 +80,52 @@ pub fn value(version: GodotVersion, exact: bool) -> BoxedStrategy<Value> {
         text().prop_map(Value::String).boxed(),
         node_path_text().prop_map(Value::NodePath).boxed(),
         [f.clone(), f.clone()].prop_map(Value::Vector2).boxed(),
-        [f.clone(), f.clone(), f.clone(), f.clone()].prop_map(Value::Rect2).boxed(),
-        [f.clone(), f.clone(), f.clone()].prop_map(Value::Vector3).boxed(),
-        vec(f.clone(), 6).prop_map(|v| Value::Transform2D(to_array(v))).boxed(),
-        vec(f.clone(), 4).prop_map(|v| Value::Plane(to_array(v))).boxed(),
-        vec(f.clone(), 4).prop_map(|v| Value::Quaternion(to_array(v))).boxed(),
-        vec(f.clone(), 6).prop_map(|v| Value::Aabb(to_array(v))).boxed(),
-        vec(f.clone(), 9).prop_map(|v| Value::Basis(to_array(v))).boxed(),
-        vec(f.clone(), 12).prop_map(|v| Value::Transform3D(to_array(v))).boxed(),
-        vec(f.clone(), 4).prop_map(|v| Value::Color(to_array(v))).boxed(),
-        vec(any::<u8>(), 0..9).prop_map(Value::PackedByteArray).boxed(),
-        vec(any::<i32>(), 0..5).prop_map(Value::PackedInt32Array).boxed(),
-        vec(f.clone(), 0..5).prop_map(Value::PackedFloat32Array).boxed(),
+        [f.clone(), f.clone(), f.clone(), f.clone()]
+            .prop_map(Value::Rect2)
+            .boxed(),
+        [f.clone(), f.clone(), f.clone()]
+            .prop_map(Value::Vector3)
+            .boxed(),
+        vec(f.clone(), 6)
+            .prop_map(|v| Value::Transform2D(to_array(v)))
+            .boxed(),
+        vec(f.clone(), 4)
+            .prop_map(|v| Value::Plane(to_array(v)))
+            .boxed(),
+        vec(f.clone(), 4)
+            .prop_map(|v| Value::Quaternion(to_array(v)))
+            .boxed(),
+        vec(f.clone(), 6)
+            .prop_map(|v| Value::Aabb(to_array(v)))
+            .boxed(),
+        vec(f.clone(), 9)
+            .prop_map(|v| Value::Basis(to_array(v)))
+            .boxed(),
+        vec(f.clone(), 12)
+            .prop_map(|v| Value::Transform3D(to_array(v)))
+            .boxed(),
+        vec(f.clone(), 4)
+            .prop_map(|v| Value::Color(to_array(v)))
+            .boxed(),
+        vec(any::<u8>(), 0..9)
+            .prop_map(Value::PackedByteArray)
+            .boxed(),
+        vec(any::<i32>(), 0..5)
+            .prop_map(Value::PackedInt32Array)
+            .boxed(),
+        vec(f.clone(), 0..5)
+            .prop_map(Value::PackedFloat32Array)
+            .boxed(),
         vec(text(), 0..4).prop_map(Value::PackedStringArray).boxed(),
-        vec([f.clone(), f.clone()], 0..4).prop_map(Value::PackedVector2Array).boxed(),
-        vec([f.clone(), f.clone(), f.clone()], 0..4).prop_map(Value::PackedVector3Array).boxed(),
-        vec(vec(f.clone(), 4).prop_map(to_array), 0..3).prop_map(Value::PackedColorArray).boxed(),
+        vec([f.clone(), f.clone()], 0..4)
+            .prop_map(Value::PackedVector2Array)
+            .boxed(),
+        vec([f.clone(), f.clone(), f.clone()], 0..4)
+            .prop_map(Value::PackedVector3Array)
+            .boxed(),
+        vec(vec(f.clone(), 4).prop_map(to_array), 0..3)
+            .prop_map(Value::PackedColorArray)
+            .boxed(),
     ];
     if version == GodotVersion::V4 {
         leaves.extend([
@@ -96,12 +133,22 @@ pub fn value(version: GodotVersion, exact: bool) -> BoxedStrategy<Value> {
             any::<[i32; 2]>().prop_map(Value::Vector2i).boxed(),
             any::<[i32; 4]>().prop_map(Value::Rect2i).boxed(),
             any::<[i32; 3]>().prop_map(Value::Vector3i).boxed(),
-            vec(f.clone(), 4).prop_map(|v| Value::Vector4(to_array(v))).boxed(),
+            vec(f.clone(), 4)
+                .prop_map(|v| Value::Vector4(to_array(v)))
+                .boxed(),
             any::<[i32; 4]>().prop_map(Value::Vector4i).boxed(),
-            vec(f.clone(), 16).prop_map(|v| Value::Projection(to_array(v))).boxed(),
-            vec(any::<i64>(), 0..4).prop_map(Value::PackedInt64Array).boxed(),
-            vec(f64_value(exact), 0..4).prop_map(Value::PackedFloat64Array).boxed(),
-            vec(vec(f.clone(), 4).prop_map(to_array), 0..3).prop_map(Value::PackedVector4Array).boxed(),
+            vec(f.clone(), 16)
+                .prop_map(|v| Value::Projection(to_array(v)))
+                .boxed(),
+            vec(any::<i64>(), 0..4)
+                .prop_map(Value::PackedInt64Array)
+                .boxed(),
+            vec(f64_value(exact), 0..4)
+                .prop_map(Value::PackedFloat64Array)
+                .boxed(),
+            vec(vec(f.clone(), 4).prop_map(to_array), 0..3)
+                .prop_map(Value::PackedVector4Array)
+                .boxed(),
         ]);
     }
     let leaf = proptest::strategy::Union::new(leaves).boxed();
@@ -115,5 +162,6 @@ pub fn value(version: GodotVersion, exact: bool) -> BoxedStrategy<Value> {
 }
 
 fn to_array<const N: usize>(v: Vec<f32>) -> [f32; N] {
-    v.try_into().expect("strategy generates exactly N components")
+    v.try_into()
+        .expect("strategy generates exactly N components")
 }

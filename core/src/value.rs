@@ -178,7 +178,10 @@ mod tests {
     fn equality_is_bitwise_for_floats() {
         assert_eq!(Value::Float(f64::NAN), Value::Float(f64::NAN));
         assert_ne!(Value::Float(0.0), Value::Float(-0.0));
-        assert_eq!(Value::Vector2([f32::NAN, 1.0]), Value::Vector2([f32::NAN, 1.0]));
+        assert_eq!(
+            Value::Vector2([f32::NAN, 1.0]),
+            Value::Vector2([f32::NAN, 1.0])
+        );
         assert_ne!(Value::Vector2([1.0, 2.0]), Value::Vector2([2.0, 1.0]));
     }
 

@@ -68,7 +68,8 @@ pub fn decode_txn(bytes: &[u8]) -> Result<Txn, WireError> {
 
 /// Archives a tree snapshot into a frame.
 pub fn encode_snapshot(snapshot: &TreeSnapshot) -> AlignedVec {
-    let payload = rkyv::to_bytes::<rancor::Error>(snapshot).expect("archiving to memory cannot fail");
+    let payload =
+        rkyv::to_bytes::<rancor::Error>(snapshot).expect("archiving to memory cannot fail");
     frame(FrameKind::TreeSnapshot, &payload)
 }
 
@@ -84,7 +85,9 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<TreeSnapshot, WireError> {
 }
 
 fn invalid(error: rancor::Error) -> WireError {
-    WireError::Invalid { reason: error.to_string() }
+    WireError::Invalid {
+        reason: error.to_string(),
+    }
 }
 
 fn frame(kind: FrameKind, payload: &[u8]) -> AlignedVec {
@@ -114,12 +117,18 @@ fn payload(bytes: &[u8], expected: FrameKind) -> Result<&[u8], WireError> {
         return Err(WireError::UnsupportedVersion { found: u16_at(4) });
     }
     if u16_at(6) != expected as u16 {
-        return Err(WireError::WrongKind { expected, found: u16_at(6) });
+        return Err(WireError::WrongKind {
+            expected,
+            found: u16_at(6),
+        });
     }
     let payload = &bytes[HEADER_BYTES..];
     let declared = u32_at(8);
     if declared as usize != payload.len() {
-        return Err(WireError::LengthMismatch { declared, actual: payload.len() });
+        return Err(WireError::LengthMismatch {
+            declared,
+            actual: payload.len(),
+        });
     }
     let (declared, actual) = (u32_at(12), crc32c(payload));
     if declared != actual {
@@ -135,7 +144,11 @@ const CRC32C_TABLE: [u32; 256] = {
         let mut crc = i as u32;
         let mut bit = 0;
         while bit < 8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
             bit += 1;
         }
         table[i] = crc;
@@ -146,7 +159,9 @@ const CRC32C_TABLE: [u32; 256] = {
 
 /// CRC-32C (Castagnoli), the checksum of iSCSI, ext4 and most log formats.
 pub fn crc32c(bytes: &[u8]) -> u32 {
-    !bytes.iter().fold(!0u32, |crc, b| CRC32C_TABLE[((crc ^ u32::from(*b)) & 0xFF) as usize] ^ (crc >> 8))
+    !bytes.iter().fold(!0u32, |crc, b| {
+        CRC32C_TABLE[((crc ^ u32::from(*b)) & 0xFF) as usize] ^ (crc >> 8)
+    })
 }
 
 #[cfg(test)]
@@ -195,12 +210,35 @@ mod tests {
             v.extend_from_slice(&b);
             decode_txn(&v)
         };
-        assert!(matches!(aligned(&|b| b.truncate(3)), Err(WireError::TooShort { len: 3 })));
-        assert!(matches!(aligned(&|b| b[0] = b'X'), Err(WireError::BadMagic { .. })));
-        assert!(matches!(aligned(&|b| b[4] = 9), Err(WireError::UnsupportedVersion { found: 9 })));
-        assert!(matches!(aligned(&|b| b[6] = 2), Err(WireError::WrongKind { found: 2, .. })));
-        assert!(matches!(aligned(&|b| { b.pop(); }), Err(WireError::LengthMismatch { .. })));
-        assert!(matches!(aligned(&|b| { let n = b.len() - 1; b[n] ^= 1; }), Err(WireError::ChecksumMismatch { .. })));
+        assert!(matches!(
+            aligned(&|b| b.truncate(3)),
+            Err(WireError::TooShort { len: 3 })
+        ));
+        assert!(matches!(
+            aligned(&|b| b[0] = b'X'),
+            Err(WireError::BadMagic { .. })
+        ));
+        assert!(matches!(
+            aligned(&|b| b[4] = 9),
+            Err(WireError::UnsupportedVersion { found: 9 })
+        ));
+        assert!(matches!(
+            aligned(&|b| b[6] = 2),
+            Err(WireError::WrongKind { found: 2, .. })
+        ));
+        assert!(matches!(
+            aligned(&|b| {
+                b.pop();
+            }),
+            Err(WireError::LengthMismatch { .. })
+        ));
+        assert!(matches!(
+            aligned(&|b| {
+                let n = b.len() - 1;
+                b[n] ^= 1;
+            }),
+            Err(WireError::ChecksumMismatch { .. })
+        ));
     }
 
     proptest! {

@@ -27,7 +27,12 @@ pub enum DecodeError {
     #[error("unsupported header flags {flags:#x} on {type_name} (typed containers and double-precision builds are not supported)")]
     UnsupportedFlags { type_name: &'static str, flags: u32 },
     #[error("{what} at byte {at} declares {count} elements but only {remaining} bytes remain")]
-    CountTooLarge { what: &'static str, at: usize, count: u64, remaining: usize },
+    CountTooLarge {
+        what: &'static str,
+        at: usize,
+        count: u64,
+        remaining: usize,
+    },
     #[error("string at byte {at} is not valid UTF-8")]
     InvalidUtf8 { at: usize },
     #[error("values nested deeper than {max} levels")]
@@ -47,7 +52,11 @@ pub fn decode(bytes: &[u8], version: GodotVersion) -> Result<Value, DecodeError>
 
 /// Decodes one value from the start of `bytes`; returns it and the bytes it used.
 pub fn decode_prefix(bytes: &[u8], version: GodotVersion) -> Result<(Value, usize), DecodeError> {
-    let mut reader = Reader { bytes, at: 0, version };
+    let mut reader = Reader {
+        bytes,
+        at: 0,
+        version,
+    };
     let value = reader.value(0)?;
     debug_assert!(reader.at <= bytes.len());
     Ok((value, reader.at))
@@ -66,7 +75,10 @@ impl<'a> Reader<'a> {
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if n > self.remaining() {
-            return Err(DecodeError::Truncated { at: self.at, needed: n - self.remaining() });
+            return Err(DecodeError::Truncated {
+                at: self.at,
+                needed: n - self.remaining(),
+            });
         }
         let slice = &self.bytes[self.at..self.at + n];
         self.at += n;
@@ -116,14 +128,24 @@ impl<'a> Reader<'a> {
 
     /// Reads an element count (bit 31, Godot's legacy "shared" flag, masked off when
     /// `masked`) and checks that `count * min_bytes` bytes remain before anything is reserved.
-    fn count(&mut self, what: &'static str, min_bytes: usize, masked: bool) -> Result<usize, DecodeError> {
+    fn count(
+        &mut self,
+        what: &'static str,
+        min_bytes: usize,
+        masked: bool,
+    ) -> Result<usize, DecodeError> {
         let at = self.at;
         let raw = self.u32()?;
         let count = if masked { raw & 0x7FFF_FFFF } else { raw };
         let needed = u64::from(count) * min_bytes as u64;
         let remaining = self.remaining();
         if needed > remaining as u64 || (!masked && count > i32::MAX as u32) {
-            return Err(DecodeError::CountTooLarge { what, at, count: u64::from(count), remaining });
+            return Err(DecodeError::CountTooLarge {
+                what,
+                at,
+                count: u64::from(count),
+                remaining,
+            });
         }
         Ok(count as usize)
     }
@@ -146,16 +168,27 @@ impl<'a> Reader<'a> {
 
     fn value(&mut self, depth: usize) -> Result<Value, DecodeError> {
         if depth > DECODE_DEPTH_MAX {
-            return Err(DecodeError::TooDeep { max: DECODE_DEPTH_MAX });
+            return Err(DecodeError::TooDeep {
+                max: DECODE_DEPTH_MAX,
+            });
         }
         let header = self.u32()?;
         let type_id = header & 0xFF;
         let flags = header & !0xFF;
         let version = self.version;
-        let kind = version.kind_of(type_id).ok_or(DecodeError::UnknownType { type_id, version })?;
-        let allowed = if matches!(kind, Kind::Int | Kind::Float) { FLAG_64 } else { 0 };
+        let kind = version
+            .kind_of(type_id)
+            .ok_or(DecodeError::UnknownType { type_id, version })?;
+        let allowed = if matches!(kind, Kind::Int | Kind::Float) {
+            FLAG_64
+        } else {
+            0
+        };
         if flags & !allowed != 0 {
-            return Err(DecodeError::UnsupportedFlags { type_name: kind.name(), flags });
+            return Err(DecodeError::UnsupportedFlags {
+                type_name: kind.name(),
+                flags,
+            });
         }
         let wide = flags & FLAG_64 != 0;
         Ok(match kind {
@@ -202,7 +235,9 @@ impl<'a> Reader<'a> {
                 Value::Array(items)
             }
             Kind::Rid | Kind::Object | Kind::Callable | Kind::Signal => {
-                return Err(DecodeError::Unsupported { type_name: kind.name() });
+                return Err(DecodeError::Unsupported {
+                    type_name: kind.name(),
+                });
             }
             packed => self.packed(packed)?,
         })
@@ -219,15 +254,27 @@ impl<'a> Reader<'a> {
             }
             Kind::PackedInt32Array => Value::PackedInt32Array(self.elements(what, 4, Self::i32)?),
             Kind::PackedInt64Array => Value::PackedInt64Array(self.elements(what, 8, Self::i64)?),
-            Kind::PackedFloat32Array => Value::PackedFloat32Array(self.elements(what, 4, Self::f32)?),
-            Kind::PackedFloat64Array => Value::PackedFloat64Array(self.elements(what, 8, Self::f64)?),
+            Kind::PackedFloat32Array => {
+                Value::PackedFloat32Array(self.elements(what, 4, Self::f32)?)
+            }
+            Kind::PackedFloat64Array => {
+                Value::PackedFloat64Array(self.elements(what, 8, Self::f64)?)
+            }
             Kind::PackedStringArray => {
                 Value::PackedStringArray(self.elements(what, 4, |r| r.string(true))?)
             }
-            Kind::PackedVector2Array => Value::PackedVector2Array(self.elements(what, 8, Self::f32s)?),
-            Kind::PackedVector3Array => Value::PackedVector3Array(self.elements(what, 12, Self::f32s)?),
-            Kind::PackedColorArray => Value::PackedColorArray(self.elements(what, 16, Self::f32s)?),
-            Kind::PackedVector4Array => Value::PackedVector4Array(self.elements(what, 16, Self::f32s)?),
+            Kind::PackedVector2Array => {
+                Value::PackedVector2Array(self.elements(what, 8, Self::f32s)?)
+            }
+            Kind::PackedVector3Array => {
+                Value::PackedVector3Array(self.elements(what, 12, Self::f32s)?)
+            }
+            Kind::PackedColorArray => {
+                Value::PackedColorArray(self.elements(what, 16, Self::f32s)?)
+            }
+            Kind::PackedVector4Array => {
+                Value::PackedVector4Array(self.elements(what, 16, Self::f32s)?)
+            }
             other => unreachable!("value() decodes {} itself", other.name()),
         })
     }
@@ -251,7 +298,9 @@ impl<'a> Reader<'a> {
         let head = self.u32()?;
         if head & 0x8000_0000 == 0 {
             // Godot 2.0's format, a plain string; Godot 3 and 4 refuse it too.
-            return Err(DecodeError::Unsupported { type_name: "old-format NodePath" });
+            return Err(DecodeError::Unsupported {
+                type_name: "old-format NodePath",
+            });
         }
         let names = u64::from(head & 0x7FFF_FFFF);
         let mut subnames = u64::from(self.u32()?);
@@ -262,7 +311,12 @@ impl<'a> Reader<'a> {
         let total = names + subnames;
         if total * 4 > self.remaining() as u64 {
             let remaining = self.remaining();
-            return Err(DecodeError::CountTooLarge { what: "NodePath", at, count: total, remaining });
+            return Err(DecodeError::CountTooLarge {
+                what: "NodePath",
+                at,
+                count: total,
+                remaining,
+            });
         }
         let mut text = String::new();
         if flags & 1 != 0 {

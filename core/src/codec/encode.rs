@@ -13,7 +13,10 @@ pub(crate) const FLAG_64: u32 = 1 << 16;
 #[non_exhaustive]
 pub enum EncodeError {
     #[error("{type_name} does not exist in {version:?}; it cannot be sent to this peer")]
-    NotInVersion { type_name: &'static str, version: GodotVersion },
+    NotInVersion {
+        type_name: &'static str,
+        version: GodotVersion,
+    },
     #[error("{what} of {len} is too long for Godot's 31-bit length fields")]
     TooLong { what: &'static str, len: usize },
 }
@@ -26,13 +29,20 @@ pub fn encode(value: &Value, version: GodotVersion) -> Result<Vec<u8>, EncodeErr
 }
 
 /// Appends the encoding of `value` to `out`; on error `out` is left as it was.
-pub fn encode_into(value: &Value, version: GodotVersion, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+pub fn encode_into(
+    value: &Value,
+    version: GodotVersion,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
     let start = out.len();
     let result = write_value(value, version, out);
     if result.is_err() {
         out.truncate(start);
     }
-    debug_assert!(result.is_err() || (out.len() - start) % 4 == 0, "encodings are 4-aligned");
+    debug_assert!(
+        result.is_err() || (out.len() - start) % 4 == 0,
+        "encodings are 4-aligned"
+    );
     result
 }
 
@@ -106,10 +116,16 @@ fn header_flags(value: &Value) -> u32 {
     }
 }
 
-fn write_value(value: &Value, version: GodotVersion, out: &mut impl Sink) -> Result<(), EncodeError> {
+fn write_value(
+    value: &Value,
+    version: GodotVersion,
+    out: &mut impl Sink,
+) -> Result<(), EncodeError> {
     let kind = Kind::of(value);
     let type_name = value.type_name();
-    let id = version.type_id(kind).ok_or(EncodeError::NotInVersion { type_name, version })?;
+    let id = version
+        .type_id(kind)
+        .ok_or(EncodeError::NotInVersion { type_name, version })?;
     let flags = header_flags(value);
     put_u32(out, id | flags);
     match value {
@@ -126,9 +142,11 @@ fn write_value(value: &Value, version: GodotVersion, out: &mut impl Sink) -> Res
         Value::Vector3(v) => put_f32s(out, v),
         Value::Vector3i(v) => put_i32s(out, v),
         Value::Rect2i(v) | Value::Vector4i(v) => put_i32s(out, v),
-        Value::Rect2(v) | Value::Vector4(v) | Value::Plane(v) | Value::Quaternion(v) | Value::Color(v) => {
-            put_f32s(out, v)
-        }
+        Value::Rect2(v)
+        | Value::Vector4(v)
+        | Value::Plane(v)
+        | Value::Quaternion(v)
+        | Value::Color(v) => put_f32s(out, v),
         Value::Transform2D(v) | Value::Aabb(v) => put_f32s(out, v),
         Value::Basis(v) => put_f32s(out, v),
         Value::Transform3D(v) => put_f32s(out, v),
@@ -142,7 +160,9 @@ fn write_value(value: &Value, version: GodotVersion, out: &mut impl Sink) -> Res
         }
         Value::Array(items) => {
             put_len(out, "Array", items.len())?;
-            items.iter().try_for_each(|v| write_value(v, version, out))?;
+            items
+                .iter()
+                .try_for_each(|v| write_value(v, version, out))?;
         }
         _ => write_packed(value, out)?,
     }
@@ -209,7 +229,9 @@ pub(crate) fn node_path_parts(text: &str) -> (bool, Vec<&str>, Vec<&str>) {
         None => (text, None),
     };
     let names = path.split('/').filter(|s| !s.is_empty()).collect();
-    let subnames = subpath.map(|s| s.split(':').filter(|s| !s.is_empty()).collect()).unwrap_or_default();
+    let subnames = subpath
+        .map(|s| s.split(':').filter(|s| !s.is_empty()).collect())
+        .unwrap_or_default();
     (absolute, names, subnames)
 }
 
@@ -219,9 +241,15 @@ fn write_node_path(text: &str, out: &mut impl Sink) -> Result<(), EncodeError> {
     let name_count = u32::try_from(names.len())
         .ok()
         .filter(|n| *n <= i32::MAX as u32)
-        .ok_or(EncodeError::TooLong { what: "NodePath", len: names.len() })?;
+        .ok_or(EncodeError::TooLong {
+            what: "NodePath",
+            len: names.len(),
+        })?;
     put_u32(out, name_count | 0x8000_0000);
     put_len(out, "NodePath", subnames.len())?;
     put_u32(out, u32::from(absolute));
-    names.iter().chain(subnames.iter()).try_for_each(|s| put_str(out, s))
+    names
+        .iter()
+        .chain(subnames.iter())
+        .try_for_each(|s| put_str(out, s))
 }

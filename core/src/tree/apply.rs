@@ -11,11 +11,29 @@ use crate::value::Value;
 
 /// How to reverse one applied op.
 enum Undo {
-    Created { id: NodeId, parent: NodeId, reused_slot: bool },
-    Deleted { parent: NodeId, index: usize, freed: Vec<(NodeId, Node)> },
-    PropsSet { id: NodeId, old: Vec<(String, Option<Value>)> },
-    Renamed { id: NodeId, old_name: String },
-    Moved { id: NodeId, old_parent: NodeId, old_index: usize },
+    Created {
+        id: NodeId,
+        parent: NodeId,
+        reused_slot: bool,
+    },
+    Deleted {
+        parent: NodeId,
+        index: usize,
+        freed: Vec<(NodeId, Node)>,
+    },
+    PropsSet {
+        id: NodeId,
+        old: Vec<(String, Option<Value>)>,
+    },
+    Renamed {
+        id: NodeId,
+        old_name: String,
+    },
+    Moved {
+        id: NodeId,
+        old_parent: NodeId,
+        old_index: usize,
+    },
 }
 
 fn is_identifier(s: &str) -> bool {
@@ -29,7 +47,10 @@ impl Tree {
     pub fn apply_op(&mut self, op: &Op) -> Result<(), TreeError> {
         let mut undo = Vec::new();
         let result = self.apply_one(op, &mut undo);
-        debug_assert!(result.is_ok() || undo.is_empty(), "a failing op mutates nothing");
+        debug_assert!(
+            result.is_ok() || undo.is_empty(),
+            "a failing op mutates nothing"
+        );
         result
     }
 
@@ -43,7 +64,11 @@ impl Tree {
         for (index, op) in txn.ops.iter().enumerate() {
             if let Err(source) = self.apply_one(op, &mut undo) {
                 self.roll_back(undo);
-                return Err(TreeError::InTxn { index, op: op.name(), source: Box::new(source) });
+                return Err(TreeError::InTxn {
+                    index,
+                    op: op.name(),
+                    source: Box::new(source),
+                });
             }
         }
         Ok(())
@@ -73,7 +98,10 @@ impl Tree {
         if holds {
             Ok(())
         } else {
-            Err(TreeError::PreconditionFailed { index, path: p.path.clone() })
+            Err(TreeError::PreconditionFailed {
+                index,
+                path: p.path.clone(),
+            })
         }
     }
 
@@ -85,11 +113,17 @@ impl Tree {
         let path = self.parse(text)?;
         match self.lookup(&path) {
             Some(id) => Ok((path, id)),
-            None => Err(TreeError::NotFound { path: path.as_str().to_owned() }),
+            None => Err(TreeError::NotFound {
+                path: path.as_str().to_owned(),
+            }),
         }
     }
 
-    fn find_non_root(&self, text: &str, action: &'static str) -> Result<(NodePath, NodeId), TreeError> {
+    fn find_non_root(
+        &self,
+        text: &str,
+        action: &'static str,
+    ) -> Result<(NodePath, NodeId), TreeError> {
         let (path, id) = self.find(text)?;
         if id == ROOT {
             return Err(TreeError::RootIsFixed { action });
@@ -99,18 +133,29 @@ impl Tree {
 
     fn apply_one(&mut self, op: &Op, undo: &mut Vec<Undo>) -> Result<(), TreeError> {
         match op {
-            Op::Create { parent, name, class, props } => self.create(parent, name, class, props, undo),
+            Op::Create {
+                parent,
+                name,
+                class,
+                props,
+            } => self.create(parent, name, class, props, undo),
             Op::Delete { path } => self.delete(path, undo),
             Op::Set { path, props } => self.set(path, props, undo),
             Op::Rename { path, new_name } => self.rename(path, new_name, undo),
-            Op::Move { path, new_parent, index } => self.move_node(path, new_parent, *index, undo),
+            Op::Move {
+                path,
+                new_parent,
+                index,
+            } => self.move_node(path, new_parent, *index, undo),
             Op::Emit { path, signal, args } => self.check_emit(path, signal, args),
         }
     }
 
     pub(super) fn check_class(&self, class: &str) -> Result<(), TreeError> {
         if class.len() > self.limits.name_bytes_max || !is_identifier(class) {
-            return Err(TreeError::InvalidClass { class: class.chars().take(64).collect() });
+            return Err(TreeError::InvalidClass {
+                class: class.chars().take(64).collect(),
+            });
         }
         Ok(())
     }
@@ -118,12 +163,20 @@ impl Tree {
     pub(super) fn check_props(&self, props: &[Prop]) -> Result<(), TreeError> {
         for prop in props {
             let name = &prop.name;
-            if name.is_empty() || name.len() > self.limits.name_bytes_max || name.chars().any(char::is_control) {
-                return Err(TreeError::InvalidProperty { name: name.chars().take(64).collect() });
+            if name.is_empty()
+                || name.len() > self.limits.name_bytes_max
+                || name.chars().any(char::is_control)
+            {
+                return Err(TreeError::InvalidProperty {
+                    name: name.chars().take(64).collect(),
+                });
             }
             self.limits
                 .check_value(&prop.value)
-                .map_err(|source| TreeError::Value { prop: name.clone(), source })?;
+                .map_err(|source| TreeError::Value {
+                    prop: name.clone(),
+                    source,
+                })?;
         }
         Ok(())
     }
@@ -143,10 +196,22 @@ impl Tree {
         count
     }
 
-    fn check_props_count(&self, path: &str, id: Option<NodeId>, props: &[Prop]) -> Result<(), TreeError> {
-        let (count, max) = (self.props_count_after(id, props), self.limits.props_per_node_max);
+    fn check_props_count(
+        &self,
+        path: &str,
+        id: Option<NodeId>,
+        props: &[Prop],
+    ) -> Result<(), TreeError> {
+        let (count, max) = (
+            self.props_count_after(id, props),
+            self.limits.props_per_node_max,
+        );
         if count > max {
-            return Err(TreeError::TooManyProperties { path: path.to_owned(), count, max });
+            return Err(TreeError::TooManyProperties {
+                path: path.to_owned(),
+                count,
+                max,
+            });
         }
         Ok(())
     }
@@ -154,16 +219,30 @@ impl Tree {
     pub(super) fn check_room_for_child(&self, parent: NodeId, name: &str) -> Result<(), TreeError> {
         let node = self.node(parent);
         if node.child_by_name.contains_key(name) {
-            return Err(TreeError::NameTaken { parent: self.path_of(parent), name: name.to_owned() });
+            return Err(TreeError::NameTaken {
+                parent: self.path_of(parent),
+                name: name.to_owned(),
+            });
         }
         let (count, max) = (node.children.len() + 1, self.limits.children_per_node_max);
         if count > max {
-            return Err(TreeError::TooManyChildren { path: self.path_of(parent), count, max });
+            return Err(TreeError::TooManyChildren {
+                path: self.path_of(parent),
+                count,
+                max,
+            });
         }
         Ok(())
     }
 
-    fn create(&mut self, parent: &str, name: &str, class: &str, props: &[Prop], undo: &mut Vec<Undo>) -> Result<(), TreeError> {
+    fn create(
+        &mut self,
+        parent: &str,
+        name: &str,
+        class: &str,
+        props: &[Prop],
+        undo: &mut Vec<Undo>,
+    ) -> Result<(), TreeError> {
         let (parent_path, parent_id) = self.find(parent)?;
         parent_path.child(name, &self.limits)?;
         self.check_class(class)?;
@@ -183,7 +262,10 @@ impl Tree {
         }
         let (id, reused_slot) = match self.free.pop() {
             Some(id) => (id, true),
-            None => (NodeId(u32::try_from(self.nodes.len()).expect("nodes_max fits in u32")), false),
+            None => (
+                NodeId(u32::try_from(self.nodes.len()).expect("nodes_max fits in u32")),
+                false,
+            ),
         };
         if reused_slot {
             self.nodes[id.0 as usize] = Some(node);
@@ -192,7 +274,11 @@ impl Tree {
         }
         self.live_count += 1;
         self.attach(parent_id, id, None);
-        undo.push(Undo::Created { id, parent: parent_id, reused_slot });
+        undo.push(Undo::Created {
+            id,
+            parent: parent_id,
+            reused_slot,
+        });
         Ok(())
     }
 
@@ -204,7 +290,10 @@ impl Tree {
         let index = index.unwrap_or(p.children.len());
         p.children.insert(index, id);
         let previous = p.child_by_name.insert(name, id);
-        assert!(previous.is_none(), "attach is only called after the name was checked free");
+        assert!(
+            previous.is_none(),
+            "attach is only called after the name was checked free"
+        );
     }
 
     /// Removes `id` from its parent's children; returns (parent, index it had).
@@ -213,7 +302,11 @@ impl Tree {
         let parent = node.parent.expect("only non-root nodes are detached");
         let name = node.name.clone();
         let p = self.node_mut(parent);
-        let index = p.children.iter().position(|c| *c == id).expect("a child is listed by its parent");
+        let index = p
+            .children
+            .iter()
+            .position(|c| *c == id)
+            .expect("a child is listed by its parent");
         p.children.remove(index);
         p.child_by_name.remove(&name);
         (parent, index)
@@ -225,13 +318,19 @@ impl Tree {
         let mut freed = Vec::new();
         let mut stack = vec![id];
         while let Some(next) = stack.pop() {
-            let node = self.nodes[next.0 as usize].take().expect("subtree nodes are live");
+            let node = self.nodes[next.0 as usize]
+                .take()
+                .expect("subtree nodes are live");
             stack.extend(node.children.iter().rev());
             self.free.push(next);
             freed.push((next, node));
         }
         self.live_count -= freed.len();
-        undo.push(Undo::Deleted { parent, index, freed });
+        undo.push(Undo::Deleted {
+            parent,
+            index,
+            freed,
+        });
         Ok(())
     }
 
@@ -265,20 +364,38 @@ impl Tree {
     }
 
     /// Checks that `id`'s subtree still fits the path limits under `parent_path` with `name`.
-    fn check_subtree_fits(&self, id: NodeId, parent_path: &NodePath, name: &str) -> Result<(), TreeError> {
+    fn check_subtree_fits(
+        &self,
+        id: NodeId,
+        parent_path: &NodePath,
+        name: &str,
+    ) -> Result<(), TreeError> {
         let (levels, bytes) = self.extent_below(id);
         let depth = parent_path.depth() + 1 + levels;
         if depth > self.limits.path_depth_max {
-            return Err(PathError::TooDeep { depth, max: self.limits.path_depth_max }.into());
+            return Err(PathError::TooDeep {
+                depth,
+                max: self.limits.path_depth_max,
+            }
+            .into());
         }
         let total = parent_path.as_str().len() + 1 + name.len() + bytes;
         if total > self.limits.path_bytes_max {
-            return Err(PathError::TooLong { bytes: total, max: self.limits.path_bytes_max }.into());
+            return Err(PathError::TooLong {
+                bytes: total,
+                max: self.limits.path_bytes_max,
+            }
+            .into());
         }
         Ok(())
     }
 
-    fn rename(&mut self, path: &str, new_name: &str, undo: &mut Vec<Undo>) -> Result<(), TreeError> {
+    fn rename(
+        &mut self,
+        path: &str,
+        new_name: &str,
+        undo: &mut Vec<Undo>,
+    ) -> Result<(), TreeError> {
         let (path, id) = self.find_non_root(path, "renamed")?;
         validate_name(new_name, &self.limits)?;
         if self.node(id).name == new_name {
@@ -287,7 +404,10 @@ impl Tree {
         let parent_path = path.parent().expect("a non-root path has a parent");
         let parent = self.node(id).parent.expect("a non-root node has a parent");
         if self.node(parent).child_by_name.contains_key(new_name) {
-            return Err(TreeError::NameTaken { parent: parent_path.to_string(), name: new_name.to_owned() });
+            return Err(TreeError::NameTaken {
+                parent: parent_path.to_string(),
+                name: new_name.to_owned(),
+            });
         }
         self.check_subtree_fits(id, &parent_path, new_name)?;
         let old_name = std::mem::replace(&mut self.node_mut(id).name, new_name.to_owned());
@@ -298,11 +418,20 @@ impl Tree {
         Ok(())
     }
 
-    fn move_node(&mut self, path: &str, new_parent: &str, index: Option<u32>, undo: &mut Vec<Undo>) -> Result<(), TreeError> {
+    fn move_node(
+        &mut self,
+        path: &str,
+        new_parent: &str,
+        index: Option<u32>,
+        undo: &mut Vec<Undo>,
+    ) -> Result<(), TreeError> {
         let (path, id) = self.find_non_root(path, "moved")?;
         let (parent_path, parent_id) = self.find(new_parent)?;
         if parent_path.is_within(&path) {
-            return Err(TreeError::Cycle { path: path.to_string(), new_parent: parent_path.to_string() });
+            return Err(TreeError::Cycle {
+                path: path.to_string(),
+                new_parent: parent_path.to_string(),
+            });
         }
         let old_parent = self.node(id).parent.expect("a non-root node has a parent");
         let name = self.node(id).name.clone();
@@ -312,7 +441,11 @@ impl Tree {
         let len_after = self.node(parent_id).children.len() - usize::from(old_parent == parent_id);
         let at = match index {
             Some(i) if i as usize > len_after => {
-                return Err(TreeError::IndexOutOfRange { parent: parent_path.to_string(), index: i, len: len_after });
+                return Err(TreeError::IndexOutOfRange {
+                    parent: parent_path.to_string(),
+                    index: i,
+                    len: len_after,
+                });
             }
             Some(i) => Some(i as usize),
             None => None,
@@ -320,43 +453,71 @@ impl Tree {
         self.check_subtree_fits(id, &parent_path, &name)?;
         let (old_parent, old_index) = self.detach(id);
         self.attach(parent_id, id, at);
-        undo.push(Undo::Moved { id, old_parent, old_index });
+        undo.push(Undo::Moved {
+            id,
+            old_parent,
+            old_index,
+        });
         Ok(())
     }
 
     fn check_emit(&self, path: &str, signal: &str, args: &[Value]) -> Result<(), TreeError> {
         self.find(path)?;
         if signal.len() > self.limits.name_bytes_max || !is_identifier(signal) {
-            return Err(TreeError::InvalidSignal { name: signal.chars().take(64).collect() });
+            return Err(TreeError::InvalidSignal {
+                name: signal.chars().take(64).collect(),
+            });
         }
         // The arguments are checked as one Array value: count, nesting and size together.
         let args = Value::Array(args.to_vec());
         self.limits
             .check_value(&args)
-            .map_err(|source| TreeError::Value { prop: format!("{signal}(args)"), source })
+            .map_err(|source| TreeError::Value {
+                prop: format!("{signal}(args)"),
+                source,
+            })
     }
 
     fn roll_back(&mut self, undo: Vec<Undo>) {
         for step in undo.into_iter().rev() {
             match step {
-                Undo::Created { id, parent, reused_slot } => {
-                    assert!(self.node(id).children.is_empty(), "later ops were undone first");
+                Undo::Created {
+                    id,
+                    parent,
+                    reused_slot,
+                } => {
+                    assert!(
+                        self.node(id).children.is_empty(),
+                        "later ops were undone first"
+                    );
                     let (p, _) = self.detach(id);
                     assert_eq!(p, parent, "undo restores in reverse order");
                     self.nodes[id.0 as usize] = None;
                     if reused_slot {
                         self.free.push(id);
                     } else {
-                        assert_eq!(self.nodes.len(), id.0 as usize + 1, "a fresh slot was the last");
+                        assert_eq!(
+                            self.nodes.len(),
+                            id.0 as usize + 1,
+                            "a fresh slot was the last"
+                        );
                         self.nodes.pop();
                     }
                     self.live_count -= 1;
                 }
-                Undo::Deleted { parent, index, freed } => {
+                Undo::Deleted {
+                    parent,
+                    index,
+                    freed,
+                } => {
                     let subtree_root = freed.first().expect("a delete frees at least one node").0;
                     self.live_count += freed.len();
                     for (id, node) in freed.into_iter().rev() {
-                        assert_eq!(self.free.pop(), Some(id), "freed ids are on top of the free list");
+                        assert_eq!(
+                            self.free.pop(),
+                            Some(id),
+                            "freed ids are on top of the free list"
+                        );
                         self.nodes[id.0 as usize] = Some(node);
                     }
                     self.attach(parent, subtree_root, Some(index));
@@ -371,13 +532,20 @@ impl Tree {
                     }
                 }
                 Undo::Renamed { id, old_name } => {
-                    let parent = self.node(id).parent.expect("renamed nodes are not the root");
+                    let parent = self
+                        .node(id)
+                        .parent
+                        .expect("renamed nodes are not the root");
                     let new_name = std::mem::replace(&mut self.node_mut(id).name, old_name.clone());
                     let p = self.node_mut(parent);
                     p.child_by_name.remove(&new_name);
                     p.child_by_name.insert(old_name, id);
                 }
-                Undo::Moved { id, old_parent, old_index } => {
+                Undo::Moved {
+                    id,
+                    old_parent,
+                    old_index,
+                } => {
                     self.detach(id);
                     self.attach(old_parent, id, Some(old_index));
                 }

@@ -20,7 +20,11 @@ pub enum TreeError {
     #[error("cannot move {path} below itself ({new_parent})")]
     Cycle { path: String, new_parent: String },
     #[error("index {index} is past the end of {parent}'s {len} children")]
-    IndexOutOfRange { parent: String, index: u32, len: usize },
+    IndexOutOfRange {
+        parent: String,
+        index: u32,
+        len: usize,
+    },
     #[error("invalid class name {class:?}: must be an identifier")]
     InvalidClass { class: String },
     #[error("invalid property name {name:?}")]
@@ -28,17 +32,36 @@ pub enum TreeError {
     #[error("invalid signal name {name:?}: must be an identifier")]
     InvalidSignal { name: String },
     #[error("property {prop:?}: {source}")]
-    Value { prop: String, source: ValueLimitError },
+    Value {
+        prop: String,
+        source: ValueLimitError,
+    },
     #[error("{path} would have {count} properties; the limit is {max}")]
-    TooManyProperties { path: String, count: usize, max: usize },
+    TooManyProperties {
+        path: String,
+        count: usize,
+        max: usize,
+    },
     #[error("{path} would have {count} children; the limit is {max}")]
-    TooManyChildren { path: String, count: usize, max: usize },
+    TooManyChildren {
+        path: String,
+        count: usize,
+        max: usize,
+    },
     #[error("the tree would have {count} nodes; the limit is {max}")]
     TooManyNodes { count: usize, max: usize },
     #[error("transaction has {count} {what}; the limit is {max}")]
-    TxnTooLarge { what: &'static str, count: usize, max: usize },
+    TxnTooLarge {
+        what: &'static str,
+        count: usize,
+        max: usize,
+    },
     #[error("precondition {index} on {path} does not hold")]
     PreconditionFailed { index: usize, path: String },
     #[error("op {index} ({op}): {source}")]
-    InTxn { index: usize, op: &'static str, source: Box<TreeError> },
+    InTxn {
+        index: usize,
+        op: &'static str,
+        source: Box<TreeError>,
+    },
 }

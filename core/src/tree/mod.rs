@@ -19,7 +19,9 @@ mod snapshot;
 use std::collections::BTreeMap;
 
 pub use error::TreeError;
-pub use snapshot::{ArchivedSnapshotNode, ArchivedTreeSnapshot, SnapshotError, SnapshotNode, TreeSnapshot};
+pub use snapshot::{
+    ArchivedSnapshotNode, ArchivedTreeSnapshot, SnapshotError, SnapshotNode, TreeSnapshot,
+};
 
 use crate::limits::Limits;
 use crate::path::{NodePath, ROOT_NAME};
@@ -46,7 +48,14 @@ struct Node {
 
 impl Node {
     fn new(name: String, class: String, parent: Option<NodeId>) -> Node {
-        Node { name, class, parent, children: Vec::new(), child_by_name: BTreeMap::new(), props: BTreeMap::new() }
+        Node {
+            name,
+            class,
+            parent,
+            children: Vec::new(),
+            child_by_name: BTreeMap::new(),
+            props: BTreeMap::new(),
+        }
     }
 }
 
@@ -82,7 +91,10 @@ impl<'t> NodeRef<'t> {
     /// Children in order.
     pub fn children(&self) -> impl Iterator<Item = NodeRef<'t>> + 't {
         let tree = self.tree;
-        self.node().children.iter().map(move |id| NodeRef { tree, id: *id })
+        self.node()
+            .children
+            .iter()
+            .map(move |id| NodeRef { tree, id: *id })
     }
 }
 
@@ -107,7 +119,12 @@ impl Tree {
     pub fn new(limits: Limits) -> Tree {
         assert_eq!(limits.validate(), Ok(()), "limits must be valid");
         let root = Node::new(ROOT_NAME.to_owned(), ROOT_CLASS.to_owned(), None);
-        Tree { nodes: vec![Some(root)], free: Vec::new(), live_count: 1, limits }
+        Tree {
+            nodes: vec![Some(root)],
+            free: Vec::new(),
+            live_count: 1,
+            limits,
+        }
     }
 
     pub fn limits(&self) -> &Limits {
@@ -125,7 +142,10 @@ impl Tree {
     }
 
     pub fn root(&self) -> NodeRef<'_> {
-        NodeRef { tree: self, id: ROOT }
+        NodeRef {
+            tree: self,
+            id: ROOT,
+        }
     }
 
     /// The node at `path`, if any.
@@ -134,17 +154,27 @@ impl Tree {
     }
 
     fn node(&self, id: NodeId) -> &Node {
-        self.nodes[id.0 as usize].as_ref().expect("ids held by the tree point at live nodes")
+        self.nodes[id.0 as usize]
+            .as_ref()
+            .expect("ids held by the tree point at live nodes")
     }
 
     fn node_mut(&mut self, id: NodeId) -> &mut Node {
-        self.nodes[id.0 as usize].as_mut().expect("ids held by the tree point at live nodes")
+        self.nodes[id.0 as usize]
+            .as_mut()
+            .expect("ids held by the tree point at live nodes")
     }
 
     fn lookup(&self, path: &NodePath) -> Option<NodeId> {
         let mut segments = path.segments();
-        assert_eq!(segments.next(), Some(ROOT_NAME), "a NodePath starts at the root");
-        segments.try_fold(ROOT, |id, name| self.node(id).child_by_name.get(name).copied())
+        assert_eq!(
+            segments.next(),
+            Some(ROOT_NAME),
+            "a NodePath starts at the root"
+        );
+        segments.try_fold(ROOT, |id, name| {
+            self.node(id).child_by_name.get(name).copied()
+        })
     }
 
     fn path_of(&self, id: NodeId) -> String {
@@ -166,11 +196,21 @@ impl Tree {
 
     fn node_value(&self, id: NodeId) -> Value {
         let node = self.node(id);
-        let props = node.props.iter().map(|(k, v)| (Value::String(k.clone()), v.clone())).collect();
+        let props = node
+            .props
+            .iter()
+            .map(|(k, v)| (Value::String(k.clone()), v.clone()))
+            .collect();
         let children = node.children.iter().map(|c| self.node_value(*c)).collect();
         Value::Dictionary(vec![
-            (Value::String("name".into()), Value::String(node.name.clone())),
-            (Value::String("class".into()), Value::String(node.class.clone())),
+            (
+                Value::String("name".into()),
+                Value::String(node.name.clone()),
+            ),
+            (
+                Value::String("class".into()),
+                Value::String(node.class.clone()),
+            ),
             (Value::String("props".into()), Value::Dictionary(props)),
             (Value::String("children".into()), Value::Array(children)),
         ])
@@ -186,22 +226,51 @@ impl Tree {
         let mut stack = vec![ROOT];
         while let Some(id) = stack.pop() {
             reached += 1;
-            assert!(reached <= self.live_count, "more nodes reachable than live: a cycle");
+            assert!(
+                reached <= self.live_count,
+                "more nodes reachable than live: a cycle"
+            );
             let node = self.node(id);
-            assert!(node.children.len() <= self.limits.children_per_node_max, "children limit");
-            assert!(node.props.len() <= self.limits.props_per_node_max, "props limit");
-            assert_eq!(node.children.len(), node.child_by_name.len(), "index matches children at {id:?}");
+            assert!(
+                node.children.len() <= self.limits.children_per_node_max,
+                "children limit"
+            );
+            assert!(
+                node.props.len() <= self.limits.props_per_node_max,
+                "props limit"
+            );
+            assert_eq!(
+                node.children.len(),
+                node.child_by_name.len(),
+                "index matches children at {id:?}"
+            );
             for child_id in &node.children {
                 let child = self.node(*child_id);
-                assert_eq!(child.parent, Some(id), "child {child_id:?} points back at its parent");
-                assert_eq!(node.child_by_name.get(&child.name), Some(child_id), "index entry for {:?}", child.name);
+                assert_eq!(
+                    child.parent,
+                    Some(id),
+                    "child {child_id:?} points back at its parent"
+                );
+                assert_eq!(
+                    node.child_by_name.get(&child.name),
+                    Some(child_id),
+                    "index entry for {:?}",
+                    child.name
+                );
                 stack.push(*child_id);
             }
         }
-        assert_eq!(reached, self.live_count, "every live node is reachable from the root");
+        assert_eq!(
+            reached, self.live_count,
+            "every live node is reachable from the root"
+        );
         let live = self.nodes.iter().filter(|n| n.is_some()).count();
         assert_eq!(live, self.live_count, "live count matches the arena");
-        assert_eq!(self.nodes.len() - live, self.free.len(), "every dead slot is on the free list");
+        assert_eq!(
+            self.nodes.len() - live,
+            self.free.len(),
+            "every dead slot is on the free list"
+        );
         assert!(self.live_count <= self.limits.nodes_max, "node limit");
     }
 }

@@ -60,11 +60,19 @@ impl Tree {
                 parent,
                 name: node.name.clone(),
                 class: node.class.clone(),
-                props: node.props.iter().map(|(k, v)| Prop::new(k.clone(), v.clone())).collect(),
+                props: node
+                    .props
+                    .iter()
+                    .map(|(k, v)| Prop::new(k.clone(), v.clone()))
+                    .collect(),
             });
             stack.extend(node.children.iter().rev().map(|c| (*c, index)));
         }
-        assert_eq!(nodes.len(), self.live_count, "a snapshot holds every live node");
+        assert_eq!(
+            nodes.len(),
+            self.live_count,
+            "a snapshot holds every live node"
+        );
         TreeSnapshot { nodes }
     }
 
@@ -82,7 +90,10 @@ impl Tree {
     pub fn from_snapshot(snapshot: &TreeSnapshot, limits: Limits) -> Result<Tree, SnapshotError> {
         let mut tree = Tree::new(limits);
         let malformed = |index, reason| SnapshotError::Malformed { index, reason };
-        let root = snapshot.nodes.first().ok_or(malformed(0, "a snapshot holds at least the root"))?;
+        let root = snapshot
+            .nodes
+            .first()
+            .ok_or(malformed(0, "a snapshot holds at least the root"))?;
         if root.parent != ROOT_PARENT || root.name != ROOT_NAME {
             return Err(malformed(0, "the first node must be /root"));
         }
@@ -96,9 +107,17 @@ impl Tree {
             tree.check_class(&entry.class).map_err(invalid)?;
             tree.check_props(&entry.props).map_err(invalid)?;
             if entry.props.windows(2).any(|w| w[0].name >= w[1].name) {
-                return Err(malformed(index, "properties must be unique and in name order"));
+                return Err(malformed(
+                    index,
+                    "properties must be unique and in name order",
+                ));
             }
-            if entry.props.len() > tree.limits.props_per_node_max || entry.props.iter().any(|p| p.value == crate::value::Value::Nil) {
+            if entry.props.len() > tree.limits.props_per_node_max
+                || entry
+                    .props
+                    .iter()
+                    .any(|p| p.value == crate::value::Value::Nil)
+            {
                 return Err(malformed(index, "too many properties, or a Nil property"));
             }
             let id = if index == 0 {
@@ -108,10 +127,17 @@ impl Tree {
             };
             let node = tree.node_mut(id);
             node.class = entry.class.clone();
-            node.props = entry.props.iter().map(|p| (p.name.clone(), p.value.clone())).collect();
+            node.props = entry
+                .props
+                .iter()
+                .map(|p| (p.name.clone(), p.value.clone()))
+                .collect();
             let (depth, bytes) = match entry.parent {
                 ROOT_PARENT => (1, 1 + ROOT_NAME.len()),
-                p => (placed[p as usize].1 + 1, placed[p as usize].2 + 1 + entry.name.len()),
+                p => (
+                    placed[p as usize].1 + 1,
+                    placed[p as usize].2 + 1 + entry.name.len(),
+                ),
             };
             placed.push((id, depth, bytes));
         }
@@ -120,20 +146,38 @@ impl Tree {
     }
 
     /// Adds snapshot entry `index` under its (already placed) parent.
-    fn place(&mut self, placed: &[(NodeId, usize, usize)], index: usize, entry: &SnapshotNode) -> Result<NodeId, SnapshotError> {
+    fn place(
+        &mut self,
+        placed: &[(NodeId, usize, usize)],
+        index: usize,
+        entry: &SnapshotNode,
+    ) -> Result<NodeId, SnapshotError> {
         let invalid = |source: TreeError| SnapshotError::Invalid { index, source };
         let parent_index = entry.parent as usize;
         if parent_index >= index {
-            return Err(SnapshotError::Malformed { index, reason: "parent must come before the node" });
+            return Err(SnapshotError::Malformed {
+                index,
+                reason: "parent must come before the node",
+            });
         }
         let (parent, parent_depth, parent_bytes) = placed[parent_index];
         validate_name(&entry.name, &self.limits).map_err(|e| invalid(e.into()))?;
-        if parent_depth + 1 > self.limits.path_depth_max || parent_bytes + 1 + entry.name.len() > self.limits.path_bytes_max {
-            return Err(SnapshotError::Malformed { index, reason: "path exceeds the path limits" });
+        if parent_depth + 1 > self.limits.path_depth_max
+            || parent_bytes + 1 + entry.name.len() > self.limits.path_bytes_max
+        {
+            return Err(SnapshotError::Malformed {
+                index,
+                reason: "path exceeds the path limits",
+            });
         }
-        self.check_room_for_child(parent, &entry.name).map_err(invalid)?;
+        self.check_room_for_child(parent, &entry.name)
+            .map_err(invalid)?;
         let id = NodeId(u32::try_from(self.nodes.len()).expect("nodes_max fits in u32"));
-        self.nodes.push(Some(Node::new(entry.name.clone(), entry.class.clone(), Some(parent))));
+        self.nodes.push(Some(Node::new(
+            entry.name.clone(),
+            entry.class.clone(),
+            Some(parent),
+        )));
         self.live_count += 1;
         self.attach(parent, id, None);
         Ok(id)
