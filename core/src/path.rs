@@ -263,6 +263,19 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        /// Any string either parses to a path that prints back as itself, or is refused with a
+        /// typed error; nothing panics.
+        #[test]
+        fn random_strings_parse_or_fail_cleanly(text in "(/root)?[/a-z.:@\"%\\x00é]{0,24}") {
+            if let Ok(path) = parse(&text) {
+                proptest::prop_assert_eq!(path.as_str(), text.as_str());
+                proptest::prop_assert_eq!(path.segments().count(), path.depth());
+                proptest::prop_assert!(path.parent().is_none_or(|p| path.is_within(&p)));
+            }
+        }
+    }
+
     #[test]
     fn prefix_and_within_are_segment_wise() {
         let p = parse("/root/World/Player1/Gun").expect("valid");
