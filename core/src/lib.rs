@@ -21,6 +21,7 @@ pub mod hlc;
 pub mod limits;
 pub mod op;
 pub mod path;
+pub mod replica;
 pub mod shard;
 mod sync;
 #[cfg(any(test, feature = "testing"))]

@@ -1,0 +1,385 @@
+//! A shard replica: the sans-I/O driver of one `raft::RawNode` and its tree state machine.
+//!
+//! Inputs (`Input`) are ticks, client proposals and reads, Raft messages from peers and
+//! persistence completions; outputs (`Output`) are messages to send, writes to persist and
+//! replies to clients. The runtime (or the simulator) executes the outputs and feeds
+//! completions back. Nothing here touches a clock, a disk or a socket.
+//!
+//! Persistence is asynchronous (`advance_append_async`): a `PersistRequest` must be made
+//! durable — in order — before `Input::Persisted { number }` is fed back. Messages Raft wants
+//! sent only after persistence (votes, append acks) are held until then; a leader's appends
+//! go out at once, in parallel with its own fsync (Raft thesis 10.2.1).
+//!
+//! Reads are linearizable through Raft's ReadIndex (`ReadOnlyOption::Safe`), not a lease: a
+//! lease would depend on bounded clock drift, which we only assume for the HLC's
+//! `max_offset`, and ReadIndex costs one heartbeat round trip that is batched per tick.
+//!
+//! # Invariants
+//! - Entries are applied in index order, each exactly once (`applied + 1 == entry.index`).
+//! - A client is told "written" only for an entry applied at the index and term its proposal
+//!   got: a proposal whose index was overwritten by another leader is answered `Dropped`.
+//! - Messages marked "persisted" by Raft are released only after `Persisted` covers them.
+//! - `digest` is a hash chain over applied entries: replicas with equal `(applied, digest)`
+//!   applied the same log, and so hold the same tree (`specs/RaftLeaderElection.tla`'s
+//!   StateMachineSafety).
+
+mod apply;
+
+use std::collections::{BTreeMap, VecDeque};
+
+use raft::prelude::{Entry, HardState, Message};
+use raft::storage::MemStorage;
+use raft::{Config, RawNode, StateRole, Storage};
+
+use crate::limits::Limits;
+use crate::op::Txn;
+use crate::tree::{Tree, TreeError};
+use crate::value::Value;
+use crate::wire;
+
+/// Most Raft readies drained in one step; each drains everything pending, so more than a
+/// few means a bug.
+const READIES_PER_STEP_MAX: usize = 64;
+
+/// Static configuration of one replica.
+#[derive(Clone, Debug)]
+pub struct ReplicaConfig {
+    /// This replica's Raft id (non-zero, unique in the group).
+    pub id: u64,
+    /// Every member's id, this one included.
+    pub peers: Vec<u64>,
+    /// Ticks without a leader before campaigning (randomised by the driver's tick jitter).
+    pub election_ticks: usize,
+    /// Ticks between leader heartbeats.
+    pub heartbeat_ticks: usize,
+    pub limits: Limits,
+}
+
+impl ReplicaConfig {
+    pub fn new(id: u64, peers: Vec<u64>) -> ReplicaConfig {
+        ReplicaConfig {
+            id,
+            peers,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// What the replica is asked to do.
+#[derive(Debug)]
+pub enum Input {
+    Tick,
+    /// Replicate and apply a transaction; answered with `Reply::Written` or `Reply::Failed`.
+    Propose {
+        id: u64,
+        txn: Txn,
+    },
+    /// Linearizable read of a node (or one property of it).
+    Read {
+        id: u64,
+        path: String,
+        prop: Option<String>,
+    },
+    /// A Raft message from a peer.
+    Message(Box<Message>),
+    /// Every `PersistRequest` up to `number` is durable.
+    Persisted {
+        number: u64,
+    },
+}
+
+/// Something to make durable before `Input::Persisted { number }`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PersistRequest {
+    pub number: u64,
+    pub entries: Vec<Entry>,
+    pub hard_state: Option<HardState>,
+    /// False when only the commit index changed: an fsync may be skipped (not reordered).
+    pub must_sync: bool,
+}
+
+/// Why a request did not succeed.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplyError {
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader { leader: Option<u64> },
+    #[error("the proposal was dropped (leadership changed); it did not commit")]
+    Dropped,
+    #[error("transaction of {bytes} bytes exceeds the limit of {max}")]
+    TooLarge { bytes: usize, max: usize },
+    #[error("committed but rejected by the tree: {0}")]
+    Rejected(TreeError),
+}
+
+/// An answer to a client request.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reply {
+    Written {
+        id: u64,
+        index: u64,
+        term: u64,
+    },
+    Read {
+        id: u64,
+        index: u64,
+        value: Option<Value>,
+    },
+    Failed {
+        id: u64,
+        error: ReplyError,
+    },
+}
+
+/// What a step produced; the caller executes it and clears it.
+#[derive(Debug, Default)]
+pub struct Output {
+    pub messages: Vec<Message>,
+    pub persist: Vec<PersistRequest>,
+    pub replies: Vec<Reply>,
+}
+
+/// One replica of one shard.
+pub struct Replica {
+    raw: RawNode<MemStorage>,
+    tree: Tree,
+    applied: u64,
+    digest: u64,
+    /// Proposals awaiting their entry: index → (request id, term proposed in).
+    pending_writes: BTreeMap<u64, (u64, u64)>,
+    /// Reads awaiting a read index: request id → (path, prop).
+    pending_reads: BTreeMap<u64, (String, Option<String>)>,
+    /// Reads whose read index is known, waiting for `applied` to reach it.
+    ready_reads: Vec<(u64, u64)>,
+    /// Messages to release once the persist request with this number is durable.
+    held: VecDeque<(u64, Vec<Message>)>,
+}
+
+impl Replica {
+    /// A replica over `storage` (empty for a new group; reloaded from the WAL on restart).
+    /// Committed entries in storage are re-applied to a fresh tree.
+    pub fn new(config: &ReplicaConfig, storage: MemStorage, logger: &slog::Logger) -> Replica {
+        assert!(
+            config.peers.contains(&config.id),
+            "a replica is one of its group's peers"
+        );
+        let raft_config = Config {
+            id: config.id,
+            election_tick: config.election_ticks,
+            heartbeat_tick: config.heartbeat_ticks,
+            // A range of one: raft-rs draws it from the thread RNG, which would make runs
+            // irreproducible. The driver randomises elections by jittering ticks instead.
+            min_election_tick: config.election_ticks,
+            max_election_tick: config.election_ticks + 1,
+            pre_vote: true,
+            check_quorum: true,
+            max_inflight_msgs: 256,
+            max_size_per_msg: 1024 * 1024,
+            ..Config::default()
+        };
+        raft_config.validate().expect("replica config is valid");
+        // A brand-new group: record its members (a restarted replica reloads them).
+        if Storage::initial_state(&storage)
+            .expect("memory storage")
+            .conf_state
+            .voters
+            .is_empty()
+        {
+            storage.wl().set_conf_state(raft::prelude::ConfState::from((
+                config.peers.clone(),
+                vec![],
+            )));
+        }
+        let raw = RawNode::new(&raft_config, storage, logger).expect("replica config is valid");
+        Replica {
+            raw,
+            tree: Tree::new(config.limits.clone()),
+            applied: 0,
+            digest: 0,
+            pending_writes: BTreeMap::new(),
+            pending_reads: BTreeMap::new(),
+            ready_reads: Vec::new(),
+            held: VecDeque::new(),
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.raw.raft.id
+    }
+
+    pub fn term(&self) -> u64 {
+        self.raw.raft.term
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    /// The leader this replica knows of.
+    pub fn leader(&self) -> Option<u64> {
+        Some(self.raw.raft.leader_id).filter(|id| *id != raft::INVALID_ID)
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.applied
+    }
+
+    /// Hash chain over every applied entry (see the module invariants).
+    pub fn digest(&self) -> u64 {
+        self.digest
+    }
+
+    pub fn tree(&self) -> &Tree {
+        &self.tree
+    }
+
+    /// Runs one input and everything Raft makes ready because of it.
+    pub fn step(&mut self, input: Input, out: &mut Output) {
+        match input {
+            Input::Tick => {
+                self.raw.tick();
+            }
+            Input::Propose { id, txn } => self.propose(id, &txn, out),
+            Input::Read { id, path, prop } => {
+                self.pending_reads.insert(id, (path, prop));
+                self.raw.read_index(id.to_le_bytes().to_vec());
+            }
+            Input::Message(message) => {
+                // Errors here are messages for an unknown peer or local-only types from the
+                // network: dropping them is what Raft expects of a lossy network.
+                let _ = self.raw.step(*message);
+            }
+            Input::Persisted { number } => self.on_persisted(number, out),
+        }
+        self.drain_ready(out);
+    }
+
+    fn propose(&mut self, id: u64, txn: &Txn, out: &mut Output) {
+        if !self.is_leader() {
+            let error = ReplyError::NotLeader {
+                leader: self.leader(),
+            };
+            out.replies.push(Reply::Failed { id, error });
+            return;
+        }
+        let data = wire::encode_txn(txn);
+        let max = self.tree.limits().message_bytes_max;
+        if data.len() > max {
+            let error = ReplyError::TooLarge {
+                bytes: data.len(),
+                max,
+            };
+            out.replies.push(Reply::Failed { id, error });
+            return;
+        }
+        match self.raw.propose(Vec::new(), data.to_vec()) {
+            Ok(()) => {
+                let index = self.raw.raft.raft_log.last_index();
+                let previous = self.pending_writes.insert(index, (id, self.term()));
+                assert!(
+                    previous.is_none(),
+                    "each index is proposed once per leader term"
+                );
+            }
+            Err(_) => out.replies.push(Reply::Failed {
+                id,
+                error: ReplyError::Dropped,
+            }),
+        }
+    }
+
+    fn on_persisted(&mut self, number: u64, out: &mut Output) {
+        self.raw.on_persist_ready(number);
+        while self.held.front().is_some_and(|(n, _)| *n <= number) {
+            let (_, messages) = self.held.pop_front().expect("front exists");
+            out.messages.extend(messages);
+        }
+    }
+
+    fn drain_ready(&mut self, out: &mut Output) {
+        for _ in 0..READIES_PER_STEP_MAX {
+            if !self.raw.has_ready() {
+                self.serve_reads(out);
+                return;
+            }
+            let mut ready = self.raw.ready();
+            out.messages.extend(ready.take_messages());
+            assert!(
+                ready.snapshot().is_empty(),
+                "logs are not compacted yet, so no snapshots"
+            );
+            let committed = ready.take_committed_entries();
+            self.apply_entries(committed, out);
+            for state in ready.take_read_states() {
+                let id = u64::from_le_bytes(
+                    state
+                        .request_ctx
+                        .as_slice()
+                        .try_into()
+                        .expect("our 8-byte ctx"),
+                );
+                self.ready_reads.push((id, state.index));
+            }
+            self.stage(ready, out);
+        }
+        panic!("more than {READIES_PER_STEP_MAX} readies in one step");
+    }
+
+    /// Makes a ready's entries and hard state readable by Raft (memory) and asks the driver
+    /// to make them durable; holds the messages that must wait for that.
+    fn stage(&mut self, mut ready: raft::Ready, out: &mut Output) {
+        let entries = ready.entries().clone();
+        let hard_state = ready.hs().cloned();
+        let persisted_messages = ready.take_persisted_messages();
+        let (number, must_sync) = (ready.number(), ready.must_sync());
+        {
+            let store = self.raw.store();
+            let mut core = store.wl();
+            if !entries.is_empty() {
+                core.append(&entries)
+                    .expect("raft hands out appendable entries");
+            }
+            if let Some(hs) = &hard_state {
+                core.set_hardstate(hs.clone());
+            }
+        }
+        self.raw.advance_append_async(ready);
+        if entries.is_empty() && hard_state.is_none() && self.held.is_empty() {
+            self.raw.on_persist_ready(number);
+            out.messages.extend(persisted_messages);
+            return;
+        }
+        out.persist.push(PersistRequest {
+            number,
+            entries,
+            hard_state,
+            must_sync,
+        });
+        self.held.push_back((number, persisted_messages));
+    }
+
+    fn serve_reads(&mut self, out: &mut Output) {
+        let applied = self.applied;
+        let (ready, waiting): (Vec<_>, Vec<_>) = self
+            .ready_reads
+            .drain(..)
+            .partition(|(_, index)| *index <= applied);
+        self.ready_reads = waiting;
+        for (id, _) in ready {
+            let Some((path, prop)) = self.pending_reads.remove(&id) else {
+                continue;
+            };
+            let value = self.read_value(&path, prop.as_deref());
+            out.replies.push(Reply::Read {
+                id,
+                index: applied,
+                value,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,149 @@
+//! Replica tests: a single-node group elects itself, persists before acking, applies and
+//! reads linearizably; proposals to followers are refused.
+
+use raft::storage::MemStorage;
+
+use super::*;
+use crate::op::{Op, Prop};
+
+fn logger() -> slog::Logger {
+    slog::Logger::root(slog::Discard, slog::o!())
+}
+
+fn set(prop: &str, value: i64) -> Txn {
+    Txn::single(Op::Set {
+        path: "/root".into(),
+        props: vec![Prop::new(prop, Value::Int(value))],
+    })
+}
+
+/// Runs a single-node replica: persists every request at once and loops messages (none).
+fn settle(replica: &mut Replica, out: &mut Output) -> Vec<Reply> {
+    let mut replies = Vec::new();
+    for _ in 0..100 {
+        replies.append(&mut out.replies);
+        assert!(out.messages.is_empty(), "a single-node group sends nothing");
+        let Some(last) = out.persist.last().map(|p| p.number) else {
+            return replies;
+        };
+        out.persist.clear();
+        replica.step(Input::Persisted { number: last }, out);
+    }
+    panic!("did not settle");
+}
+
+fn single_node_leader() -> Replica {
+    let mut replica = Replica::new(
+        &ReplicaConfig::new(1, vec![1]),
+        MemStorage::new(),
+        &logger(),
+    );
+    let mut out = Output::default();
+    for _ in 0..30 {
+        replica.step(Input::Tick, &mut out);
+        settle(&mut replica, &mut out);
+    }
+    assert!(replica.is_leader(), "a single node elects itself");
+    replica
+}
+
+#[test]
+fn writes_are_acknowledged_only_after_persistence() {
+    let mut replica = single_node_leader();
+    let mut out = Output::default();
+    replica.step(
+        Input::Propose {
+            id: 7,
+            txn: set("hp", 5),
+        },
+        &mut out,
+    );
+    assert!(
+        out.replies.is_empty(),
+        "nothing is acknowledged before the entry is durable"
+    );
+    assert!(
+        !out.persist.is_empty(),
+        "the entry is handed out for persistence"
+    );
+    let replies = settle(&mut replica, &mut out);
+    assert!(
+        matches!(replies.as_slice(), [Reply::Written { id: 7, .. }]),
+        "{replies:?}"
+    );
+    let root = replica.tree().root();
+    assert_eq!(root.prop("hp"), Some(&Value::Int(5)));
+}
+
+#[test]
+fn reads_see_acknowledged_writes_and_invalid_txns_are_rejected_deterministically() {
+    let mut replica = single_node_leader();
+    let mut out = Output::default();
+    replica.step(
+        Input::Propose {
+            id: 1,
+            txn: set("x", 1),
+        },
+        &mut out,
+    );
+    settle(&mut replica, &mut out);
+    replica.step(
+        Input::Read {
+            id: 2,
+            path: "/root".into(),
+            prop: Some("x".into()),
+        },
+        &mut out,
+    );
+    let replies = settle(&mut replica, &mut out);
+    assert!(
+        matches!(
+            replies.as_slice(),
+            [Reply::Read {
+                id: 2,
+                value: Some(Value::Int(1)),
+                ..
+            }]
+        ),
+        "{replies:?}"
+    );
+    let bad = Txn::single(Op::Delete {
+        path: "/root".into(),
+    });
+    replica.step(Input::Propose { id: 3, txn: bad }, &mut out);
+    let replies = settle(&mut replica, &mut out);
+    assert!(
+        matches!(
+            replies.as_slice(),
+            [Reply::Failed {
+                id: 3,
+                error: ReplyError::Rejected(_)
+            }]
+        ),
+        "{replies:?}"
+    );
+}
+
+#[test]
+fn a_follower_refuses_proposals_and_names_no_leader_yet() {
+    let mut replica = Replica::new(
+        &ReplicaConfig::new(1, vec![1, 2, 3]),
+        MemStorage::new(),
+        &logger(),
+    );
+    let mut out = Output::default();
+    replica.step(
+        Input::Propose {
+            id: 9,
+            txn: set("x", 1),
+        },
+        &mut out,
+    );
+    assert_eq!(
+        out.replies,
+        vec![Reply::Failed {
+            id: 9,
+            error: ReplyError::NotLeader { leader: None }
+        }]
+    );
+}
