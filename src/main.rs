@@ -3,6 +3,8 @@
 //! Today it demonstrates the core (`treesync demo`): the replicated server (`local`, `serve`)
 //! arrives with the replication engine (issue 4) and says so instead of pretending.
 
+mod sim;
+
 use std::process::ExitCode;
 
 use treesync_core::codec::{self, GodotVersion};
@@ -12,6 +14,10 @@ const USAGE: &str = "usage: treesync <command>
 
 commands:
   demo      apply a few ops to an in-memory tree and print it with its Godot bytes
+  sim       deterministic simulation of a 3-replica shard under faults:
+              --seeds N (default 100), --first S (default 1), --seed S (one run, verbose),
+              --inject ack-before-fsync|stale-read (a deliberate bug the checks must catch),
+              --steps T (simulated time units, default 1500)
   version   print the version
   local     a local 3-replica cluster (not built yet: issue 4)
   serve     one server of a cluster  (not built yet: issue 4)";
@@ -20,6 +26,13 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str).unwrap_or("demo") {
         "demo" => demo(),
+        "sim" => match sim::run(&args[1..]) {
+            Ok(code) => code,
+            Err(message) => {
+                eprintln!("treesync sim: {message}\n\n{USAGE}");
+                ExitCode::from(2)
+            }
+        },
         "version" | "--version" => {
             println!("treesync {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

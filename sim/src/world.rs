@@ -1,0 +1,502 @@
+//! The simulated cluster: three replicas of one shard, a lossy network, disks that lose
+//! what was not fsynced on a crash, jittered clocks, and clients writing and reading
+//! registers. One `Rng` drives every choice, so a seed replays exactly.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+
+use raft::prelude::{ConfState, Entry, HardState, Message};
+use raft::storage::MemStorage;
+use rkyv::util::AlignedVec;
+use treesync_core::op::{Op, Prop, Txn};
+use treesync_core::replica::{Input, Output, PersistRequest, Replica, ReplicaConfig, Reply};
+use treesync_core::{wire, Value};
+
+use crate::history::{Event, Kind, Outcome};
+use crate::rng::Rng;
+use crate::{Bug, SimOptions};
+
+pub const NODES: u64 = 3;
+pub const KEYS: usize = 3;
+const CLIENTS: usize = 3;
+const CLIENT_TIMEOUT: u64 = 80;
+/// Bound on inputs one external event may cascade into (ack-before-fsync feeds back).
+const CASCADE_MAX: usize = 64;
+
+/// Durable state of one node: what survived its last fsync.
+#[derive(Default)]
+struct Disk {
+    entries: Vec<Entry>,
+    hard_state: HardState,
+}
+
+impl Disk {
+    fn write(&mut self, request: &PersistRequest) {
+        if let Some(first) = request.entries.first() {
+            assert!(
+                first.index >= 1 && first.index as usize <= self.entries.len() + 1,
+                "contiguous log"
+            );
+            self.entries.truncate(first.index as usize - 1);
+            self.entries.extend(request.entries.iter().cloned());
+        }
+        if let Some(hs) = &request.hard_state {
+            self.hard_state = hs.clone();
+        }
+    }
+}
+
+struct Node {
+    replica: Option<Replica>,
+    disk: Disk,
+    /// Written but not yet fsynced: lost on a crash.
+    fsyncs: VecDeque<(u64, PersistRequest)>,
+    down_until: u64,
+}
+
+struct Pending {
+    request: u64,
+    event: usize,
+    deadline: u64,
+}
+
+struct Client {
+    pending: Option<Pending>,
+    leader_hint: u64,
+}
+
+pub struct World {
+    options: SimOptions,
+    rng: Rng,
+    now: u64,
+    nodes: Vec<Node>,
+    network: BinaryHeap<Reverse<(u64, u64, u64, u64)>>,
+    in_flight: BTreeMap<u64, Message>,
+    message_seq: u64,
+    isolated: Option<(u64, u64)>,
+    clients: Vec<Client>,
+    requests: BTreeMap<u64, usize>,
+    next_request: u64,
+    pub events: Vec<Event>,
+    leaders: BTreeMap<u64, u64>,
+    digests: BTreeMap<u64, u64>,
+    faults_on: bool,
+    pub crashes: u64,
+    pub violation: Option<String>,
+    logger: slog::Logger,
+}
+
+fn config(id: u64) -> ReplicaConfig {
+    ReplicaConfig::new(id, (1..=NODES).collect())
+}
+
+impl World {
+    pub fn new(options: SimOptions) -> World {
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let mut rng = Rng::new(options.seed);
+        let nodes = (1..=NODES)
+            .map(|id| Node {
+                replica: Some(Replica::new(&config(id), MemStorage::new(), &logger)),
+                disk: Disk::default(),
+                fsyncs: VecDeque::new(),
+                down_until: 0,
+            })
+            .collect();
+        let clients = (0..CLIENTS)
+            .map(|_| Client {
+                pending: None,
+                leader_hint: rng.range(1, NODES),
+            })
+            .collect();
+        World {
+            options,
+            rng,
+            now: 0,
+            nodes,
+            network: BinaryHeap::new(),
+            in_flight: BTreeMap::new(),
+            message_seq: 0,
+            isolated: None,
+            clients,
+            requests: BTreeMap::new(),
+            next_request: 1,
+            events: Vec::new(),
+            leaders: BTreeMap::new(),
+            digests: BTreeMap::new(),
+            faults_on: true,
+            crashes: 0,
+            violation: None,
+            logger,
+        }
+    }
+
+    fn node(&mut self, id: u64) -> &mut Node {
+        &mut self.nodes[(id - 1) as usize]
+    }
+
+    /// Steps node `id` with `input` and routes everything it produces.
+    fn run(&mut self, id: u64, input: Input) {
+        let mut inputs = vec![input];
+        for _ in 0..CASCADE_MAX {
+            let Some(input) = inputs.pop() else { return };
+            let mut out = Output::default();
+            let Some(replica) = self.node(id).replica.as_mut() else {
+                return;
+            };
+            replica.step(input, &mut out);
+            self.observe(id);
+            for message in out.messages {
+                self.send(message);
+            }
+            for request in out.persist {
+                let due = self.now + self.rng.range(1, 4);
+                let node = self.node(id);
+                let due = node.fsyncs.back().map_or(due, |(d, _)| due.max(*d));
+                if self.options.inject == Some(Bug::AckBeforeFsync) {
+                    inputs.push(Input::Persisted {
+                        number: request.number,
+                    });
+                }
+                self.node(id).fsyncs.push_back((due, request));
+            }
+            for reply in out.replies {
+                self.on_reply(reply);
+            }
+        }
+        panic!("input cascade longer than {CASCADE_MAX}");
+    }
+
+    /// Records leadership and applied digests after every step (the safety checks).
+    fn observe(&mut self, id: u64) {
+        let replica = self.nodes[(id - 1) as usize]
+            .replica
+            .as_ref()
+            .expect("observed nodes are up");
+        let (term, leader, applied, digest) = (
+            replica.term(),
+            replica.is_leader(),
+            replica.applied_index(),
+            replica.digest(),
+        );
+        if leader {
+            let first = *self.leaders.entry(term).or_insert(id);
+            if first != id && self.violation.is_none() {
+                self.violation = Some(format!(
+                    "election safety: nodes {first} and {id} both led term {term}"
+                ));
+            }
+        }
+        if applied > 0 {
+            let first = *self.digests.entry(applied).or_insert(digest);
+            if first != digest && self.violation.is_none() {
+                self.violation = Some(format!(
+                    "state machine safety: node {id} applied a different log up to index {applied}"
+                ));
+            }
+        }
+    }
+
+    fn send(&mut self, message: Message) {
+        let faults = self.faults_on;
+        if faults && self.rng.chance(20) {
+            return; // lost
+        }
+        let copies = if faults && self.rng.chance(20) { 2 } else { 1 };
+        for _ in 0..copies {
+            let at = self.now + self.rng.range(1, 4);
+            self.message_seq += 1;
+            self.network
+                .push(Reverse((at, self.message_seq, message.from, message.to)));
+            self.in_flight.insert(self.message_seq, message.clone());
+        }
+    }
+
+    fn cut_off(&self, a: u64, b: u64) -> bool {
+        matches!(self.isolated, Some((node, until)) if self.now < until && (node == a || node == b))
+    }
+
+    fn deliver_messages(&mut self) {
+        while let Some(Reverse((at, seq, from, to))) = self.network.peek().copied() {
+            if at > self.now {
+                break;
+            }
+            self.network.pop();
+            let message = self
+                .in_flight
+                .remove(&seq)
+                .expect("every queued message is stored");
+            if !self.cut_off(from, to) {
+                self.run(to, Input::Message(Box::new(message)));
+            }
+        }
+    }
+
+    fn complete_fsyncs(&mut self) {
+        let now = self.now;
+        for id in 1..=NODES {
+            while self
+                .node(id)
+                .fsyncs
+                .front()
+                .is_some_and(|(due, _)| *due <= now)
+            {
+                let (_, request) = self.node(id).fsyncs.pop_front().expect("front exists");
+                self.node(id).disk.write(&request);
+                if self.options.inject != Some(Bug::AckBeforeFsync) {
+                    self.run(
+                        id,
+                        Input::Persisted {
+                            number: request.number,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn crash(&mut self, id: u64) {
+        let down_for = self.rng.range(5, 40);
+        let now = self.now;
+        let node = self.node(id);
+        node.replica = None;
+        node.fsyncs.clear(); // un-fsynced writes are lost
+        node.down_until = now + down_for;
+        self.crashes += 1;
+    }
+
+    /// Rebuilds a replica from its disk, as a process restart replays its WAL.
+    fn restart(&mut self, id: u64) {
+        let storage = MemStorage::new();
+        {
+            let disk = &self.nodes[(id - 1) as usize].disk;
+            let mut core = storage.wl();
+            core.set_conf_state(ConfState::from(((1..=NODES).collect::<Vec<_>>(), vec![])));
+            core.append(&disk.entries)
+                .expect("the disk log is contiguous from 1");
+            core.set_hardstate(disk.hard_state.clone());
+        }
+        let replica = Replica::new(&config(id), storage, &self.logger);
+        self.node(id).replica = Some(replica);
+    }
+
+    fn faults(&mut self) {
+        for id in 1..=NODES {
+            if self.node(id).replica.is_none() && self.now >= self.node(id).down_until {
+                self.restart(id);
+            }
+        }
+        if !self.faults_on {
+            return;
+        }
+        let all_up = self.nodes.iter().all(|n| n.replica.is_some());
+        if all_up && self.rng.chance(self.options.crash_per_mille) {
+            let id = self.rng.range(1, NODES);
+            self.crash(id);
+        }
+        if self.isolated.is_none_or(|(_, until)| self.now >= until) && self.rng.chance(3) {
+            let (node, length) = (self.rng.range(1, NODES), self.rng.range(10, 80));
+            self.isolated = Some((node, self.now + length));
+        }
+    }
+
+    fn ticks(&mut self) {
+        for id in 1..=NODES {
+            // Jitter: clocks tick at slightly different rates, which also spreads elections.
+            if self.node(id).replica.is_some() && self.rng.chance(800) {
+                self.run(id, Input::Tick);
+            }
+        }
+    }
+
+    fn clients(&mut self, issue: bool) {
+        for c in 0..CLIENTS {
+            if let Some(p) = &self.clients[c].pending {
+                if self.now >= p.deadline {
+                    let p = self.clients[c].pending.take().expect("checked");
+                    self.requests.remove(&p.request);
+                    self.finish(p.event, Outcome::Unknown, None);
+                    self.clients[c].leader_hint = self.rng.range(1, NODES);
+                }
+                continue;
+            }
+            if issue && self.rng.chance(300) {
+                let key = self.rng.range(0, KEYS as u64 - 1) as usize;
+                let write = self.rng.chance(600);
+                self.issue(c, key, write);
+            }
+        }
+    }
+
+    fn issue(&mut self, client: usize, key: usize, write: bool) {
+        let request = self.next_request;
+        self.next_request += 1;
+        let node = self.clients[client].leader_hint;
+        let value = request as i64;
+        let kind = if write {
+            Kind::Write { value }
+        } else {
+            Kind::Read { value: None }
+        };
+        self.events.push(Event {
+            key,
+            kind,
+            invoke: self.now,
+            complete: u64::MAX,
+            outcome: Outcome::Unknown,
+        });
+        let event = self.events.len() - 1;
+        self.clients[client].pending = Some(Pending {
+            request,
+            event,
+            deadline: self.now + CLIENT_TIMEOUT,
+        });
+        self.requests.insert(request, client);
+        let prop = format!("k{key}");
+        if write {
+            let txn = Txn::single(Op::Set {
+                path: "/root".into(),
+                props: vec![Prop::new(prop, Value::Int(value))],
+            });
+            self.run(node, Input::Propose { id: request, txn });
+        } else if self.options.inject == Some(Bug::StaleRead) {
+            let value = self
+                .node(node)
+                .replica
+                .as_ref()
+                .map(|r| r.read_local_unsafe("/root", Some(&prop)));
+            if let Some(value) = value {
+                self.on_reply(Reply::Read {
+                    id: request,
+                    index: 0,
+                    value,
+                });
+            }
+        } else {
+            self.run(
+                node,
+                Input::Read {
+                    id: request,
+                    path: "/root".into(),
+                    prop: Some(prop),
+                },
+            );
+        }
+    }
+
+    fn on_reply(&mut self, reply: Reply) {
+        let id = match &reply {
+            Reply::Written { id, .. } | Reply::Read { id, .. } | Reply::Failed { id, .. } => *id,
+        };
+        let Some(client) = self.requests.remove(&id) else {
+            return;
+        };
+        let pending = self.clients[client]
+            .pending
+            .take()
+            .expect("a request has a pending op");
+        match reply {
+            Reply::Written { index, .. } => self.finish(pending.event, Outcome::Ok { index }, None),
+            Reply::Read { value, .. } => {
+                let value = match value {
+                    Some(Value::Int(v)) => Some(v),
+                    _ => None,
+                };
+                self.finish(pending.event, Outcome::Ok { index: 0 }, Some(value));
+            }
+            Reply::Failed { error, .. } => {
+                if let treesync_core::replica::ReplyError::NotLeader { leader: Some(l) } = error {
+                    self.clients[client].leader_hint = l;
+                } else {
+                    self.clients[client].leader_hint = self.rng.range(1, NODES);
+                }
+                self.finish(pending.event, Outcome::Failed, None);
+            }
+        }
+    }
+
+    fn finish(&mut self, event: usize, outcome: Outcome, read: Option<Option<i64>>) {
+        let e = &mut self.events[event];
+        e.complete = self.now;
+        e.outcome = outcome;
+        if let (Kind::Read { value }, Some(v)) = (&mut e.kind, read) {
+            *value = v;
+        }
+    }
+
+    /// One unit of simulated time.
+    pub fn step(&mut self, issue: bool) {
+        self.now += 1;
+        self.faults();
+        self.deliver_messages();
+        self.complete_fsyncs();
+        self.ticks();
+        self.clients(issue);
+    }
+
+    /// Stops injecting faults (the heal phase).
+    pub fn heal(&mut self) {
+        self.faults_on = false;
+        self.isolated = None;
+    }
+
+    /// Durable committed log of node `id`: value written → index.
+    pub fn committed_values(&self, id: u64) -> BTreeMap<i64, u64> {
+        let node = &self.nodes[(id - 1) as usize];
+        let commit = node.disk.hard_state.commit as usize;
+        let mut out = BTreeMap::new();
+        for entry in node
+            .disk
+            .entries
+            .iter()
+            .take(commit)
+            .filter(|e| !e.data.is_empty())
+        {
+            let mut frame = AlignedVec::<16>::new();
+            frame.extend_from_slice(&entry.data);
+            let txn = wire::decode_txn(&frame).expect("the simulator only proposes valid txns");
+            for op in &txn.ops {
+                if let Op::Set { props, .. } = op {
+                    for prop in props {
+                        if let Value::Int(v) = prop.value {
+                            out.insert(v, entry.index);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    pub fn applied(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .map(|n| n.replica.as_ref().map_or(0, Replica::applied_index))
+            .collect()
+    }
+
+    pub fn has_leader(&self) -> bool {
+        self.nodes
+            .iter()
+            .any(|n| n.replica.as_ref().is_some_and(Replica::is_leader))
+    }
+
+    /// Issues one linearizable read of `key` from an idle client; returns false if none is idle.
+    pub fn final_read(&mut self, key: usize) -> bool {
+        let Some(c) = self.clients.iter().position(|c| c.pending.is_none()) else {
+            return false;
+        };
+        let leader = (1..=NODES).find(|id| {
+            self.nodes[(*id - 1) as usize]
+                .replica
+                .as_ref()
+                .is_some_and(Replica::is_leader)
+        });
+        self.clients[c].leader_hint = leader.unwrap_or(1);
+        self.issue(c, key, false);
+        true
+    }
+
+    pub fn idle(&self) -> bool {
+        self.clients.iter().all(|c| c.pending.is_none())
+    }
+}

@@ -1,0 +1,81 @@
+//! `treesync sim`: runs the deterministic simulator over many seeds, like FoundationDB's.
+
+use std::process::ExitCode;
+
+use treesync_sim::{run_seed, Bug, SimOptions};
+
+/// Progress is printed every this many seeds on long runs.
+const PROGRESS_EVERY: u64 = 100;
+
+fn value<T: std::str::FromStr>(flag: &str, raw: Option<&String>) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    let raw = raw.ok_or_else(|| format!("{flag} needs a value"))?;
+    raw.parse().map_err(|e| format!("{flag} {raw:?}: {e}"))
+}
+
+pub fn run(args: &[String]) -> Result<ExitCode, String> {
+    let (mut seeds, mut first, mut single, mut template) = (100u64, 1u64, None, SimOptions::new(0));
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        match flag.as_str() {
+            "--seeds" => seeds = value(flag, args.next())?,
+            "--first" => first = value(flag, args.next())?,
+            "--seed" => single = Some(value::<u64>(flag, args.next())?),
+            "--steps" => template.steps = value(flag, args.next())?,
+            "--inject" => template.inject = Some(value::<Bug>(flag, args.next())?),
+            other => return Err(format!("unknown option {other:?}")),
+        }
+    }
+    if seeds == 0 {
+        return Err("--seeds must be at least 1".into());
+    }
+    if let Some(seed) = single {
+        (first, seeds) = (seed, 1);
+    }
+    // A panic inside the simulated cluster is a finding, reported per seed with its message;
+    // the default hook would also print a backtrace for every one of them.
+    std::panic::set_hook(Box::new(|_| {}));
+    if let Some(bug) = template.inject {
+        println!("injecting bug {bug:?}: failures below are expected and show the checks work");
+    }
+    let (mut passed, mut failed) = (0u64, 0u64);
+    for seed in first..first + seeds {
+        let report = run_seed(&SimOptions {
+            seed,
+            ..template.clone()
+        });
+        match &report.violation {
+            None => passed += 1,
+            Some(_) => {
+                failed += 1;
+                println!(
+                    "{report}  (reproduce: treesync sim --seed {seed}{})",
+                    inject_flag(&template)
+                );
+            }
+        }
+        if single.is_some() && report.violation.is_none() {
+            println!("{report}");
+        }
+        let done = seed - first + 1;
+        if seeds >= 2 * PROGRESS_EVERY && done % PROGRESS_EVERY == 0 {
+            eprintln!("  … {done}/{seeds} seeds");
+        }
+    }
+    println!("sim: {passed} seeds passed, {failed} failed");
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn inject_flag(options: &SimOptions) -> String {
+    match options.inject {
+        Some(Bug::AckBeforeFsync) => " --inject ack-before-fsync".into(),
+        Some(Bug::StaleRead) => " --inject stale-read".into(),
+        None => String::new(),
+    }
+}
