@@ -1,10 +1,14 @@
 //! treesync-actors: runs the pure core on real hardware.
 //!
-//! Status: only the process wall clock lives here today. The glommio executors, shard and
-//! coordinator actors and the per-core WAL described in DESIGN.md are not built yet (issue 4);
-//! nothing in this crate pretends otherwise.
+//! Status: the process wall clock and the WAL's on-disk format and recovery
+//! (`storage::format`, `storage::recovery`: checksummed records, torn-tail detection) live
+//! here today. The glommio executors, shard and coordinator actors and the WAL writer with
+//! group commit described in DESIGN.md are not built yet (issue 4); nothing in this crate
+//! pretends otherwise.
 //!
 //! Forbidden dependencies: none beyond the design's (glommio, flume, raft).
+
+pub mod storage;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
