@@ -6,3 +6,4 @@
 
 pub mod format;
 pub mod recovery;
+pub mod wal;

@@ -43,6 +43,10 @@ pub fn recover(bytes: &[u8]) -> Recovery {
     let mut recovery = Recovery::default();
     let mut offset = 0;
     while offset < bytes.len() {
+        // Preallocated space reads as zeros: a clean end of the log, not a torn record.
+        if bytes[offset..].iter().all(|b| *b == 0) {
+            break;
+        }
         match decode_at(&bytes[offset..]) {
             Ok((record, len)) => {
                 if let Err(reason) = apply(&mut recovery.shards, record) {
@@ -152,6 +156,20 @@ mod tests {
                 },
             },
         ]
+    }
+
+    #[test]
+    fn zeros_after_the_log_are_a_clean_end() {
+        let (mut bytes, ends) = image(&sample());
+        bytes.extend(std::iter::repeat_n(0u8, 4096));
+        let recovery = recover(&bytes);
+        assert_eq!(recovery.torn, None);
+        assert_eq!(recovery.valid_len, ends[ends.len() - 1]);
+        bytes.push(1);
+        assert!(
+            recover(&bytes).torn.is_some(),
+            "a non-zero byte after the zeros is garbage"
+        );
     }
 
     #[test]
