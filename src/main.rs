@@ -3,6 +3,7 @@
 //! Today it demonstrates the core (`treesync demo`): the replicated server (`local`, `serve`)
 //! arrives with the replication engine (issue 4) and says so instead of pretending.
 
+mod server_cmd;
 mod sim;
 
 use std::process::ExitCode;
@@ -19,8 +20,11 @@ commands:
               --inject ack-before-fsync|stale-read (a deliberate bug the checks must catch),
               --steps T (simulated time units, default 1500)
   version   print the version
-  local     a local 3-replica cluster (not built yet: issue 4)
-  serve     one server of a cluster  (not built yet: issue 4)";
+  local     a local 3-replica cluster on loopback, data under ./data/local (--data DIR)
+  serve     one server of a cluster:
+              --id N --peers 1=HOST:PORT,2=HOST:PORT,3=HOST:PORT (core c listens on PORT+c)
+              --client-addr HOST:PORT --data DIR --cores C --shards S --tick-ms T
+              --no-fsync (benchmarks only) --no-pin";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -42,9 +46,15 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         cmd @ ("local" | "serve") => {
-            eprintln!("treesync {cmd}: not available yet — the replication engine is issue 4.");
-            eprintln!("Try `treesync demo` to see the tree state machine and the Godot codec.");
-            ExitCode::from(2)
+            let result = if cmd == "local" {
+                server_cmd::local(&args[1..])
+            } else {
+                server_cmd::serve(&args[1..])
+            };
+            result.unwrap_or_else(|message| {
+                eprintln!("treesync {cmd}: {message}\n\n{USAGE}");
+                ExitCode::from(2)
+            })
         }
         other => {
             eprintln!("treesync: unknown command {other:?}\n\n{USAGE}");

@@ -8,6 +8,7 @@
 //!
 //! Forbidden dependencies: none beyond the design's (glommio, flume, raft).
 
+pub mod runtime;
 pub mod storage;
 
 use std::time::{SystemTime, UNIX_EPOCH};

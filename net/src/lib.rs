@@ -1,5 +1,14 @@
-//! treesync-net: peer transport and client gateway.
+//! treesync-net: moving bytes between servers and to clients.
 //!
-//! Status: not built yet. The peer transport (issue 4) and the WebSocket gateway speaking
-//! Godot's binary Variant format (issue 5) will live here; today this crate is empty and
-//! nothing depends on it.
+//! - `frame`: the fixed `bytemuck` header every frame starts with.
+//! - `peer`: the server↔server transport for Raft messages (TCP, one connection per peer per
+//!   core, frames batched per destination, reconnect with backoff, bounded queues).
+//! - `client_proto` and `client`: a minimal request/response protocol and a blocking client,
+//!   used by tests and the load generator until the WebSocket gateway (issue 5) exists.
+//!
+//! Forbidden: tree logic (that is `core`'s), shard state (that is `actors`').
+
+pub mod client;
+pub mod client_proto;
+pub mod frame;
+pub mod peer;

@@ -1,0 +1,165 @@
+//! The server runtime: one glommio executor per core, pinned, each owning the shards
+//! `s mod cores == core`, its WAL and its peer connections.
+//!
+//! Cross-core traffic goes only through bounded flume mailboxes (`CoreMsg`); no state is
+//! shared between cores. Core 0 also serves the minimal client protocol and routes each
+//! request to the owning core.
+
+mod client_port;
+mod core_loop;
+mod router;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+use thiserror::Error;
+use treesync_core::shard::ShardMap;
+use treesync_core::Txn;
+use treesync_net::client_proto::Response;
+
+pub use router::Router;
+
+/// Messages a core's mailbox accepts. Each request carries where to send the answer.
+pub enum CoreMsg {
+    Propose {
+        shard: u32,
+        txn: Txn,
+        reply: flume::Sender<Response>,
+    },
+    Read {
+        shard: u32,
+        path: String,
+        prop: Option<String>,
+        reply: flume::Sender<Response>,
+    },
+    LocalRead {
+        shard: u32,
+        path: String,
+        prop: Option<String>,
+        reply: flume::Sender<Response>,
+    },
+    Status {
+        reply: flume::Sender<Response>,
+    },
+}
+
+/// Mailbox depth per core; senders wait (back-pressure) when it is full.
+pub const CORE_MAILBOX_MAX: usize = 4096;
+/// glommio's io_uring registered memory per executor (the locked-memory limit is 8 MiB).
+pub const IO_MEMORY_BYTES: usize = 1024 * 1024;
+
+/// How to run one server.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub id: u64,
+    /// Every server's peer address (this one's included); core c listens on port + c.
+    pub peers: BTreeMap<u64, SocketAddr>,
+    /// Where the minimal client protocol is served (core 0), if anywhere.
+    pub client_addr: Option<SocketAddr>,
+    pub data_dir: PathBuf,
+    pub cores: usize,
+    pub shards: u32,
+    /// fdatasync every WAL batch; off only for benchmarks (warned about loudly).
+    pub fsync: bool,
+    /// One Raft tick; elections take 10 ticks, heartbeats 2.
+    pub tick: Duration,
+    /// Pin executors to CPUs (off when several servers share a machine in one process).
+    pub pin: bool,
+}
+
+/// Why a server could not start.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StartError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot start executor for core {core}: {reason}")]
+    Executor { core: usize, reason: String },
+}
+
+/// A running server: its cores' mailboxes, for embedding, and their threads.
+pub struct ServerHandle {
+    pub router: Router,
+    threads: Vec<ExecutorJoinHandle<()>>,
+}
+
+impl ServerHandle {
+    /// Waits until every core stops (a core stops only on a fatal error).
+    pub fn wait(self) {
+        for thread in self.threads {
+            // A core that panicked already reported why; nothing more to do here.
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Starts a server.
+pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
+    validate(&config)?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
+    let shard_map = ShardMap::new(config.shards, treesync_core::shard::SHARD_DEPTH_DEFAULT)
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..config.cores)
+        .map(|_| flume::bounded(CORE_MAILBOX_MAX))
+        .unzip();
+    let router = Router::new(senders, shard_map);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut threads = Vec::new();
+    for (core, inbox) in receivers.into_iter().enumerate() {
+        let placement = if config.pin {
+            Placement::Fixed(core % cpus)
+        } else {
+            Placement::Unbound
+        };
+        let (config, router) = (config.clone(), router.clone());
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("treesync-{}-core{core}", config.id))
+            .io_memory(IO_MEMORY_BYTES)
+            .spawn(move || async move {
+                if core == 0 {
+                    if let Some(addr) = config.client_addr {
+                        glommio::spawn_local(client_port::serve(addr, router.clone())).detach();
+                    }
+                }
+                if let Err(e) = core_loop::run(core, config, inbox).await {
+                    tracing::error!(core, error = %e, "core stopped");
+                    eprintln!("treesync: core {core} stopped: {e}");
+                    std::process::exit(1);
+                }
+            })
+            .map_err(|e| StartError::Executor {
+                core,
+                reason: e.to_string(),
+            })?;
+        threads.push(handle);
+    }
+    Ok(ServerHandle { router, threads })
+}
+
+fn validate(config: &ServerConfig) -> Result<(), StartError> {
+    let bad = |m: String| Err(StartError::Config(m));
+    if !config.peers.contains_key(&config.id) {
+        return bad(format!("server id {} is not in the peer list", config.id));
+    }
+    if config.peers.contains_key(&0) {
+        return bad("server ids start at 1".into());
+    }
+    if config.cores == 0 || config.shards == 0 {
+        return bad("cores and shards must be at least 1".into());
+    }
+    if config.tick.is_zero() {
+        return bad("tick must be positive".into());
+    }
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! Routing requests to the core that owns their shard (shard `s` on core `s mod cores`).
+
+use std::sync::Arc;
+
+use rkyv::util::AlignedVec;
+use treesync_core::path::NodePath;
+use treesync_core::shard::ShardMap;
+use treesync_core::{Limits, Op, Txn};
+use treesync_net::client_proto::{self, Response};
+
+use super::CoreMsg;
+
+/// Cloneable handle to every core's mailbox. Usable from any thread (blocking) and from
+/// executors (async). Cloning shares the senders; the mailboxes stay bounded.
+#[derive(Clone)]
+pub struct Router {
+    inboxes: Arc<Vec<flume::Sender<CoreMsg>>>,
+    shard_map: ShardMap,
+    limits: Limits,
+}
+
+/// The node an op addresses, which decides its shard.
+fn op_path(op: &Op) -> String {
+    match op {
+        Op::Create { parent, name, .. } => format!("{parent}/{name}"),
+        Op::Delete { path }
+        | Op::Set { path, .. }
+        | Op::Rename { path, .. }
+        | Op::Move { path, .. } => path.clone(),
+        Op::Emit { path, .. } => path.clone(),
+    }
+}
+
+impl Router {
+    pub fn new(inboxes: Vec<flume::Sender<CoreMsg>>, shard_map: ShardMap) -> Router {
+        Router {
+            inboxes: Arc::new(inboxes),
+            shard_map,
+            limits: Limits::default(),
+        }
+    }
+
+    fn core_of(&self, shard: u32) -> &flume::Sender<CoreMsg> {
+        &self.inboxes[shard as usize % self.inboxes.len()]
+    }
+
+    /// The single shard a transaction touches (cross-shard transactions come later).
+    pub fn shard_of_txn(&self, txn: &Txn) -> Result<u32, String> {
+        let mut shard = None;
+        for op in &txn.ops {
+            let path = NodePath::parse(&op_path(op), &self.limits).map_err(|e| e.to_string())?;
+            let s = self.shard_map.shard_of(&path).0;
+            if shard.is_some_and(|first| first != s) {
+                return Err(
+                    "this transaction spans shards; cross-shard transactions are not supported yet"
+                        .into(),
+                );
+            }
+            shard = Some(s);
+        }
+        shard.ok_or_else(|| "a transaction needs at least one op".into())
+    }
+
+    fn shard_of_path(&self, path: &str) -> Result<u32, String> {
+        let path = NodePath::parse(path, &self.limits).map_err(|e| e.to_string())?;
+        Ok(self.shard_map.shard_of(&path).0)
+    }
+
+    async fn ask(
+        &self,
+        core: &flume::Sender<CoreMsg>,
+        make: impl FnOnce(flume::Sender<Response>) -> CoreMsg,
+    ) -> Response {
+        let (tx, rx) = flume::bounded(1);
+        if core.send_async(make(tx)).await.is_err() {
+            return Response::Error("the core owning this shard has stopped".into());
+        }
+        rx.recv_async()
+            .await
+            .unwrap_or_else(|_| Response::Error("the core dropped the request".into()))
+    }
+
+    /// Handles one client-protocol request.
+    pub async fn handle(&self, kind: u32, body: &[u8]) -> Response {
+        match kind {
+            client_proto::WRITE => {
+                let mut frame = AlignedVec::<16>::with_capacity(body.len());
+                frame.extend_from_slice(body);
+                let txn = match treesync_core::wire::decode_txn(&frame) {
+                    Ok(txn) => txn,
+                    Err(e) => return Response::Error(format!("malformed transaction: {e}")),
+                };
+                match self.shard_of_txn(&txn) {
+                    Ok(shard) => {
+                        self.ask(self.core_of(shard), |reply| CoreMsg::Propose {
+                            shard,
+                            txn,
+                            reply,
+                        })
+                        .await
+                    }
+                    Err(e) => Response::Error(e),
+                }
+            }
+            client_proto::READ | client_proto::LOCAL_READ => {
+                let (path, prop) = match client_proto::parse_read(body) {
+                    Ok(parts) => parts,
+                    Err(e) => return Response::Error(e),
+                };
+                let shard = match self.shard_of_path(&path) {
+                    Ok(s) => s,
+                    Err(e) => return Response::Error(e),
+                };
+                let local = kind == client_proto::LOCAL_READ;
+                self.ask(self.core_of(shard), |reply| match local {
+                    true => CoreMsg::LocalRead {
+                        shard,
+                        path,
+                        prop,
+                        reply,
+                    },
+                    false => CoreMsg::Read {
+                        shard,
+                        path,
+                        prop,
+                        reply,
+                    },
+                })
+                .await
+            }
+            client_proto::STATUS => {
+                let mut text = String::new();
+                for core in self.inboxes.iter() {
+                    if let Response::Status(s) =
+                        self.ask(core, |reply| CoreMsg::Status { reply }).await
+                    {
+                        text.push_str(&s);
+                    }
+                }
+                Response::Status(text)
+            }
+            other => Response::Error(format!("unknown request kind {other}")),
+        }
+    }
+
+    /// Blocking write for embedders (call from a non-executor thread).
+    pub fn propose_blocking(&self, txn: Txn) -> Response {
+        let shard = match self.shard_of_txn(&txn) {
+            Ok(s) => s,
+            Err(e) => return Response::Error(e),
+        };
+        let (tx, rx) = flume::bounded(1);
+        if self
+            .core_of(shard)
+            .send(CoreMsg::Propose {
+                shard,
+                txn,
+                reply: tx,
+            })
+            .is_err()
+        {
+            return Response::Error("the core owning this shard has stopped".into());
+        }
+        rx.recv()
+            .unwrap_or_else(|_| Response::Error("the core dropped the request".into()))
+    }
+}

@@ -1,0 +1,202 @@
+//! Three real `treesync serve` processes on loopback: write, `kill -9` the leader, see a new
+//! leader within 2 s, keep writing, restart the killed server, and find every acknowledged
+//! write on all three.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use treesync_core::{Op, Prop, Txn, Value};
+use treesync_net::client::Client;
+
+struct Server {
+    id: u64,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Server {
+    fn start(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_treesync"))
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn treesync serve");
+        self.child = Some(child);
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL"); // std's kill is SIGKILL on Unix
+            child.wait().expect("reap");
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn base_port() -> u16 {
+    20_000 + (std::process::id() % 2_000) as u16 * 10
+}
+
+fn cluster(dir: &std::path::Path) -> (Vec<Server>, BTreeMap<u64, SocketAddr>) {
+    let base = base_port();
+    let peers: Vec<String> = (1..=3u16)
+        .map(|i| format!("{i}=127.0.0.1:{}", base + 3 * i))
+        .collect();
+    let clients: BTreeMap<u64, SocketAddr> = (1..=3u64)
+        .map(|i| (i, SocketAddr::from(([127, 0, 0, 1], base + 20 + i as u16))))
+        .collect();
+    let servers = (1..=3u64)
+        .map(|id| {
+            let args = [
+                "serve",
+                "--id",
+                &id.to_string(),
+                "--peers",
+                &peers.join(","),
+                "--client-addr",
+                &clients[&id].to_string(),
+                "--data",
+                &dir.join(format!("node{id}")).display().to_string(),
+                "--cores",
+                "2",
+                "--shards",
+                "2",
+                "--no-pin",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            Server {
+                id,
+                args,
+                child: None,
+            }
+        })
+        .collect();
+    (servers, clients)
+}
+
+fn set(key: u32, value: i64) -> Txn {
+    Txn::single(Op::Set {
+        path: "/root".into(),
+        props: vec![Prop::new(format!("k{key}"), Value::Int(value))],
+    })
+}
+
+/// The server that leads the shard of `/root`, according to the servers themselves.
+fn leader(client: &mut Client, ids: &[u64]) -> Option<u64> {
+    ids.iter().copied().find(|id| {
+        client.status(*id).is_ok_and(|s| {
+            s.lines()
+                .any(|l| l.contains("role=leader") && root_shard_line(l))
+        })
+    })
+}
+
+/// Status lines look like `shard S role=R term=T applied=A leader=L`; /root's shard is the one
+/// whose leader answered our writes, so any leader line of a shard that applied entries counts.
+fn root_shard_line(line: &str) -> bool {
+    line.split_whitespace()
+        .find_map(|f| f.strip_prefix("applied="))
+        .and_then(|a| a.parse::<u64>().ok())
+        .is_some_and(|a| a > 1)
+}
+
+fn wait_for<T>(
+    what: &str,
+    deadline: Duration,
+    mut probe: impl FnMut() -> Option<T>,
+) -> (T, Duration) {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe() {
+            return (v, start.elapsed());
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20)); // polling an external process
+    }
+}
+
+#[test]
+fn kill_the_leader_and_lose_nothing() {
+    let dir =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cluster-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir); // fresh data; a leftover from an older run is fine to lose
+    let (mut servers, clients) = cluster(&dir);
+    servers.iter_mut().for_each(Server::start);
+    let mut client = Client::new(clients.clone());
+    let mut acked: BTreeMap<u32, i64> = BTreeMap::new();
+    for i in 0..40u32 {
+        client
+            .write(&set(i % 8, i64::from(i)))
+            .expect("write before the crash");
+        acked.insert(i % 8, i64::from(i));
+    }
+    let ids: Vec<u64> = servers.iter().map(|s| s.id).collect();
+    let (old_leader, _) = wait_for("a leader", Duration::from_secs(5), || {
+        leader(&mut client, &ids)
+    });
+    servers
+        .iter_mut()
+        .find(|s| s.id == old_leader)
+        .expect("leader is ours")
+        .kill9();
+    let others: Vec<u64> = ids.iter().copied().filter(|id| *id != old_leader).collect();
+    let (new_leader, elapsed) = wait_for("a new leader", Duration::from_secs(5), || {
+        leader(&mut client, &others)
+    });
+    assert_ne!(new_leader, old_leader);
+    eprintln!("server {old_leader} killed; server {new_leader} leads after {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(2),
+        "new leader after {elapsed:?}"
+    );
+    for i in 40..80u32 {
+        client
+            .write(&set(i % 8, i64::from(i)))
+            .expect("write after the crash");
+        acked.insert(i % 8, i64::from(i));
+    }
+    servers
+        .iter_mut()
+        .find(|s| s.id == old_leader)
+        .expect("ours")
+        .start();
+    for id in ids {
+        wait_for(
+            "every write on every server",
+            Duration::from_secs(10),
+            || {
+                acked
+                    .iter()
+                    .all(|(k, v)| {
+                        client.local_read(id, "/root", &format!("k{k}")).ok()
+                            == Some(Some(Value::Int(*v)))
+                    })
+                    .then_some(())
+            },
+        );
+    }
+    for (k, v) in &acked {
+        assert_eq!(
+            client
+                .read("/root", Some(&format!("k{k}")))
+                .expect("linearizable read"),
+            Some(Value::Int(*v))
+        );
+    }
+    drop(servers);
+    let _ = std::fs::remove_dir_all(&dir); // best-effort cleanup
+}
