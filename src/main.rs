@@ -3,6 +3,7 @@
 //! Today it demonstrates the core (`treesync demo`): the replicated server (`local`, `serve`)
 //! arrives with the replication engine (issue 4) and says so instead of pretending.
 
+mod bench_cmd;
 mod server_cmd;
 mod sim;
 
@@ -19,6 +20,8 @@ commands:
               --seeds N (default 100), --first S (default 1), --seed S (one run, verbose),
               --inject ack-before-fsync|stale-read (a deliberate bug the checks must catch),
               --steps T (simulated time units, default 1500)
+  bench     load generator against 3 in-process replicas on loopback:
+              --clients N (1) --seconds S (5) --value-bytes B (128) --no-fsync --json
   version   print the version
   local     a local 3-replica cluster on loopback, data under ./data/local (--data DIR)
   serve     one server of a cluster:
@@ -30,6 +33,10 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str).unwrap_or("demo") {
         "demo" => demo(),
+        "bench" => bench_cmd::run(&args[1..]).unwrap_or_else(|message| {
+            eprintln!("treesync bench: {message}\n\n{USAGE}");
+            ExitCode::from(2)
+        }),
         "sim" => match sim::run(&args[1..]) {
             Ok(code) => code,
             Err(message) => {
