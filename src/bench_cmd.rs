@@ -25,14 +25,28 @@ struct Options {
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
-    let mut o = Options { clients: 1, seconds: 5, value_bytes: 128, fsync: true, json: false };
+    let mut o = Options {
+        clients: 1,
+        seconds: 5,
+        value_bytes: 128,
+        fsync: true,
+        json: false,
+    };
     let mut args = args.iter();
     while let Some(flag) = args.next() {
-        let mut value = || args.next().cloned().ok_or_else(|| format!("{flag} needs a value"));
+        let mut value = || {
+            args.next()
+                .cloned()
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
         match flag.as_str() {
             "--clients" => o.clients = value()?.parse().map_err(|e| format!("--clients: {e}"))?,
             "--seconds" => o.seconds = value()?.parse().map_err(|e| format!("--seconds: {e}"))?,
-            "--value-bytes" => o.value_bytes = value()?.parse().map_err(|e| format!("--value-bytes: {e}"))?,
+            "--value-bytes" => {
+                o.value_bytes = value()?
+                    .parse()
+                    .map_err(|e| format!("--value-bytes: {e}"))?
+            }
             "--no-fsync" => o.fsync = false,
             "--json" => o.json = true,
             other => return Err(format!("unknown option {other:?}")),
@@ -48,8 +62,22 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
     let o = parse(args)?;
     let data = std::env::temp_dir().join(format!("treesync-bench-{}", std::process::id()));
     let base = 27_000u16;
-    let peers: BTreeMap<u64, SocketAddr> = (1..=3u64).map(|id| (id, SocketAddr::from(([127, 0, 0, 1], base + 10 * id as u16)))).collect();
-    let clients: BTreeMap<u64, SocketAddr> = (1..=3u64).map(|id| (id, SocketAddr::from(([127, 0, 0, 1], base + 50 + id as u16)))).collect();
+    let peers: BTreeMap<u64, SocketAddr> = (1..=3u64)
+        .map(|id| {
+            (
+                id,
+                SocketAddr::from(([127, 0, 0, 1], base + 10 * id as u16)),
+            )
+        })
+        .collect();
+    let clients: BTreeMap<u64, SocketAddr> = (1..=3u64)
+        .map(|id| {
+            (
+                id,
+                SocketAddr::from(([127, 0, 0, 1], base + 50 + id as u16)),
+            )
+        })
+        .collect();
     for id in 1..=3u64 {
         let config = ServerConfig {
             id,
@@ -73,7 +101,9 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
         o.value_bytes
     );
     // Warm-up: the first write waits for an election.
-    Client::new(clients.clone()).write(&write(0, 0, o.value_bytes)).map_err(|e| e.to_string())?;
+    Client::new(clients.clone())
+        .write(&write(0, 0, o.value_bytes))
+        .map_err(|e| e.to_string())?;
     let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let deadline = start + Duration::from_secs(o.seconds);
@@ -81,12 +111,15 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
         .map(|c| {
             let (clients, done, value_bytes) = (clients.clone(), done.clone(), o.value_bytes);
             std::thread::spawn(move || -> Result<Histogram<u64>, String> {
-                let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+                let mut histogram =
+                    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
                 let mut client = Client::new(clients);
                 let mut i = 0u64;
                 while Instant::now() < deadline {
                     let began = Instant::now();
-                    client.write(&write(c, i, value_bytes)).map_err(|e| e.to_string())?;
+                    client
+                        .write(&write(c, i, value_bytes))
+                        .map_err(|e| e.to_string())?;
                     histogram.saturating_record(began.elapsed().as_micros() as u64);
                     done.fetch_add(1, Ordering::Relaxed);
                     i += 1;
@@ -99,17 +132,27 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_secs(1)); // progress report cadence, not synchronisation
         let now = done.load(Ordering::Relaxed);
-        eprintln!("  t={:>3.0}s  {:>8} writes/s", start.elapsed().as_secs_f64(), now - last);
+        eprintln!(
+            "  t={:>3.0}s  {:>8} writes/s",
+            start.elapsed().as_secs_f64(),
+            now - last
+        );
         last = now;
     }
     let mut total = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
     for worker in workers {
-        let histogram = worker.join().map_err(|_| "a client thread panicked".to_owned())??;
+        let histogram = worker
+            .join()
+            .map_err(|_| "a client thread panicked".to_owned())??;
         total.add(&histogram).map_err(|e| e.to_string())?;
     }
     let elapsed = start.elapsed().as_secs_f64();
     let writes = total.len();
-    let (p50, p99, p999) = (total.value_at_quantile(0.5), total.value_at_quantile(0.99), total.value_at_quantile(0.999));
+    let (p50, p99, p999) = (
+        total.value_at_quantile(0.5),
+        total.value_at_quantile(0.99),
+        total.value_at_quantile(0.999),
+    );
     let rate = writes as f64 / elapsed;
     let _ = std::fs::remove_dir_all(&data); // best-effort cleanup of the benchmark's data
     if o.json {
@@ -125,6 +168,12 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
 
 fn write(client: usize, i: u64, value_bytes: usize) -> Txn {
     let mut text = format!("{client}:{i}:");
-    text.extend(std::iter::repeat_n('x', value_bytes.saturating_sub(text.len())));
-    Txn::single(Op::Set { path: "/root".into(), props: vec![Prop::new(format!("c{client}"), Value::String(text))] })
+    text.extend(std::iter::repeat_n(
+        'x',
+        value_bytes.saturating_sub(text.len()),
+    ));
+    Txn::single(Op::Set {
+        path: "/root".into(),
+        props: vec![Prop::new(format!("c{client}"), Value::String(text))],
+    })
 }
