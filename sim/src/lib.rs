@@ -2,7 +2,8 @@
 //!
 //! The whole group — three `core::replica::Replica`s — runs on one thread over a simulated
 //! network (loss, duplication, delay and reordering, partitions), simulated disks (a crash
-//! loses every write not yet fsynced) and jittered clocks, driven by one seed. Clients write
+//! loses every write not yet fsynced), jittered ticks and skewed wall clocks (up to 400 ms
+//! apart, feeding each node's HLC), driven by one seed. Clients write
 //! and read registers. Each run checks:
 //! - election safety: at most one leader per term;
 //! - state machine safety: replicas that applied the same index applied the same log
@@ -10,12 +11,14 @@
 //! - durability: every acknowledged write is in every replica's committed log after a heal
 //!   phase (no faults, everyone restarted);
 //! - liveness after healing: a leader exists and all replicas applied the same index;
-//! - linearizability per key (see `history`).
+//! - linearizability per key (see `history`);
+//! - HLC order: applied timestamps strictly increase along the log, across leader changes
+//!   and skewed clocks (asserted by every replica as it applies).
 //!
 //! `Bug` turns on a deliberate bug so anyone can watch a check catch it.
 //!
-//! Not simulated yet: clock skew on the HLC (entries carry no HLC yet), snapshots and log
-//! compaction, several shards per node, trace export to TLA+ (issue 4 continues).
+//! Not simulated yet: snapshots and log compaction, several shards per node, trace export to
+//! TLA+ (issue 4 continues).
 
 mod history;
 mod rng;

@@ -2,12 +2,15 @@
 //! what was not fsynced on a crash, jittered clocks, and clients writing and reading
 //! registers. One `Rng` drives every choice, so a seed replays exactly.
 
+use std::cell::Cell;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::rc::Rc;
 
 use raft::prelude::{ConfState, Entry, HardState, Message};
 use raft::storage::MemStorage;
 use rkyv::util::AlignedVec;
+use treesync_core::hlc::{Hlc, WallClock, MAX_OFFSET_MS_DEFAULT};
 use treesync_core::op::{Op, Prop, Txn};
 use treesync_core::replica::{Input, Output, PersistRequest, Replica, ReplicaConfig, Reply};
 use treesync_core::{wire, Value};
@@ -46,8 +49,25 @@ impl Disk {
     }
 }
 
+/// A node's wall clock: simulated time (5 ms per unit) plus this node's fixed skew.
+struct SimWall {
+    time: Rc<Cell<u64>>,
+    skew_ms: u64,
+}
+
+impl WallClock for SimWall {
+    fn now_ms(&self) -> u64 {
+        1_000_000 + self.time.get() * 5 + self.skew_ms
+    }
+}
+
+/// Largest clock skew between nodes, below the HLC's max offset.
+const SKEW_MS_MAX: u64 = 400;
+const _: () = assert!(SKEW_MS_MAX < MAX_OFFSET_MS_DEFAULT);
+
 struct Node {
     replica: Option<Replica>,
+    hlc: Hlc<SimWall>,
     disk: Disk,
     /// Written but not yet fsynced: lost on a crash.
     fsyncs: VecDeque<(u64, PersistRequest)>,
@@ -69,6 +89,7 @@ pub struct World {
     options: SimOptions,
     rng: Rng,
     now: u64,
+    time: Rc<Cell<u64>>,
     nodes: Vec<Node>,
     network: BinaryHeap<Reverse<(u64, u64, u64, u64)>>,
     in_flight: BTreeMap<u64, Message>,
@@ -94,9 +115,17 @@ impl World {
     pub fn new(options: SimOptions) -> World {
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let mut rng = Rng::new(options.seed);
+        let time = Rc::new(Cell::new(0));
         let nodes = (1..=NODES)
             .map(|id| Node {
                 replica: Some(Replica::new(&config(id), MemStorage::new(), &logger)),
+                hlc: Hlc::new(
+                    SimWall {
+                        time: time.clone(),
+                        skew_ms: rng.range(0, SKEW_MS_MAX),
+                    },
+                    MAX_OFFSET_MS_DEFAULT,
+                ),
                 disk: Disk::default(),
                 fsyncs: VecDeque::new(),
                 down_until: 0,
@@ -112,6 +141,7 @@ impl World {
             options,
             rng,
             now: 0,
+            time,
             nodes,
             network: BinaryHeap::new(),
             in_flight: BTreeMap::new(),
@@ -357,7 +387,15 @@ impl World {
                 path: "/root".into(),
                 props: vec![Prop::new(prop, Value::Int(value))],
             });
-            self.run(node, Input::Propose { id: request, txn });
+            let hlc = self.node(node).hlc.now();
+            self.run(
+                node,
+                Input::Propose {
+                    id: request,
+                    txn,
+                    hlc,
+                },
+            );
         } else if self.options.inject == Some(Bug::StaleRead) {
             let value = self
                 .node(node)
@@ -426,6 +464,7 @@ impl World {
     /// One unit of simulated time.
     pub fn step(&mut self, issue: bool) {
         self.now += 1;
+        self.time.set(self.now);
         self.faults();
         self.deliver_messages();
         self.complete_fsyncs();

@@ -13,9 +13,12 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use std::sync::Arc;
+
 use futures_lite::future::or;
 use raft::prelude::{ConfState, Entry, EntryType, HardState};
 use raft::storage::MemStorage;
+use treesync_core::hlc::Hlc;
 use treesync_core::replica::{
     Input, Output, PersistRequest, Replica, ReplicaConfig, Reply, ReplyError,
 };
@@ -26,6 +29,7 @@ use super::{CoreMsg, ServerConfig};
 use crate::storage::format::{Record, WalEntry, WalHardState};
 use crate::storage::recovery::ShardLog;
 use crate::storage::wal::{Wal, WalOptions};
+use crate::SystemClock;
 
 /// Most messages handled per wake-up before ticking and persisting.
 const DRAIN_MAX: usize = 1024;
@@ -110,7 +114,9 @@ fn to_records(shard: u32, request: &PersistRequest, records: &mut Vec<Record>) {
 
 fn response_of(reply: Reply) -> (u64, Response) {
     match reply {
-        Reply::Written { id, index, term } => (id, Response::Written { index, term }),
+        Reply::Written {
+            id, index, term, ..
+        } => (id, Response::Written { index, term }),
         Reply::Read { id, value, .. } => (id, Response::Value(value)),
         Reply::Failed {
             id,
@@ -124,6 +130,7 @@ pub async fn run(
     core: usize,
     config: ServerConfig,
     inbox: flume::Receiver<CoreMsg>,
+    hlc: Arc<Hlc<SystemClock>>,
 ) -> Result<(), String> {
     let wal_path = config.data_dir.join(format!("core-{core}.wal"));
     let options = WalOptions {
@@ -179,7 +186,7 @@ pub async fn run(
         let mut next = Some(wake);
         while let Some(wake) = next.take() {
             match wake {
-                Wake::Inbox(msg) => handle(msg, &mut shards, &mut next_id),
+                Wake::Inbox(msg) => handle(msg, &mut shards, &mut next_id, &hlc),
                 Wake::Peer(batch) => {
                     for (shard, message) in batch {
                         if let Some(s) = shards.get_mut(&shard) {
@@ -209,7 +216,12 @@ pub async fn run(
     }
 }
 
-fn handle(msg: CoreMsg, shards: &mut BTreeMap<u32, Shard>, next_id: &mut u64) {
+fn handle(
+    msg: CoreMsg,
+    shards: &mut BTreeMap<u32, Shard>,
+    next_id: &mut u64,
+    hlc: &Hlc<SystemClock>,
+) {
     let missing = |reply: flume::Sender<Response>| {
         // The requester may have gone away; nothing else to do then.
         let _ = reply.try_send(Response::Error("this core does not own that shard".into()));
@@ -220,7 +232,14 @@ fn handle(msg: CoreMsg, shards: &mut BTreeMap<u32, Shard>, next_id: &mut u64) {
                 let id = *next_id;
                 *next_id += 1;
                 s.replies.insert(id, reply);
-                s.replica.step(Input::Propose { id, txn }, &mut s.out);
+                s.replica.step(
+                    Input::Propose {
+                        id,
+                        txn,
+                        hlc: hlc.now(),
+                    },
+                    &mut s.out,
+                );
             }
             None => missing(reply),
         },

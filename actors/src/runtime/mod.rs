@@ -16,11 +16,14 @@ use std::time::Duration;
 
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use thiserror::Error;
+use treesync_core::hlc::{Hlc, MAX_OFFSET_MS_DEFAULT};
 use treesync_core::shard::ShardMap;
 use treesync_core::Txn;
 use treesync_net::client_proto::Response;
 
 pub use router::Router;
+
+use crate::SystemClock;
 
 /// Messages a core's mailbox accepts. Each request carries where to send the answer.
 pub enum CoreMsg {
@@ -115,6 +118,8 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
         .unzip();
     let router = Router::new(senders, shard_map);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // One hybrid logical clock per process, shared by its cores (one AtomicU64).
+    let hlc = std::sync::Arc::new(Hlc::new(SystemClock, MAX_OFFSET_MS_DEFAULT));
     let mut threads = Vec::new();
     for (core, inbox) in receivers.into_iter().enumerate() {
         let placement = if config.pin {
@@ -122,7 +127,7 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
         } else {
             Placement::Unbound
         };
-        let (config, router) = (config.clone(), router.clone());
+        let (config, router, hlc) = (config.clone(), router.clone(), hlc.clone());
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("treesync-{}-core{core}", config.id))
             .io_memory(IO_MEMORY_BYTES)
@@ -132,7 +137,7 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
                         glommio::spawn_local(client_port::serve(addr, router.clone())).detach();
                     }
                 }
-                if let Err(e) = core_loop::run(core, config, inbox).await {
+                if let Err(e) = core_loop::run(core, config, inbox, hlc).await {
                     tracing::error!(core, error = %e, "core stopped");
                     eprintln!("treesync: core {core} stopped: {e}");
                     std::process::exit(1);

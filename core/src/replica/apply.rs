@@ -3,7 +3,7 @@
 use raft::prelude::Entry;
 use rkyv::util::AlignedVec;
 
-use super::{Output, Replica, Reply, ReplyError};
+use super::{entry_hlc, Output, Replica, Reply, ReplyError};
 use crate::path::NodePath;
 use crate::shard::stable_hash;
 use crate::value::Value;
@@ -25,6 +25,14 @@ impl Replica {
             let result = if entry.data.is_empty() {
                 None // a new leader's empty entry
             } else {
+                let hlc = entry_hlc(&entry);
+                assert!(
+                    hlc > self.applied_hlc,
+                    "entry {} HLC {hlc} not above {}",
+                    entry.index,
+                    self.applied_hlc
+                );
+                self.applied_hlc = hlc;
                 // The log holds bytes of unknown alignment: copy into an aligned buffer for
                 // rkyv's validated access.
                 let mut frame = AlignedVec::<16>::with_capacity(entry.data.len());
@@ -51,6 +59,7 @@ impl Replica {
                         id,
                         index: entry.index,
                         term,
+                        hlc: entry_hlc(&entry),
                     },
                 };
                 out.replies.push(reply);

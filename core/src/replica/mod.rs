@@ -19,6 +19,9 @@
 //! - A client is told "written" only for an entry applied at the index and term its proposal
 //!   got: a proposal whose index was overwritten by another leader is answered `Dropped`.
 //! - Messages marked "persisted" by Raft are released only after `Persisted` covers them.
+//! - Entries carry an HLC timestamp (entry context); along the log, applied timestamps
+//!   strictly increase, also across leader changes: a leader stamps above the largest
+//!   timestamp in its log, which holds every committed entry (DESIGN.md, "Time").
 //! - `digest` is a hash chain over applied entries: replicas with equal `(applied, digest)`
 //!   applied the same log, and so hold the same tree (`specs/RaftLeaderElection.tla`'s
 //!   StateMachineSafety).
@@ -31,6 +34,7 @@ use raft::prelude::{Entry, HardState, Message};
 use raft::storage::MemStorage;
 use raft::{Config, RawNode, StateRole, Storage};
 
+use crate::hlc::Timestamp;
 use crate::limits::Limits;
 use crate::op::Txn;
 use crate::tree::{Tree, TreeError};
@@ -72,9 +76,12 @@ impl ReplicaConfig {
 pub enum Input {
     Tick,
     /// Replicate and apply a transaction; answered with `Reply::Written` or `Reply::Failed`.
+    /// `hlc` is the process clock's reading; the entry gets a timestamp at least that high
+    /// and above every timestamp already in this replica's log.
     Propose {
         id: u64,
         txn: Txn,
+        hlc: Timestamp,
     },
     /// Linearizable read of a node (or one property of it).
     Read {
@@ -121,6 +128,7 @@ pub enum Reply {
         id: u64,
         index: u64,
         term: u64,
+        hlc: Timestamp,
     },
     Read {
         id: u64,
@@ -155,6 +163,11 @@ pub struct Replica {
     ready_reads: Vec<(u64, u64)>,
     /// Messages to release once the persist request with this number is durable.
     held: VecDeque<(u64, Vec<Message>)>,
+    /// Largest HLC in this replica's log (entries appended or proposed): a new leader's
+    /// timestamps start above it, hence above every committed one (Leader Completeness).
+    max_log_hlc: Timestamp,
+    /// HLC of the last applied entry that carried one; strictly increasing along the log.
+    applied_hlc: Timestamp,
 }
 
 impl Replica {
@@ -192,6 +205,24 @@ impl Replica {
                 vec![],
             )));
         }
+        // Timestamps already in the log (a restart): new proposals must stamp above them.
+        let (first, last) = (
+            storage.first_index().expect("memory storage"),
+            storage.last_index().expect("memory storage"),
+        );
+        let max_log_hlc = if last >= first {
+            let context = raft::GetEntriesContext::empty(false);
+            let entries = storage
+                .entries(first, last + 1, None, context)
+                .expect("entries in range");
+            entries
+                .iter()
+                .map(entry_hlc)
+                .max()
+                .unwrap_or(Timestamp::ZERO)
+        } else {
+            Timestamp::ZERO
+        };
         let raw = RawNode::new(&raft_config, storage, logger).expect("replica config is valid");
         Replica {
             raw,
@@ -202,6 +233,8 @@ impl Replica {
             pending_reads: BTreeMap::new(),
             ready_reads: Vec::new(),
             held: VecDeque::new(),
+            max_log_hlc,
+            applied_hlc: Timestamp::ZERO,
         }
     }
 
@@ -235,13 +268,18 @@ impl Replica {
         &self.tree
     }
 
+    /// HLC of the last applied transaction (zero before any).
+    pub fn applied_hlc(&self) -> Timestamp {
+        self.applied_hlc
+    }
+
     /// Runs one input and everything Raft makes ready because of it.
     pub fn step(&mut self, input: Input, out: &mut Output) {
         match input {
             Input::Tick => {
                 self.raw.tick();
             }
-            Input::Propose { id, txn } => self.propose(id, &txn, out),
+            Input::Propose { id, txn, hlc } => self.propose(id, &txn, hlc, out),
             Input::Read { id, path, prop } => {
                 self.pending_reads.insert(id, (path, prop));
                 self.raw.read_index(id.to_le_bytes().to_vec());
@@ -256,7 +294,7 @@ impl Replica {
         self.drain_ready(out);
     }
 
-    fn propose(&mut self, id: u64, txn: &Txn, out: &mut Output) {
+    fn propose(&mut self, id: u64, txn: &Txn, hlc: Timestamp, out: &mut Output) {
         if !self.is_leader() {
             let error = ReplyError::NotLeader {
                 leader: self.leader(),
@@ -274,8 +312,13 @@ impl Replica {
             out.replies.push(Reply::Failed { id, error });
             return;
         }
-        match self.raw.propose(Vec::new(), data.to_vec()) {
+        let stamp = hlc.max(Timestamp::from_u64(self.max_log_hlc.as_u64() + 1));
+        match self
+            .raw
+            .propose(stamp.as_u64().to_le_bytes().to_vec(), data.to_vec())
+        {
             Ok(()) => {
+                self.max_log_hlc = stamp;
                 let index = self.raw.raft.raft_log.last_index();
                 let previous = self.pending_writes.insert(index, (id, self.term()));
                 assert!(
@@ -331,6 +374,9 @@ impl Replica {
     /// to make them durable; holds the messages that must wait for that.
     fn stage(&mut self, mut ready: raft::Ready, out: &mut Output) {
         let entries = ready.entries().clone();
+        for entry in &entries {
+            self.max_log_hlc = self.max_log_hlc.max(entry_hlc(entry));
+        }
         let hard_state = ready.hs().cloned();
         let persisted_messages = ready.take_persisted_messages();
         let (number, must_sync) = (ready.number(), ready.must_sync());
@@ -379,6 +425,12 @@ impl Replica {
             });
         }
     }
+}
+
+/// The HLC an entry carries in its context (zero for a leader's empty entry).
+pub fn entry_hlc(entry: &Entry) -> Timestamp {
+    let bytes: Option<[u8; 8]> = entry.context.as_ref().try_into().ok();
+    Timestamp::from_u64(bytes.map_or(0, u64::from_le_bytes))
 }
 
 #[cfg(test)]

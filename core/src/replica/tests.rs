@@ -4,6 +4,7 @@
 use raft::storage::MemStorage;
 
 use super::*;
+use crate::hlc::Timestamp;
 use crate::op::{Op, Prop};
 
 fn logger() -> slog::Logger {
@@ -54,6 +55,7 @@ fn writes_are_acknowledged_only_after_persistence() {
     replica.step(
         Input::Propose {
             id: 7,
+            hlc: Timestamp::new(1000, 0),
             txn: set("hp", 5),
         },
         &mut out,
@@ -82,6 +84,7 @@ fn reads_see_acknowledged_writes_and_invalid_txns_are_rejected_deterministically
     replica.step(
         Input::Propose {
             id: 1,
+            hlc: Timestamp::new(1000, 0),
             txn: set("x", 1),
         },
         &mut out,
@@ -110,7 +113,14 @@ fn reads_see_acknowledged_writes_and_invalid_txns_are_rejected_deterministically
     let bad = Txn::single(Op::Delete {
         path: "/root".into(),
     });
-    replica.step(Input::Propose { id: 3, txn: bad }, &mut out);
+    replica.step(
+        Input::Propose {
+            id: 3,
+            txn: bad,
+            hlc: Timestamp::ZERO,
+        },
+        &mut out,
+    );
     let replies = settle(&mut replica, &mut out);
     assert!(
         matches!(
@@ -135,6 +145,7 @@ fn a_follower_refuses_proposals_and_names_no_leader_yet() {
     replica.step(
         Input::Propose {
             id: 9,
+            hlc: Timestamp::new(1000, 0),
             txn: set("x", 1),
         },
         &mut out,
