@@ -17,8 +17,10 @@
 //!
 //! `Bug` turns on a deliberate bug so anyone can watch a check catch it.
 //!
-//! Not simulated yet: snapshots and log compaction, several shards per node, trace export to
-//! TLA+ (issue 4 continues).
+//! Replicas compact their logs every 32 entries, so lagging or restarted replicas are often
+//! caught up by a tree snapshot rather than by entries.
+//!
+//! Not simulated yet: several shards per node, trace export to TLA+ (issue 4 continues).
 
 mod history;
 mod rng;
@@ -28,7 +30,7 @@ use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 pub use history::{check as check_history, Event, Kind, Outcome};
-use world::{World, KEYS, NODES};
+use world::{World, KEYS};
 
 /// A deliberate bug, for showing that the checks catch it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,6 +88,8 @@ pub struct SeedReport {
     pub writes_acked: usize,
     pub reads_ok: usize,
     pub crashes: u64,
+    /// Times a lagging replica was caught up by a snapshot.
+    pub snapshots_installed: u64,
 }
 
 impl fmt::Display for SeedReport {
@@ -94,8 +98,8 @@ impl fmt::Display for SeedReport {
             Some(v) => write!(f, "seed {}: FAILED: {v}", self.seed),
             None => write!(
                 f,
-                "seed {}: ok ({} writes acknowledged, {} reads, {} crashes)",
-                self.seed, self.writes_acked, self.reads_ok, self.crashes
+                "seed {}: ok ({} writes acknowledged, {} reads, {} crashes, {} snapshots installed)",
+                self.seed, self.writes_acked, self.reads_ok, self.crashes, self.snapshots_installed
             ),
         }
     }
@@ -118,6 +122,7 @@ pub fn run_seed(options: &SimOptions) -> SeedReport {
                 writes_acked: 0,
                 reads_ok: 0,
                 crashes: 0,
+                snapshots_installed: 0,
             }
         }
     }
@@ -154,6 +159,7 @@ fn simulate(options: &SimOptions) -> SeedReport {
         writes_acked,
         reads_ok,
         crashes: world.crashes,
+        snapshots_installed: world.total_snapshots_installed(),
     }
 }
 
@@ -161,8 +167,9 @@ fn final_checks(world: &mut World) -> Option<String> {
     let applied = world.applied();
     if !world.has_leader() || applied.iter().any(|a| *a != applied[0]) {
         return Some(format!(
-            "liveness: after healing, leader={} applied={applied:?}",
-            world.has_leader()
+            "liveness: after healing, leader={} applied={applied:?}; {}",
+            world.has_leader(),
+            world.debug_state()
         ));
     }
     // Linearizable reads of every key after healing: a lost write shows up here too.
@@ -177,14 +184,10 @@ fn final_checks(world: &mut World) -> Option<String> {
             world.step(false);
         }
     }
-    let committed = world.committed_values(1);
-    for id in 2..=NODES {
-        if world.committed_values(id) != committed {
-            return Some(format!(
-                "durability: node {id}'s committed log differs from node 1's"
-            ));
-        }
-    }
+    let committed = match world.committed_values() {
+        Ok(c) => c,
+        Err(e) => return Some(e),
+    };
     for e in &world.events {
         if let (Kind::Write { value }, Outcome::Ok { index }) = (e.kind, e.outcome) {
             if committed.get(&value) != Some(&index) {

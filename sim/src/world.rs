@@ -7,7 +7,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::rc::Rc;
 
-use raft::prelude::{ConfState, Entry, HardState, Message};
+use raft::prelude::{ConfState, Entry, HardState, Message, Snapshot};
 use raft::storage::MemStorage;
 use rkyv::util::AlignedVec;
 use treesync_core::hlc::{Hlc, WallClock, MAX_OFFSET_MS_DEFAULT};
@@ -29,23 +29,46 @@ const CASCADE_MAX: usize = 64;
 /// Durable state of one node: what survived its last fsync.
 #[derive(Default)]
 struct Disk {
-    entries: Vec<Entry>,
+    snapshot: Option<Snapshot>,
+    /// The durable log after the snapshot.
+    entries: BTreeMap<u64, Entry>,
     hard_state: HardState,
+    /// Committed entries up to here were copied into the world's oracle.
+    recorded: u64,
 }
 
 impl Disk {
     fn write(&mut self, request: &PersistRequest) {
+        if let Some(snapshot) = &request.snapshot {
+            self.snapshot = Some(snapshot.clone());
+            self.entries.clear();
+            self.recorded = self.recorded.max(snapshot.get_metadata().index);
+        }
         if let Some(first) = request.entries.first() {
+            let expected = self
+                .entries
+                .keys()
+                .next_back()
+                .map_or(self.snapshot_index(), |i| *i)
+                + 1;
             assert!(
-                first.index >= 1 && first.index as usize <= self.entries.len() + 1,
-                "contiguous log"
+                first.index <= expected,
+                "contiguous log: {} after {}",
+                first.index,
+                expected - 1
             );
-            self.entries.truncate(first.index as usize - 1);
-            self.entries.extend(request.entries.iter().cloned());
+            self.entries.split_off(&first.index);
+            for e in &request.entries {
+                self.entries.insert(e.index, e.clone());
+            }
         }
         if let Some(hs) = &request.hard_state {
             self.hard_state = hs.clone();
         }
+    }
+
+    fn snapshot_index(&self) -> u64 {
+        self.snapshot.as_ref().map_or(0, |s| s.get_metadata().index)
     }
 }
 
@@ -101,14 +124,27 @@ pub struct World {
     pub events: Vec<Event>,
     leaders: BTreeMap<u64, u64>,
     digests: BTreeMap<u64, u64>,
+    /// Every entry some node durably holds as committed, by index: the committed log, kept
+    /// whole even after every replica compacted it.
+    oracle: BTreeMap<u64, Entry>,
     faults_on: bool,
     pub crashes: u64,
+    /// Snapshots installed by replicas that were replaced on restart (live ones are summed
+    /// at the end).
+    pub snapshots_installed: u64,
     pub violation: Option<String>,
     logger: slog::Logger,
 }
 
+/// Entries between snapshots in the simulation: small, so lagging replicas are often caught
+/// up by snapshot instead of by entries.
+const COMPACT_ENTRIES: u64 = 32;
+
 fn config(id: u64) -> ReplicaConfig {
-    ReplicaConfig::new(id, (1..=NODES).collect())
+    ReplicaConfig {
+        compact_entries: COMPACT_ENTRIES,
+        ..ReplicaConfig::new(id, (1..=NODES).collect())
+    }
 }
 
 impl World {
@@ -118,7 +154,7 @@ impl World {
         let time = Rc::new(Cell::new(0));
         let nodes = (1..=NODES)
             .map(|id| Node {
-                replica: Some(Replica::new(&config(id), MemStorage::new(), &logger)),
+                replica: Some(Replica::new(&config(id), MemStorage::new(), None, &logger)),
                 hlc: Hlc::new(
                     SimWall {
                         time: time.clone(),
@@ -153,8 +189,10 @@ impl World {
             events: Vec::new(),
             leaders: BTreeMap::new(),
             digests: BTreeMap::new(),
+            oracle: BTreeMap::new(),
             faults_on: true,
             crashes: 0,
+            snapshots_installed: 0,
             violation: None,
             logger,
         }
@@ -272,6 +310,7 @@ impl World {
             {
                 let (_, request) = self.node(id).fsyncs.pop_front().expect("front exists");
                 self.node(id).disk.write(&request);
+                self.record_committed(id);
                 if self.options.inject != Some(Bug::AckBeforeFsync) {
                     self.run(
                         id,
@@ -288,24 +327,31 @@ impl World {
         let down_for = self.rng.range(5, 40);
         let now = self.now;
         let node = self.node(id);
+        let installed = node.replica.as_ref().map_or(0, |r| r.snapshots_installed);
         node.replica = None;
         node.fsyncs.clear(); // un-fsynced writes are lost
         node.down_until = now + down_for;
         self.crashes += 1;
+        self.snapshots_installed += installed;
     }
 
     /// Rebuilds a replica from its disk, as a process restart replays its WAL.
     fn restart(&mut self, id: u64) {
         let storage = MemStorage::new();
+        let disk = &self.nodes[(id - 1) as usize].disk;
         {
-            let disk = &self.nodes[(id - 1) as usize].disk;
             let mut core = storage.wl();
             core.set_conf_state(ConfState::from(((1..=NODES).collect::<Vec<_>>(), vec![])));
-            core.append(&disk.entries)
-                .expect("the disk log is contiguous from 1");
+            if let Some(snapshot) = &disk.snapshot {
+                core.apply_snapshot(snapshot.clone())
+                    .expect("a fresh storage takes any snapshot");
+            }
+            let entries: Vec<Entry> = disk.entries.values().cloned().collect();
+            core.append(&entries)
+                .expect("the disk log is contiguous after its snapshot");
             core.set_hardstate(disk.hard_state.clone());
         }
-        let replica = Replica::new(&config(id), storage, &self.logger);
+        let replica = Replica::new(&config(id), storage, disk.snapshot.clone(), &self.logger);
         self.node(id).replica = Some(replica);
     }
 
@@ -479,17 +525,31 @@ impl World {
     }
 
     /// Durable committed log of node `id`: value written → index.
-    pub fn committed_values(&self, id: u64) -> BTreeMap<i64, u64> {
-        let node = &self.nodes[(id - 1) as usize];
-        let commit = node.disk.hard_state.commit as usize;
+    /// Copies node `id`'s newly committed durable entries into the oracle; two nodes
+    /// holding different committed entries at one index violate state machine safety.
+    fn record_committed(&mut self, id: u64) {
+        let disk = &mut self.nodes[(id - 1) as usize].disk;
+        let commit = disk.hard_state.commit;
+        if commit <= disk.recorded {
+            return;
+        }
+        for (index, entry) in disk.entries.range(disk.recorded + 1..=commit) {
+            let known = self.oracle.entry(*index).or_insert_with(|| entry.clone());
+            if (known.term != entry.term || known.data != entry.data) && self.violation.is_none() {
+                self.violation = Some(format!(
+                    "state machine safety: node {id} committed a different entry at {index}"
+                ));
+            }
+        }
+        disk.recorded = disk
+            .recorded
+            .max(commit.min(disk.entries.keys().next_back().copied().unwrap_or(0)));
+    }
+
+    /// The committed log: value written → index.
+    pub fn committed_values(&self) -> Result<BTreeMap<i64, u64>, String> {
         let mut out = BTreeMap::new();
-        for entry in node
-            .disk
-            .entries
-            .iter()
-            .take(commit)
-            .filter(|e| !e.data.is_empty())
-        {
+        for entry in self.oracle.values().filter(|e| !e.data.is_empty()) {
             let mut frame = AlignedVec::<16>::new();
             frame.extend_from_slice(&entry.data);
             let txn = wire::decode_txn(&frame).expect("the simulator only proposes valid txns");
@@ -503,7 +563,7 @@ impl World {
                 }
             }
         }
-        out
+        Ok(out)
     }
 
     pub fn applied(&self) -> Vec<u64> {
@@ -511,6 +571,31 @@ impl World {
             .iter()
             .map(|n| n.replica.as_ref().map_or(0, Replica::applied_index))
             .collect()
+    }
+
+    /// Every replica's Raft internals, for failure reports.
+    pub fn debug_state(&self) -> String {
+        let states: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                n.replica
+                    .as_ref()
+                    .map_or("down".into(), Replica::debug_state)
+            })
+            .collect();
+        states.join(" | ")
+    }
+
+    /// Snapshots installed from leaders so far, by every replica.
+    pub fn total_snapshots_installed(&self) -> u64 {
+        self.snapshots_installed
+            + self
+                .nodes
+                .iter()
+                .filter_map(|n| n.replica.as_ref())
+                .map(|r| r.snapshots_installed)
+                .sum::<u64>()
     }
 
     pub fn has_leader(&self) -> bool {

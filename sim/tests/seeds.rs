@@ -36,6 +36,16 @@ fn a_seed_replays_exactly() {
 }
 
 #[test]
+fn lagging_replicas_are_caught_up_by_snapshots() {
+    let template = SimOptions::new(0);
+    let installed: u64 = run_seeds(1, 20, &template)
+        .iter()
+        .map(|r| r.snapshots_installed)
+        .sum();
+    assert!(installed > 0, "no seed exercised snapshot transfer");
+}
+
+#[test]
 fn stale_reads_are_caught() {
     let failed = failures(1, 40, Some(Bug::StaleRead));
     assert!(

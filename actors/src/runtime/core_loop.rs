@@ -16,7 +16,7 @@ use std::time::Instant;
 use std::sync::Arc;
 
 use futures_lite::future::or;
-use raft::prelude::{ConfState, Entry, EntryType, HardState};
+use raft::prelude::{ConfState, Entry, EntryType, HardState, Snapshot};
 use raft::storage::MemStorage;
 use treesync_core::hlc::Hlc;
 use treesync_core::replica::{
@@ -26,7 +26,7 @@ use treesync_net::client_proto::Response;
 use treesync_net::peer::{InboundBatch, Transport};
 
 use super::{CoreMsg, ServerConfig};
-use crate::storage::format::{Record, WalEntry, WalHardState};
+use crate::storage::format::{Record, WalEntry, WalHardState, WalSnapshot};
 use crate::storage::recovery::ShardLog;
 use crate::storage::wal::{Wal, WalOptions};
 use crate::SystemClock;
@@ -49,15 +49,29 @@ enum Wake {
     Closed,
 }
 
-fn storage_from(log: Option<&ShardLog>, peers: Vec<u64>) -> MemStorage {
+/// Rebuilds a shard's Raft storage (and its last snapshot) from what the WAL recovered.
+fn storage_from(log: Option<&ShardLog>, peers: Vec<u64>) -> (MemStorage, Option<Snapshot>) {
     let storage = MemStorage::new();
+    let mut snapshot = None;
     {
         let mut core = storage.wl();
         core.set_conf_state(ConfState::from((peers, vec![])));
         if let Some(log) = log {
+            if let Some(s) = &log.snapshot {
+                let mut snap = Snapshot {
+                    data: s.data.clone().into(),
+                    ..Default::default()
+                };
+                let metadata = snap.mut_metadata();
+                (metadata.index, metadata.term) = (s.index, s.term);
+                metadata.set_conf_state(ConfState::from((s.voters.clone(), vec![])));
+                core.apply_snapshot(snap.clone())
+                    .expect("a fresh storage takes any snapshot");
+                snapshot = Some(snap);
+            }
             let entries: Vec<Entry> = log.entries.iter().map(to_raft_entry).collect();
             core.append(&entries)
-                .expect("recovered logs are contiguous from index 1");
+                .expect("recovered logs are contiguous after their snapshot");
             if let Some(hs) = log.hard_state {
                 let mut state = HardState::default();
                 (state.term, state.vote, state.commit) = (hs.term, hs.vote, hs.commit);
@@ -65,7 +79,7 @@ fn storage_from(log: Option<&ShardLog>, peers: Vec<u64>) -> MemStorage {
             }
         }
     }
-    storage
+    (storage, snapshot)
 }
 
 fn to_raft_entry(e: &WalEntry) -> Entry {
@@ -86,6 +100,16 @@ fn to_raft_entry(e: &WalEntry) -> Entry {
 
 fn to_records(shard: u32, request: &PersistRequest, records: &mut Vec<Record>) {
     let shard = u64::from(shard);
+    if let Some(snap) = &request.snapshot {
+        let metadata = snap.get_metadata();
+        let snapshot = WalSnapshot {
+            index: metadata.index,
+            term: metadata.term,
+            voters: metadata.get_conf_state().voters.clone(),
+            data: snap.data.to_vec(),
+        };
+        records.push(Record::Snapshot { shard, snapshot });
+    }
     if !request.entries.is_empty() {
         let entries = request
             .entries
@@ -148,10 +172,12 @@ pub async fn run(
     let mut shards: BTreeMap<u32, Shard> = (0..config.shards)
         .filter(|s| *s as usize % config.cores == core)
         .map(|s| {
-            let storage = storage_from(recovery.shards.get(&u64::from(s)), peers.clone());
+            let (storage, snapshot) =
+                storage_from(recovery.shards.get(&u64::from(s)), peers.clone());
             let replica = Replica::new(
                 &ReplicaConfig::new(config.id, peers.clone()),
                 storage,
+                snapshot,
                 &logger,
             );
             (

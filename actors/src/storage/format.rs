@@ -59,6 +59,15 @@ pub struct WalHardState {
     pub commit: u64,
 }
 
+/// A tree snapshot a leader sent: it replaces the shard's log up to `index`.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct WalSnapshot {
+    pub index: u64,
+    pub term: u64,
+    pub voters: Vec<u64>,
+    pub data: Vec<u8>,
+}
+
 /// What one record holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {
@@ -71,10 +80,15 @@ pub enum Record {
         shard: u64,
         state: WalHardState,
     },
+    Snapshot {
+        shard: u64,
+        snapshot: WalSnapshot,
+    },
 }
 
 const KIND_ENTRIES: u16 = 1;
 const KIND_HARD_STATE: u16 = 2;
+const KIND_SNAPSHOT: u16 = 3;
 
 /// Why bytes at an offset are not a valid record.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -118,6 +132,11 @@ pub fn encode(record: &Record, out: &mut Vec<u8>) {
             KIND_HARD_STATE,
             *shard,
             rkyv::to_bytes::<rancor::Error>(state).expect("in-memory archive"),
+        ),
+        Record::Snapshot { shard, snapshot } => (
+            KIND_SNAPSHOT,
+            *shard,
+            rkyv::to_bytes::<rancor::Error>(snapshot).expect("in-memory archive"),
         ),
     };
     let payload_len = u32::try_from(payload.len()).expect("payload under 4 GiB");
@@ -197,6 +216,14 @@ pub fn decode_at(bytes: &[u8]) -> Result<(Record, usize), RecordError> {
             Record::HardState {
                 shard: header.shard,
                 state,
+            }
+        }
+        KIND_SNAPSHOT => {
+            let snapshot =
+                rkyv::from_bytes::<WalSnapshot, rancor::Error>(&aligned).map_err(invalid)?;
+            Record::Snapshot {
+                shard: header.shard,
+                snapshot,
             }
         }
         other => return Err(RecordError::Kind(other)),

@@ -12,11 +12,13 @@
 
 use std::collections::BTreeMap;
 
-use super::format::{decode_at, Record, RecordError, WalEntry, WalHardState};
+use super::format::{decode_at, Record, RecordError, WalEntry, WalHardState, WalSnapshot};
 
 /// One shard's recovered durable state.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ShardLog {
+    /// The last snapshot received; `entries` continue after its index.
+    pub snapshot: Option<WalSnapshot>,
     pub entries: Vec<WalEntry>,
     pub hard_state: Option<WalHardState>,
 }
@@ -73,25 +75,34 @@ fn apply(shards: &mut BTreeMap<u64, ShardLog>, record: Record) -> Result<(), Rec
         Record::Entries { shard, entries } => {
             let log = shards.entry(shard).or_default();
             let first = entries[0].index;
+            let base = log.snapshot.as_ref().map_or(1, |s| s.index + 1);
             let keep = match log.entries.first() {
                 Some(head) if first > head.index => (first - head.index) as usize,
                 _ => 0,
             };
-            if log
-                .entries
-                .get(keep.wrapping_sub(1))
-                .is_some_and(|last| last.index + 1 != first)
-                || (keep > log.entries.len())
-            {
-                return Err(RecordError::Payload(format!(
-                    "shard {shard}: entries from {first} leave a gap"
-                )));
+            let continues = match keep {
+                0 => first == base,
+                k => log
+                    .entries
+                    .get(k - 1)
+                    .is_some_and(|last| last.index + 1 == first),
+            };
+            if !continues {
+                let message = format!(
+                    "shard {shard}: entries from {first} do not continue the log (base {base})"
+                );
+                return Err(RecordError::Payload(message));
             }
             log.entries.truncate(keep);
             log.entries.extend(entries);
         }
         Record::HardState { shard, state } => {
             shards.entry(shard).or_default().hard_state = Some(state)
+        }
+        Record::Snapshot { shard, snapshot } => {
+            let log = shards.entry(shard).or_default();
+            log.entries.clear();
+            log.snapshot = Some(snapshot);
         }
     }
     Ok(())
@@ -169,6 +180,50 @@ mod tests {
         assert!(
             recover(&bytes).torn.is_some(),
             "a non-zero byte after the zeros is garbage"
+        );
+    }
+
+    #[test]
+    fn a_snapshot_replaces_the_log_and_entries_continue_after_it() {
+        use super::super::format::WalSnapshot;
+        let snapshot = WalSnapshot {
+            index: 10,
+            term: 3,
+            voters: vec![1, 2, 3],
+            data: vec![9; 40],
+        };
+        let records = vec![
+            Record::Entries {
+                shard: 1,
+                entries: vec![entry(1, 1), entry(2, 1)],
+            },
+            Record::Snapshot {
+                shard: 1,
+                snapshot: snapshot.clone(),
+            },
+            Record::Entries {
+                shard: 1,
+                entries: vec![entry(11, 3), entry(12, 3)],
+            },
+        ];
+        let recovery = recover(&image(&records).0);
+        assert_eq!(recovery.torn, None);
+        let log = &recovery.shards[&1];
+        assert_eq!(log.snapshot.as_ref(), Some(&snapshot));
+        assert_eq!(
+            log.entries.iter().map(|e| e.index).collect::<Vec<_>>(),
+            [11, 12]
+        );
+        let gap = vec![
+            records[1].clone(),
+            Record::Entries {
+                shard: 1,
+                entries: vec![entry(13, 3)],
+            },
+        ];
+        assert!(
+            recover(&image(&gap).0).torn.is_some(),
+            "entries must continue right after the snapshot"
         );
     }
 

@@ -67,6 +67,7 @@ impl Replica {
         }
         assert_eq!(self.applied, last);
         self.raw.advance_apply_to(self.applied);
+        self.maybe_compact();
     }
 
     /// The value a read returns: the node (as Godot data) or one property, `None` if absent.

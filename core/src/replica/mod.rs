@@ -27,12 +27,15 @@
 //!   StateMachineSafety).
 
 mod apply;
+mod snapshot;
+mod storage;
 
 use std::collections::{BTreeMap, VecDeque};
 
-use raft::prelude::{Entry, HardState, Message};
+use raft::prelude::{ConfState, Entry, HardState, Message, MessageType, Snapshot};
 use raft::storage::MemStorage;
 use raft::{Config, RawNode, StateRole, Storage};
+pub use storage::ShardStorage;
 
 use crate::hlc::Timestamp;
 use crate::limits::Limits;
@@ -56,6 +59,8 @@ pub struct ReplicaConfig {
     pub election_ticks: usize,
     /// Ticks between leader heartbeats.
     pub heartbeat_ticks: usize,
+    /// Compact the log into a tree snapshot once this many applied entries precede it.
+    pub compact_entries: u64,
     pub limits: Limits,
 }
 
@@ -66,6 +71,7 @@ impl ReplicaConfig {
             peers,
             election_ticks: 10,
             heartbeat_ticks: 2,
+            compact_entries: 10_000,
             limits: Limits::default(),
         }
     }
@@ -103,6 +109,8 @@ pub struct PersistRequest {
     pub number: u64,
     pub entries: Vec<Entry>,
     pub hard_state: Option<HardState>,
+    /// A snapshot received from the leader; it replaces the log up to its index.
+    pub snapshot: Option<Snapshot>,
     /// False when only the commit index changed: an fsync may be skipped (not reordered).
     pub must_sync: bool,
 }
@@ -151,8 +159,10 @@ pub struct Output {
 
 /// One replica of one shard.
 pub struct Replica {
-    raw: RawNode<MemStorage>,
+    raw: RawNode<ShardStorage>,
     tree: Tree,
+    peers: Vec<u64>,
+    compact_entries: u64,
     applied: u64,
     digest: u64,
     /// Proposals awaiting their entry: index → (request id, term proposed in).
@@ -168,12 +178,20 @@ pub struct Replica {
     max_log_hlc: Timestamp,
     /// HLC of the last applied entry that carried one; strictly increasing along the log.
     applied_hlc: Timestamp,
+    /// Snapshots received from a leader and installed (not counting restarts).
+    pub snapshots_installed: u64,
 }
 
 impl Replica {
-    /// A replica over `storage` (empty for a new group; reloaded from the WAL on restart).
-    /// Committed entries in storage are re-applied to a fresh tree.
-    pub fn new(config: &ReplicaConfig, storage: MemStorage, logger: &slog::Logger) -> Replica {
+    /// A replica over `storage` (empty for a new group; reloaded from the WAL on restart,
+    /// with `snapshot` already applied to it when the log starts after one). The tree is
+    /// restored from the snapshot and committed entries after it are re-applied.
+    pub fn new(
+        config: &ReplicaConfig,
+        storage: MemStorage,
+        snapshot: Option<Snapshot>,
+        logger: &slog::Logger,
+    ) -> Replica {
         assert!(
             config.peers.contains(&config.id),
             "a replica is one of its group's peers"
@@ -190,6 +208,7 @@ impl Replica {
             check_quorum: true,
             max_inflight_msgs: 256,
             max_size_per_msg: 1024 * 1024,
+            applied: snapshot.as_ref().map_or(0, |s| s.get_metadata().index),
             ..Config::default()
         };
         raft_config.validate().expect("replica config is valid");
@@ -200,10 +219,9 @@ impl Replica {
             .voters
             .is_empty()
         {
-            storage.wl().set_conf_state(raft::prelude::ConfState::from((
-                config.peers.clone(),
-                vec![],
-            )));
+            storage
+                .wl()
+                .set_conf_state(ConfState::from((config.peers.clone(), vec![])));
         }
         // Timestamps already in the log (a restart): new proposals must stamp above them.
         let (first, last) = (
@@ -223,10 +241,13 @@ impl Replica {
         } else {
             Timestamp::ZERO
         };
-        let raw = RawNode::new(&raft_config, storage, logger).expect("replica config is valid");
-        Replica {
+        let raw = RawNode::new(&raft_config, ShardStorage::new(storage), logger)
+            .expect("replica config is valid");
+        let mut replica = Replica {
             raw,
             tree: Tree::new(config.limits.clone()),
+            peers: config.peers.clone(),
+            compact_entries: config.compact_entries,
             applied: 0,
             digest: 0,
             pending_writes: BTreeMap::new(),
@@ -235,7 +256,12 @@ impl Replica {
             held: VecDeque::new(),
             max_log_hlc,
             applied_hlc: Timestamp::ZERO,
+            snapshots_installed: 0,
+        };
+        if let Some(snapshot) = snapshot {
+            replica.install_snapshot(&snapshot);
         }
+        replica
     }
 
     pub fn id(&self) -> u64 {
@@ -266,6 +292,37 @@ impl Replica {
 
     pub fn tree(&self) -> &Tree {
         &self.tree
+    }
+
+    /// One line of Raft internals, for operators and failing simulator seeds.
+    pub fn debug_state(&self) -> String {
+        let r = &self.raw.raft;
+        let log = &r.raft_log;
+        let progress: Vec<String> = r
+            .prs()
+            .iter()
+            .map(|(id, p)| {
+                format!(
+                    "{id}:match={},next={},state={:?}",
+                    p.matched, p.next_idx, p.state
+                )
+            })
+            .collect();
+        format!(
+            "id={} term={} role={:?} leader={} commit={} persisted={} applied={}/{} first={} last={} snap={} prs=[{}]",
+            r.id,
+            r.term,
+            r.state,
+            r.leader_id,
+            log.committed,
+            log.persisted,
+            log.applied,
+            self.applied,
+            self.raw.store().first_index().unwrap_or(0),
+            self.raw.store().last_index().unwrap_or(0),
+            self.raw.store().snapshot_index(),
+            progress.join(" ")
+        )
     }
 
     /// HLC of the last applied transaction (zero before any).
@@ -335,6 +392,11 @@ impl Replica {
 
     fn on_persisted(&mut self, number: u64, out: &mut Output) {
         self.raw.on_persist_ready(number);
+        // A snapshot installed into the tree counts as applied for Raft once it is durable.
+        let log = &self.raw.raft.raft_log;
+        if log.applied < self.applied && self.applied <= log.persisted.min(log.committed) {
+            self.raw.advance_apply_to(self.applied);
+        }
         while self.held.front().is_some_and(|(n, _)| *n <= number) {
             let (_, messages) = self.held.pop_front().expect("front exists");
             out.messages.extend(messages);
@@ -348,11 +410,26 @@ impl Replica {
                 return;
             }
             let mut ready = self.raw.ready();
-            out.messages.extend(ready.take_messages());
-            assert!(
-                ready.snapshot().is_empty(),
-                "logs are not compacted yet, so no snapshots"
-            );
+            let messages = ready.take_messages();
+            // Snapshots we send are reported as done at once: our transport does not confirm
+            // delivery, and a lost one is noticed when the follower rejects the next probe.
+            let snapshot_targets: Vec<u64> = messages
+                .iter()
+                .filter(|m| m.get_msg_type() == MessageType::MsgSnapshot)
+                .map(|m| m.to)
+                .collect();
+            out.messages.extend(messages);
+            let snapshot = (!ready.snapshot().is_empty()).then(|| ready.snapshot().clone());
+            if let Some(snapshot) = &snapshot {
+                self.raw
+                    .store()
+                    .mem
+                    .wl()
+                    .apply_snapshot(snapshot.clone())
+                    .expect("a newer snapshot");
+                self.install_snapshot(snapshot);
+                self.snapshots_installed += 1;
+            }
             let committed = ready.take_committed_entries();
             self.apply_entries(committed, out);
             for state in ready.take_read_states() {
@@ -365,14 +442,17 @@ impl Replica {
                 );
                 self.ready_reads.push((id, state.index));
             }
-            self.stage(ready, out);
+            self.stage(ready, snapshot, out);
+            for to in snapshot_targets {
+                self.raw.report_snapshot(to, raft::SnapshotStatus::Finish);
+            }
         }
         panic!("more than {READIES_PER_STEP_MAX} readies in one step");
     }
 
     /// Makes a ready's entries and hard state readable by Raft (memory) and asks the driver
     /// to make them durable; holds the messages that must wait for that.
-    fn stage(&mut self, mut ready: raft::Ready, out: &mut Output) {
+    fn stage(&mut self, mut ready: raft::Ready, snapshot: Option<Snapshot>, out: &mut Output) {
         let entries = ready.entries().clone();
         for entry in &entries {
             self.max_log_hlc = self.max_log_hlc.max(entry_hlc(entry));
@@ -382,7 +462,7 @@ impl Replica {
         let (number, must_sync) = (ready.number(), ready.must_sync());
         {
             let store = self.raw.store();
-            let mut core = store.wl();
+            let mut core = store.mem.wl();
             if !entries.is_empty() {
                 core.append(&entries)
                     .expect("raft hands out appendable entries");
@@ -392,7 +472,8 @@ impl Replica {
             }
         }
         self.raw.advance_append_async(ready);
-        if entries.is_empty() && hard_state.is_none() && self.held.is_empty() {
+        if entries.is_empty() && hard_state.is_none() && snapshot.is_none() && self.held.is_empty()
+        {
             self.raw.on_persist_ready(number);
             out.messages.extend(persisted_messages);
             return;
@@ -401,6 +482,7 @@ impl Replica {
             number,
             entries,
             hard_state,
+            snapshot,
             must_sync,
         });
         self.held.push_back((number, persisted_messages));

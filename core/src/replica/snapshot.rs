@@ -1,0 +1,82 @@
+//! Tree snapshots for Raft: taking one to compact the log, and installing one a leader sent.
+//!
+//! Snapshot data: `digest u64 | applied_hlc u64 | Tree::snapshot_bytes()` (a checksummed
+//! rkyv frame), so a replica caught up by snapshot continues the same hash chain and HLC
+//! order as the replicas that applied every entry.
+
+use raft::prelude::{ConfState, Snapshot};
+use raft::Storage;
+use rkyv::util::AlignedVec;
+
+use super::Replica;
+use crate::hlc::Timestamp;
+use crate::tree::Tree;
+
+const PREFIX_BYTES: usize = 16;
+
+impl Replica {
+    /// Compacts the log once `compact_entries` applied entries precede `applied`.
+    pub(super) fn maybe_compact(&mut self) {
+        let first = self.raw.store().first_index().expect("memory storage");
+        // Only what Raft itself counts as applied may go (after a snapshot install it lags
+        // until the snapshot is durable).
+        if self.applied < first + self.compact_entries
+            || self.raw.raft.raft_log.applied != self.applied
+        {
+            return;
+        }
+        let term = self
+            .raw
+            .store()
+            .term(self.applied)
+            .expect("the applied entry is in the log");
+        let mut snapshot = Snapshot::default();
+        let tree_bytes = self.tree.snapshot_bytes();
+        let mut data = Vec::with_capacity(PREFIX_BYTES + tree_bytes.len());
+        data.extend_from_slice(&self.digest.to_le_bytes());
+        data.extend_from_slice(&self.applied_hlc.as_u64().to_le_bytes());
+        data.extend_from_slice(&tree_bytes);
+        snapshot.data = data.into();
+        let metadata = snapshot.mut_metadata();
+        metadata.index = self.applied;
+        metadata.term = term;
+        metadata.set_conf_state(ConfState::from((self.peers.clone(), vec![])));
+        let store = self.raw.store();
+        store.set_snapshot(snapshot);
+        store
+            .mem
+            .wl()
+            .compact(self.applied)
+            .expect("compacting below the applied index");
+        assert_eq!(
+            store.first_index().expect("memory storage"),
+            self.applied,
+            "entries before the snapshot are gone"
+        );
+    }
+
+    /// Replaces the tree with a snapshot's (a leader caught us up, or a restart).
+    pub(super) fn install_snapshot(&mut self, snapshot: &Snapshot) {
+        let index = snapshot.get_metadata().index;
+        assert!(
+            index >= self.applied,
+            "snapshots only move a replica forward"
+        );
+        let data = &snapshot.data;
+        assert!(
+            data.len() > PREFIX_BYTES,
+            "snapshot data holds the digest, HLC and tree"
+        );
+        let word = |at: usize| u64::from_le_bytes(data[at..at + 8].try_into().expect("8 bytes"));
+        let mut frame = AlignedVec::<16>::with_capacity(data.len() - PREFIX_BYTES);
+        frame.extend_from_slice(&data[PREFIX_BYTES..]);
+        self.tree = Tree::restore(&frame, self.tree.limits().clone()).unwrap_or_else(|e| {
+            panic!("snapshot at {index} from a peer or the WAL is invalid: {e}")
+        });
+        self.digest = word(0);
+        self.applied_hlc = Timestamp::from_u64(word(8));
+        self.max_log_hlc = self.max_log_hlc.max(self.applied_hlc);
+        self.applied = index;
+        self.raw.store().set_snapshot(snapshot.clone());
+    }
+}
