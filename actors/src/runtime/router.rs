@@ -143,22 +143,38 @@ impl Router {
         }
     }
 
-    /// Blocking write for embedders (call from a non-executor thread).
+    /// Blocking write for embedders (call from a non-executor thread): commits `txn` on
+    /// this server's replica of its shard, which must be the leader (else `NotLeader`).
     pub fn propose_blocking(&self, txn: Txn) -> Response {
         let shard = match self.shard_of_txn(&txn) {
             Ok(s) => s,
             Err(e) => return Response::Error(e),
         };
+        self.ask_blocking(shard, |reply| CoreMsg::Propose { shard, txn, reply })
+    }
+
+    /// Blocking linearizable read for embedders: a node as Godot data, or one property.
+    pub fn read_blocking(&self, path: &str, prop: Option<&str>) -> Response {
+        let shard = match self.shard_of_path(path) {
+            Ok(s) => s,
+            Err(e) => return Response::Error(e),
+        };
+        let (path, prop) = (path.to_owned(), prop.map(str::to_owned));
+        self.ask_blocking(shard, |reply| CoreMsg::Read {
+            shard,
+            path,
+            prop,
+            reply,
+        })
+    }
+
+    fn ask_blocking(
+        &self,
+        shard: u32,
+        make: impl FnOnce(flume::Sender<Response>) -> CoreMsg,
+    ) -> Response {
         let (tx, rx) = flume::bounded(1);
-        if self
-            .core_of(shard)
-            .send(CoreMsg::Propose {
-                shard,
-                txn,
-                reply: tx,
-            })
-            .is_err()
-        {
+        if self.core_of(shard).send(make(tx)).is_err() {
             return Response::Error("the core owning this shard has stopped".into());
         }
         rx.recv()
