@@ -16,6 +16,8 @@ use treesync_actors::runtime::{self, ServerConfig};
 use treesync_core::{Op, Prop, Txn, Value};
 use treesync_net::client::Client;
 
+use crate::args::value;
+
 struct Options {
     clients: usize,
     seconds: u64,
@@ -34,19 +36,10 @@ fn parse(args: &[String]) -> Result<Options, String> {
     };
     let mut args = args.iter();
     while let Some(flag) = args.next() {
-        let mut value = || {
-            args.next()
-                .cloned()
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
         match flag.as_str() {
-            "--clients" => o.clients = value()?.parse().map_err(|e| format!("--clients: {e}"))?,
-            "--seconds" => o.seconds = value()?.parse().map_err(|e| format!("--seconds: {e}"))?,
-            "--value-bytes" => {
-                o.value_bytes = value()?
-                    .parse()
-                    .map_err(|e| format!("--value-bytes: {e}"))?
-            }
+            "--clients" => o.clients = value(flag, args.next())?,
+            "--seconds" => o.seconds = value(flag, args.next())?,
+            "--value-bytes" => o.value_bytes = value(flag, args.next())?,
             "--no-fsync" => o.fsync = false,
             "--json" => o.json = true,
             other => return Err(format!("unknown option {other:?}")),

@@ -3,6 +3,7 @@
 //! Today it demonstrates the core (`treesync demo`): the replicated server (`local`, `serve`)
 //! arrives with the replication engine (issue 4) and says so instead of pretending.
 
+mod args;
 mod bench_cmd;
 mod server_cmd;
 mod sim;

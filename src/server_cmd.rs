@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use treesync_actors::runtime::{self, ServerConfig};
 
+use crate::args::value;
+
 fn parse_peers(text: &str) -> Result<BTreeMap<u64, SocketAddr>, String> {
     text.split(',')
         .map(|item| {
@@ -44,28 +46,14 @@ pub fn serve_config(args: &[String]) -> Result<ServerConfig, String> {
     };
     let mut args = args.iter();
     while let Some(flag) = args.next() {
-        let mut value = || {
-            args.next()
-                .cloned()
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
         match flag.as_str() {
-            "--id" => config.id = value()?.parse().map_err(|e| format!("--id: {e}"))?,
-            "--peers" => config.peers = parse_peers(&value()?)?,
-            "--client-addr" => {
-                config.client_addr = Some(
-                    value()?
-                        .parse()
-                        .map_err(|e| format!("--client-addr: {e}"))?,
-                )
-            }
-            "--data" => config.data_dir = PathBuf::from(value()?),
-            "--cores" => config.cores = value()?.parse().map_err(|e| format!("--cores: {e}"))?,
-            "--shards" => config.shards = value()?.parse().map_err(|e| format!("--shards: {e}"))?,
-            "--tick-ms" => {
-                config.tick =
-                    Duration::from_millis(value()?.parse().map_err(|e| format!("--tick-ms: {e}"))?)
-            }
+            "--id" => config.id = value(flag, args.next())?,
+            "--peers" => config.peers = parse_peers(&value::<String>(flag, args.next())?)?,
+            "--client-addr" => config.client_addr = Some(value(flag, args.next())?),
+            "--data" => config.data_dir = PathBuf::from(value::<String>(flag, args.next())?),
+            "--cores" => config.cores = value(flag, args.next())?,
+            "--shards" => config.shards = value(flag, args.next())?,
+            "--tick-ms" => config.tick = Duration::from_millis(value(flag, args.next())?),
             "--no-fsync" => config.fsync = false,
             "--no-pin" => config.pin = false,
             other => return Err(format!("unknown option {other:?}")),

@@ -4,16 +4,10 @@ use std::process::ExitCode;
 
 use treesync_sim::{run_seed, Bug, SimOptions};
 
+use crate::args::value;
+
 /// Progress is printed every this many seeds on long runs.
 const PROGRESS_EVERY: u64 = 100;
-
-fn value<T: std::str::FromStr>(flag: &str, raw: Option<&String>) -> Result<T, String>
-where
-    T::Err: std::fmt::Display,
-{
-    let raw = raw.ok_or_else(|| format!("{flag} needs a value"))?;
-    raw.parse().map_err(|e| format!("{flag} {raw:?}: {e}"))
-}
 
 pub fn run(args: &[String]) -> Result<ExitCode, String> {
     let (mut seeds, mut first, mut single, mut template) = (100u64, 1u64, None, SimOptions::new(0));
