@@ -433,14 +433,12 @@ impl Replica {
             let committed = ready.take_committed_entries();
             self.apply_entries(committed, out);
             for state in ready.take_read_states() {
-                let id = u64::from_le_bytes(
-                    state
-                        .request_ctx
-                        .as_slice()
-                        .try_into()
-                        .expect("our 8-byte ctx"),
-                );
-                self.ready_reads.push((id, state.index));
+                // Our contexts are 8-byte request ids; anything else came from elsewhere.
+                let Ok(bytes) = <[u8; 8]>::try_from(state.request_ctx.as_slice()) else {
+                    continue;
+                };
+                self.ready_reads
+                    .push((u64::from_le_bytes(bytes), state.index));
             }
             self.stage(ready, snapshot, out);
             for to in snapshot_targets {
