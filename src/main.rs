@@ -28,7 +28,7 @@ commands:
   serve     one server of a cluster:
               --id N --peers 1=HOST:PORT,2=HOST:PORT,3=HOST:PORT (core c listens on PORT+c)
               --client-addr HOST:PORT --data DIR --cores C --shards S --tick-ms T
-              --no-fsync (benchmarks only) --no-pin";
+              --wal-rewrite-bytes B (default 256 MiB) --no-fsync (benchmarks only) --no-pin";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

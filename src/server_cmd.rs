@@ -43,6 +43,7 @@ pub fn serve_config(args: &[String]) -> Result<ServerConfig, String> {
         fsync: true,
         tick: Duration::from_millis(10),
         pin: true,
+        wal_rewrite_bytes: runtime::WAL_REWRITE_BYTES_DEFAULT,
     };
     let mut args = args.iter();
     while let Some(flag) = args.next() {
@@ -54,6 +55,7 @@ pub fn serve_config(args: &[String]) -> Result<ServerConfig, String> {
             "--cores" => config.cores = value(flag, args.next())?,
             "--shards" => config.shards = value(flag, args.next())?,
             "--tick-ms" => config.tick = Duration::from_millis(value(flag, args.next())?),
+            "--wal-rewrite-bytes" => config.wal_rewrite_bytes = value(flag, args.next())?,
             "--no-fsync" => config.fsync = false,
             "--no-pin" => config.pin = false,
             other => return Err(format!("unknown option {other:?}")),
@@ -118,6 +120,7 @@ pub fn local(args: &[String]) -> Result<ExitCode, String> {
             fsync: true,
             tick: Duration::from_millis(10),
             pin: false,
+            wal_rewrite_bytes: runtime::WAL_REWRITE_BYTES_DEFAULT,
         };
         handles.push(runtime::start(config).map_err(|e| e.to_string())?);
     }

@@ -71,6 +71,9 @@ fn cluster(dir: &std::path::Path) -> (Vec<Server>, BTreeMap<u64, SocketAddr>) {
                 "--shards",
                 "2",
                 "--no-pin",
+                // Tiny, so each WAL is rewritten (snapshots + tails) many times during the test.
+                "--wal-rewrite-bytes",
+                "8192",
             ]
             .iter()
             .map(|s| s.to_string())

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use treesync_actors::runtime::{self, ServerConfig};
+use treesync_actors::storage::format::Record;
 use treesync_core::{Op, Prop, Txn, Value};
 use treesync_net::client_proto::Response;
 
@@ -25,6 +26,8 @@ fn embedded_single_server_writes_and_reads() {
         fsync: true,
         tick: Duration::from_millis(5),
         pin: false,
+        // Small, so the WAL is rewritten while the test writes.
+        wal_rewrite_bytes: 4096,
     };
     let server = runtime::start(config).expect("starts");
     let txn = Txn::single(Op::Set {
@@ -44,6 +47,39 @@ fn embedded_single_server_writes_and_reads() {
     assert_eq!(
         server.router.read_blocking("/root", Some("hp")),
         Response::Value(Some(Value::Int(7)))
+    );
+    for i in 0..200 {
+        let txn = Txn::single(Op::Set {
+            path: "/root".into(),
+            props: vec![Prop::new("n", Value::Int(i))],
+        });
+        assert!(matches!(
+            server.router.propose_blocking(txn),
+            Response::Written { .. }
+        ));
+    }
+    assert_eq!(
+        server.router.read_blocking("/root", Some("n")),
+        Response::Value(Some(Value::Int(199)))
+    );
+    // Without a rewrite the log would start with the leader's lone first entry; a rewrite
+    // starts it with one record holding every entry kept.
+    let image = std::fs::read(dir.join("core-0.wal")).expect("the WAL exists");
+    let (first, _) = treesync_actors::storage::format::decode_at(&image).expect("a record");
+    let merged = match &first {
+        Record::Entries { entries, .. } => entries.len(),
+        _ => 0,
+    };
+    assert!(
+        merged > 50,
+        "the WAL was rewritten (its first record holds {merged} entries)"
+    );
+    let recovery = treesync_actors::storage::recovery::recover(&image);
+    let log = &recovery.shards[&0];
+    let last = log.entries.last().map_or(0, |e| e.index);
+    assert!(
+        last >= 201,
+        "every entry survived the rewrites (last index {last})"
     );
     assert!(matches!(
         server.router.read_blocking("not a path", None),

@@ -197,6 +197,7 @@ pub async fn run(
         "core started"
     );
     let mut next_id = 1u64;
+    let mut wal_base_bytes = wal.len();
     let mut next_tick = Instant::now() + config.tick;
     loop {
         let wake = {
@@ -239,7 +240,34 @@ pub async fn run(
             }
         }
         persist_and_release(&mut shards, &mut wal, &mut transport).await?;
+        // Rewrite when the log is past the limit and at least twice what the last rewrite
+        // kept, so a base larger than the limit does not trigger a rewrite every wake-up.
+        if wal.len() > config.wal_rewrite_bytes.max(2 * wal_base_bytes) {
+            rewrite_wal(&shards, &mut wal).await?;
+            wal_base_bytes = wal.len();
+        }
     }
+}
+
+/// Shrinks the WAL to what the shards still need: their snapshots, later entries and hard
+/// states (replicas compact their logs into snapshots, so this stays bounded).
+async fn rewrite_wal(shards: &BTreeMap<u32, Shard>, wal: &mut Wal) -> Result<(), String> {
+    let before = wal.len();
+    let mut records = Vec::new();
+    for (id, s) in shards {
+        let (snapshot, entries, hard_state) = s.replica.durable_base();
+        let request = PersistRequest {
+            number: 0,
+            entries,
+            hard_state: Some(hard_state),
+            snapshot,
+            must_sync: true,
+        };
+        to_records(*id, &request, &mut records);
+    }
+    wal.rewrite(&records).await.map_err(|e| e.to_string())?;
+    tracing::info!(before, after = wal.len(), "WAL rewritten");
+    Ok(())
 }
 
 fn handle(

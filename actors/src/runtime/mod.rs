@@ -71,7 +71,13 @@ pub struct ServerConfig {
     pub tick: Duration,
     /// Pin executors to CPUs (off when several servers share a machine in one process).
     pub pin: bool,
+    /// Rewrite a core's WAL down to its shards' snapshots and later entries once it grows
+    /// past this many bytes.
+    pub wal_rewrite_bytes: u64,
 }
+
+/// Default WAL size that triggers a rewrite.
+pub const WAL_REWRITE_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
 
 /// Why a server could not start.
 #[derive(Debug, Error)]

@@ -80,8 +80,10 @@ impl Wal {
             path: name.clone(),
             source,
         };
-        // Replay with one blocking read: this happens once, at startup, before the core serves
-        // anything. (glommio's DMA reads return EOPNOTSUPP on this kernel; writes work.)
+        // A rewrite that crashed before its rename left a partial `.next` file: discard it.
+        let _ = std::fs::remove_file(next_path(path)); // absent in the normal case
+                                                       // Replay with one blocking read: this happens once, at startup, before the core serves
+                                                       // anything. (glommio's DMA reads return EOPNOTSUPP on this kernel; writes work.)
         let image = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -179,6 +181,40 @@ impl Wal {
         Ok(())
     }
 
+    /// Bytes of valid log in the file.
+    pub fn len(&self) -> u64 {
+        self.block_start + self.tail.len() as u64
+    }
+
+    /// True when the log holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Replaces the whole log with `base` (each shard's snapshot, later entries and hard
+    /// state): written to `<path>.next`, made durable, then renamed over the log, so a crash
+    /// at any point leaves either the old log or the new one, never a mix.
+    pub async fn rewrite(&mut self, base: &[Record]) -> Result<(), WalError> {
+        let path = std::path::PathBuf::from(&self.path);
+        let next = next_path(&path);
+        let (mut fresh, _) = Wal::open(&next, self.options).await?;
+        fresh.append(base).await?;
+        let rename = |source| WalError::Read {
+            path: self.path.clone(),
+            source,
+        };
+        std::fs::rename(&next, &path).map_err(rename)?;
+        if let Some(dir) = path.parent() {
+            // The rename is durable only once the directory is.
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(rename)?;
+        }
+        fresh.path = self.path.clone();
+        let old = std::mem::replace(self, fresh);
+        old.close().await
+    }
+
     /// Closes the file.
     pub async fn close(self) -> Result<(), WalError> {
         let path = self.path;
@@ -187,6 +223,12 @@ impl Wal {
             .await
             .map_err(|source| WalError::Io { path, source })
     }
+}
+
+fn next_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".next");
+    name.into()
 }
 
 fn file_len_after(valid: u64, file: &DmaFile) -> u64 {
@@ -259,6 +301,49 @@ mod tests {
             assert_eq!(log.entries.len(), 150);
             assert_eq!(log.hard_state.map(|h| h.commit), Some(147));
             wal.close().await.expect("close");
+        });
+        let _ = std::fs::remove_dir_all(path.parent().expect("has dir")); // best-effort cleanup
+    }
+
+    #[test]
+    fn rewrite_replaces_the_log_with_its_base_and_appends_continue() {
+        let path = temp_path("rewrite");
+        let options = WalOptions {
+            fsync: true,
+            preallocate_bytes: 1024 * 1024,
+        };
+        run(async {
+            let (mut wal, _) = Wal::open(&path, options).await.expect("open");
+            for i in 0..20 {
+                wal.append(&[entries(1, i * 5 + 1, 5)])
+                    .await
+                    .expect("append");
+            }
+            let big = wal.len();
+            let hs = Record::HardState {
+                shard: 1,
+                state: WalHardState {
+                    term: 2,
+                    vote: 1,
+                    commit: 100,
+                },
+            };
+            wal.rewrite(&[entries(1, 1, 100), hs.clone()])
+                .await
+                .expect("rewrite");
+            assert!(wal.len() < big, "the rewritten log is smaller");
+            wal.append(&[entries(1, 101, 1)])
+                .await
+                .expect("append after rewrite");
+            wal.close().await.expect("close");
+            assert!(
+                !next_path(&path).exists(),
+                "the temporary file was renamed away"
+            );
+            let (_, recovery) = Wal::open(&path, options).await.expect("reopen");
+            assert_eq!(recovery.torn, None);
+            assert_eq!(recovery.shards[&1].entries.len(), 101);
+            assert_eq!(recovery.shards[&1].hard_state.map(|h| h.commit), Some(100));
         });
         let _ = std::fs::remove_dir_all(path.parent().expect("has dir")); // best-effort cleanup
     }

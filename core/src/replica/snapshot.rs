@@ -55,6 +55,39 @@ impl Replica {
         );
     }
 
+    /// What must survive a rewrite of the WAL: the latest snapshot (if any), the entries after
+    /// it and the hard state. Call only when nothing is waiting to be persisted.
+    pub fn durable_base(
+        &self,
+    ) -> (
+        Option<Snapshot>,
+        Vec<raft::prelude::Entry>,
+        raft::prelude::HardState,
+    ) {
+        assert!(
+            self.held.is_empty(),
+            "the base is taken only when every write is durable"
+        );
+        let store = self.raw.store();
+        let snapshot_index = store.snapshot_index();
+        let snapshot =
+            (snapshot_index > 0).then(|| store.snapshot(0, 0).expect("a snapshot is stored"));
+        let (first, last) = (
+            store.first_index().expect("memory"),
+            store.last_index().expect("memory"),
+        );
+        let low = first.max(snapshot_index + 1);
+        let entries = if last >= low {
+            store
+                .entries(low, last + 1, None, raft::GetEntriesContext::empty(false))
+                .expect("entries in range")
+        } else {
+            Vec::new()
+        };
+        let hard_state = store.initial_state().expect("memory").hard_state;
+        (snapshot, entries, hard_state)
+    }
+
     /// Replaces the tree with a snapshot's (a leader caught us up, or a restart).
     pub(super) fn install_snapshot(&mut self, snapshot: &Snapshot) {
         let index = snapshot.get_metadata().index;
