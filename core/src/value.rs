@@ -78,43 +78,7 @@ pub enum Value {
 impl Value {
     /// Godot's name of this value's type, for error messages.
     pub fn type_name(&self) -> &'static str {
-        match self {
-            Value::Nil => "Nil",
-            Value::Bool(_) => "bool",
-            Value::Int(_) => "int",
-            Value::Float(_) => "float",
-            Value::String(_) => "String",
-            Value::StringName(_) => "StringName",
-            Value::NodePath(_) => "NodePath",
-            Value::Vector2(_) => "Vector2",
-            Value::Vector2i(_) => "Vector2i",
-            Value::Rect2(_) => "Rect2",
-            Value::Rect2i(_) => "Rect2i",
-            Value::Vector3(_) => "Vector3",
-            Value::Vector3i(_) => "Vector3i",
-            Value::Transform2D(_) => "Transform2D",
-            Value::Vector4(_) => "Vector4",
-            Value::Vector4i(_) => "Vector4i",
-            Value::Plane(_) => "Plane",
-            Value::Quaternion(_) => "Quaternion",
-            Value::Aabb(_) => "AABB",
-            Value::Basis(_) => "Basis",
-            Value::Transform3D(_) => "Transform3D",
-            Value::Projection(_) => "Projection",
-            Value::Color(_) => "Color",
-            Value::Dictionary(_) => "Dictionary",
-            Value::Array(_) => "Array",
-            Value::PackedByteArray(_) => "PackedByteArray",
-            Value::PackedInt32Array(_) => "PackedInt32Array",
-            Value::PackedInt64Array(_) => "PackedInt64Array",
-            Value::PackedFloat32Array(_) => "PackedFloat32Array",
-            Value::PackedFloat64Array(_) => "PackedFloat64Array",
-            Value::PackedStringArray(_) => "PackedStringArray",
-            Value::PackedVector2Array(_) => "PackedVector2Array",
-            Value::PackedVector3Array(_) => "PackedVector3Array",
-            Value::PackedColorArray(_) => "PackedColorArray",
-            Value::PackedVector4Array(_) => "PackedVector4Array",
-        }
+        crate::codec::Kind::of(self).name()
     }
 }
 

@@ -61,6 +61,19 @@ pub fn access_txn(bytes: &[u8]) -> Result<&ArchivedTxn, WireError> {
     rkyv::access::<ArchivedTxn, rancor::Error>(payload).map_err(invalid)
 }
 
+/// Copies bytes of unknown alignment (a Raft entry, a socket read) into a buffer aligned
+/// for validated rkyv access.
+pub fn aligned(bytes: &[u8]) -> AlignedVec {
+    let mut frame = AlignedVec::with_capacity(bytes.len());
+    frame.extend_from_slice(bytes);
+    frame
+}
+
+/// `decode_txn` for bytes of unknown alignment (one copy).
+pub fn decode_txn_unaligned(bytes: &[u8]) -> Result<Txn, WireError> {
+    decode_txn(&aligned(bytes))
+}
+
 /// Validates and deserializes a transaction frame.
 pub fn decode_txn(bytes: &[u8]) -> Result<Txn, WireError> {
     rkyv::deserialize::<Txn, rancor::Error>(access_txn(bytes)?).map_err(invalid)

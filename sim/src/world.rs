@@ -9,7 +9,6 @@ use std::rc::Rc;
 
 use raft::prelude::{ConfState, Entry, HardState, Message, Snapshot};
 use raft::storage::MemStorage;
-use rkyv::util::AlignedVec;
 use treesync_core::hlc::{Hlc, WallClock, MAX_OFFSET_MS_DEFAULT};
 use treesync_core::op::{Op, Prop, Txn};
 use treesync_core::replica::{Input, Output, PersistRequest, Replica, ReplicaConfig, Reply};
@@ -550,9 +549,8 @@ impl World {
     pub fn committed_values(&self) -> Result<BTreeMap<i64, u64>, String> {
         let mut out = BTreeMap::new();
         for entry in self.oracle.values().filter(|e| !e.data.is_empty()) {
-            let mut frame = AlignedVec::<16>::new();
-            frame.extend_from_slice(&entry.data);
-            let txn = wire::decode_txn(&frame).expect("the simulator only proposes valid txns");
+            let txn = wire::decode_txn_unaligned(&entry.data)
+                .expect("the simulator only proposes valid txns");
             for op in &txn.ops {
                 if let Op::Set { props, .. } = op {
                     for prop in props {

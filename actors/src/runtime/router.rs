@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use rkyv::util::AlignedVec;
 use treesync_core::path::NodePath;
 use treesync_core::shard::ShardMap;
 use treesync_core::{Limits, Op, Txn};
@@ -84,9 +83,7 @@ impl Router {
     pub async fn handle(&self, kind: u32, body: &[u8]) -> Response {
         match kind {
             client_proto::WRITE => {
-                let mut frame = AlignedVec::<16>::with_capacity(body.len());
-                frame.extend_from_slice(body);
-                let txn = match treesync_core::wire::decode_txn(&frame) {
+                let txn = match treesync_core::wire::decode_txn_unaligned(body) {
                     Ok(txn) => txn,
                     Err(e) => return Response::Error(format!("malformed transaction: {e}")),
                 };

@@ -24,6 +24,7 @@ mod types;
 pub use decode::{decode, decode_prefix, DecodeError};
 pub use encode::{encode, encode_into, encoded_len_v4, EncodeError};
 pub use types::GodotVersion;
+pub(crate) use types::Kind;
 
 /// Deepest Array/Dictionary nesting the decoder accepts (Godot's own limit is 512; we keep
 /// the stack small because decoding happens on executor threads).

@@ -1,7 +1,6 @@
 //! Applying committed entries to the tree, answering their proposers, and local reads.
 
 use raft::prelude::Entry;
-use rkyv::util::AlignedVec;
 
 use super::{entry_hlc, Output, Replica, Reply, ReplyError};
 use crate::path::NodePath;
@@ -33,11 +32,7 @@ impl Replica {
                     self.applied_hlc
                 );
                 self.applied_hlc = hlc;
-                // The log holds bytes of unknown alignment: copy into an aligned buffer for
-                // rkyv's validated access.
-                let mut frame = AlignedVec::<16>::with_capacity(entry.data.len());
-                frame.extend_from_slice(&entry.data);
-                let txn = wire::decode_txn(&frame).unwrap_or_else(|e| {
+                let txn = wire::decode_txn_unaligned(&entry.data).unwrap_or_else(|e| {
                     panic!(
                         "entry {} holds no transaction ({e}): the log is corrupt",
                         entry.index

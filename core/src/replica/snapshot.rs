@@ -6,7 +6,6 @@
 
 use raft::prelude::{ConfState, Snapshot};
 use raft::Storage;
-use rkyv::util::AlignedVec;
 
 use super::Replica;
 use crate::hlc::Timestamp;
@@ -101,11 +100,11 @@ impl Replica {
             "snapshot data holds the digest, HLC and tree"
         );
         let word = |at: usize| u64::from_le_bytes(data[at..at + 8].try_into().expect("8 bytes"));
-        let mut frame = AlignedVec::<16>::with_capacity(data.len() - PREFIX_BYTES);
-        frame.extend_from_slice(&data[PREFIX_BYTES..]);
-        self.tree = Tree::restore(&frame, self.tree.limits().clone()).unwrap_or_else(|e| {
-            panic!("snapshot at {index} from a peer or the WAL is invalid: {e}")
-        });
+        self.tree = Tree::restore(
+            &crate::wire::aligned(&data[PREFIX_BYTES..]),
+            self.tree.limits().clone(),
+        )
+        .unwrap_or_else(|e| panic!("snapshot at {index} from a peer or the WAL is invalid: {e}"));
         self.digest = word(0);
         self.applied_hlc = Timestamp::from_u64(word(8));
         self.max_log_hlc = self.max_log_hlc.max(self.applied_hlc);
