@@ -11,14 +11,17 @@
 (* fsyncs before any vote or ack is sent).                                 *)
 (*                                                                         *)
 (* Simplification that only adds behaviours: a leader may send any         *)
-(* prefix-consistent AppendEntries (any prevLogIndex, at most one entry)   *)
-(* instead of tracking nextIndex, which covers every nextIndex schedule.   *)
+(* prefix-consistent AppendEntries (any prevLogIndex, at most one entry,   *)
+(* or none) instead of tracking nextIndex, which covers every nextIndex    *)
+(* schedule and raft-rs's heartbeats (an empty append at the commit index).*)
 (*                                                                         *)
 (* Actions ↔ raft-rs: Timeout ~ campaign on election timeout; HandleRVReq  *)
 (* / HandleRVResp ~ MsgRequestVote(Response); BecomeLeader ~ become_leader;*)
 (* ClientRequest ~ propose; AppendEntries / HandleAEReq / HandleAEResp ~   *)
-(* MsgAppend(Response); AdvanceCommitIndex ~ maybe_commit; Restart ~ a     *)
-(* process restart that reloads the WAL.                                   *)
+(* MsgAppend(Response); AdvanceCommitIndex ~ maybe_commit; StepDown ~      *)
+(* CheckQuorum or a lost election; Restart ~ a process restart that       *)
+(* reloads the WAL. RaftLeaderElectionTrace checks recorded runs of        *)
+(* treesync's simulator against this spec.                                *)
 (***************************************************************************)
 EXTENDS Naturals, Sequences, FiniteSets, TLC
 
@@ -121,16 +124,19 @@ ClientRequest(s, v) ==
     /\ log' = [log EXCEPT ![s] = Append(log[s], [term |-> currentTerm[s], value |-> v])]
     /\ UNCHANGED <<currentTerm, votedFor, volatile, messages, ghosts>>
 
-\* Leader s sends t the entry after any prefix of its log (or a heartbeat at the end).
-AppendEntries(s, t) ==
+\* Leader s sends t the entry after the first prev entries of its log, or none (a heartbeat
+\* that lets t commit up to prev if their logs match there).
+SendAppend(s, t, prev, n) ==
     /\ state[s] = Leader /\ s # t
-    /\ \E prev \in 0..Len(log[s]) :
-         Send([mtype |-> "AEReq", mterm |-> currentTerm[s], msource |-> s, mdest |-> t,
-               mprevLogIndex |-> prev,
-               mprevLogTerm |-> IF prev = 0 THEN 0 ELSE log[s][prev].term,
-               mentries |-> IF prev < Len(log[s]) THEN <<log[s][prev + 1]>> ELSE <<>>,
-               mcommitIndex |-> Min(commitIndex[s], prev + IF prev < Len(log[s]) THEN 1 ELSE 0)])
+    /\ prev <= Len(log[s]) /\ n \in 0..1 /\ prev + n <= Len(log[s])
+    /\ Send([mtype |-> "AEReq", mterm |-> currentTerm[s], msource |-> s, mdest |-> t,
+             mprevLogIndex |-> prev,
+             mprevLogTerm |-> IF prev = 0 THEN 0 ELSE log[s][prev].term,
+             mentries |-> SubSeq(log[s], prev + 1, prev + n),
+             mcommitIndex |-> Min(commitIndex[s], prev + n)])
     /\ UNCHANGED <<persisted, volatile, ghosts>>
+
+AppendEntries(s, t) == \E prev \in 0..Len(log[s]), n \in 0..1 : SendAppend(s, t, prev, n)
 
 \* Follower side of AppendEntries (Figure 2, receiver implementation 1-5).
 HandleAEReq(s, m) ==
@@ -172,12 +178,20 @@ AdvanceCommitIndex(s) ==
          /\ committed' = committed \cup {<<j, log[s][j], currentTerm[s]>> : j \in 1..i}
     /\ UNCHANGED <<persisted, state, votesGranted, matchIndex, messages, leaders>>
 
+\* A leader or candidate gives up in its term: CheckQuorum (a leader that has not heard from
+\* a quorum for an election timeout) or a lost election in raft-rs.
+StepDown(s) ==
+    /\ state[s] \in {Candidate, Leader}
+    /\ state' = [state EXCEPT ![s] = Follower]
+    /\ UNCHANGED <<persisted, commitIndex, votesGranted, matchIndex, messages, ghosts>>
+
 Drop(m) ==
     /\ messages' = messages \ {m}
     /\ UNCHANGED <<persisted, volatile, ghosts>>
 
 Next ==
     \/ \E s \in Servers : Restart(s) \/ Timeout(s) \/ BecomeLeader(s) \/ AdvanceCommitIndex(s)
+                          \/ StepDown(s)
     \/ \E s \in Servers, v \in Values : ClientRequest(s, v)
     \/ \E s, t \in Servers : AppendEntries(s, t)
     \/ \E m \in messages :

@@ -96,7 +96,8 @@ def main():
     check_java()
     jar = tla2tools_jar()
     only = set(sys.argv[1:])
-    configs = sorted(f[:-4] for f in os.listdir(HERE) if f.endswith(".cfg"))
+    # *Trace configs need a recorded trace: specs/trace.py runs them.
+    configs = sorted(f[:-4] for f in os.listdir(HERE) if f.endswith(".cfg") and not f.endswith("Trace.cfg"))
     configs = [c for c in configs if not only or c in only]
     passed = failed = 0
     with tempfile.TemporaryDirectory(prefix="treesync-tlc-") as workdir:

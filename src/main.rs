@@ -19,8 +19,9 @@ commands:
   demo      apply a few ops to an in-memory tree and print it with its Godot bytes
   sim       deterministic simulation of a 3-replica shard under faults:
               --seeds N (default 100), --first S (default 1), --seed S (one run, verbose),
-              --inject ack-before-fsync|stale-read (a deliberate bug the checks must catch),
-              --steps T (simulated time units, default 1500)
+              --inject ack-before-fsync|stale-read|forget-vote (a deliberate bug to catch),
+              --steps T (simulated time units, default 1500),
+              --seed S --trace FILE (write the run as a TLA+ trace, see specs/README.md)
   bench     load generator against 3 in-process replicas on loopback:
               --clients N (1) --seconds S (5) --value-bytes B (128) --no-fsync --json
   version   print the version

@@ -11,6 +11,7 @@ const PROGRESS_EVERY: u64 = 100;
 
 pub fn run(args: &[String]) -> Result<ExitCode, String> {
     let (mut seeds, mut first, mut single, mut template) = (100u64, 1u64, None, SimOptions::new(0));
+    let mut trace: Option<String> = None;
     let mut args = args.iter();
     while let Some(flag) = args.next() {
         match flag.as_str() {
@@ -19,6 +20,7 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
             "--seed" => single = Some(value::<u64>(flag, args.next())?),
             "--steps" => template.steps = value(flag, args.next())?,
             "--inject" => template.inject = Some(value::<Bug>(flag, args.next())?),
+            "--trace" => trace = Some(value::<String>(flag, args.next())?),
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -27,6 +29,17 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
     }
     if let Some(seed) = single {
         (first, seeds) = (seed, 1);
+    }
+    if let Some(file) = trace {
+        let seed = single.ok_or("--trace records one run: give --seed S")?;
+        return write_trace(
+            &SimOptions {
+                seed,
+                trace: true,
+                ..template
+            },
+            &file,
+        );
     }
     // A panic inside the simulated cluster is a finding, reported per seed with its message;
     // the default hook would also print a backtrace for every one of them.
@@ -67,9 +80,38 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
 }
 
 fn inject_flag(options: &SimOptions) -> String {
-    match options.inject {
-        Some(Bug::AckBeforeFsync) => " --inject ack-before-fsync".into(),
-        Some(Bug::StaleRead) => " --inject stale-read".into(),
-        None => String::new(),
+    options
+        .inject
+        .map_or(String::new(), |bug| format!(" --inject {}", bug.name()))
+}
+
+/// Runs one seed in trace mode and writes its trace as the TLA+ module `RaftTrace`, for
+/// `specs/RaftLeaderElectionTrace.tla` (see `specs/trace.py`).
+fn write_trace(options: &SimOptions, file: &str) -> Result<ExitCode, String> {
+    std::panic::set_hook(Box::new(|_| {}));
+    let report = run_seed(options);
+    println!("{report}");
+    let trace = report
+        .trace
+        .ok_or("the run panicked before its trace was complete")?;
+    if let Some(why) = &trace.unsupported {
+        return Err(format!(
+            "seed {}: the trace cannot be checked: {why}",
+            options.seed
+        ));
     }
+    let title = format!(
+        "treesync sim --seed {} --steps {}{}",
+        options.seed,
+        options.steps,
+        inject_flag(options)
+    );
+    std::fs::write(file, trace.to_tla(&title)).map_err(|e| format!("writing {file}: {e}"))?;
+    println!(
+        "trace: {} events, {} restarts ({} lost their vote) written to {file}",
+        trace.events.len(),
+        trace.restarts,
+        trace.votes_lost
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -20,10 +20,14 @@
 //! Replicas compact their logs every 32 entries, so lagging or restarted replicas are often
 //! caught up by a tree snapshot rather than by entries.
 //!
-//! Not simulated yet: several shards per node, trace export to TLA+ (issue 4 continues).
+//! With `SimOptions::trace` a run also records its Raft steps as spec actions (`trace`), for
+//! TLC to check against `specs/RaftLeaderElectionTrace.tla`.
+//!
+//! Not simulated yet: several shards per node.
 
 mod history;
 mod rng;
+pub mod trace;
 mod world;
 
 use std::fmt;
@@ -39,18 +43,29 @@ pub enum Bug {
     AckBeforeFsync,
     /// Serve reads from the local tree of whichever replica is asked, without ReadIndex.
     StaleRead,
+    /// A restart loses the vote of the persisted hard state (as `RaftLeaderElectionBuggy`).
+    ForgetVote,
+}
+
+impl Bug {
+    pub const ALL: [Bug; 3] = [Bug::AckBeforeFsync, Bug::StaleRead, Bug::ForgetVote];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Bug::AckBeforeFsync => "ack-before-fsync",
+            Bug::StaleRead => "stale-read",
+            Bug::ForgetVote => "forget-vote",
+        }
+    }
 }
 
 impl std::str::FromStr for Bug {
     type Err = String;
     fn from_str(s: &str) -> Result<Bug, String> {
-        match s {
-            "ack-before-fsync" => Ok(Bug::AckBeforeFsync),
-            "stale-read" => Ok(Bug::StaleRead),
-            other => Err(format!(
-                "unknown bug {other:?} (known: ack-before-fsync, stale-read)"
-            )),
-        }
+        Bug::ALL.into_iter().find(|b| b.name() == s).ok_or_else(|| {
+            let known: Vec<&str> = Bug::ALL.iter().map(|b| b.name()).collect();
+            format!("unknown bug {s:?} (known: {})", known.join(", "))
+        })
     }
 }
 
@@ -65,6 +80,9 @@ pub struct SimOptions {
     /// Chance per time unit (per mille) of crashing a node.
     pub crash_per_mille: u64,
     pub inject: Option<Bug>,
+    /// Record a trace for `specs/RaftLeaderElectionTrace.tla`. Such runs differ: no log
+    /// compaction, and crashes only of nodes whose writes are all durable (see `trace`).
+    pub trace: bool,
 }
 
 impl SimOptions {
@@ -75,6 +93,7 @@ impl SimOptions {
             heal_steps: 600,
             crash_per_mille: 8,
             inject: None,
+            trace: false,
         }
     }
 }
@@ -90,6 +109,8 @@ pub struct SeedReport {
     pub crashes: u64,
     /// Times a lagging replica was caught up by a snapshot.
     pub snapshots_installed: u64,
+    /// The recorded trace (runs with `SimOptions::trace`).
+    pub trace: Option<trace::TraceRecorder>,
 }
 
 impl fmt::Display for SeedReport {
@@ -123,6 +144,7 @@ pub fn run_seed(options: &SimOptions) -> SeedReport {
                 reads_ok: 0,
                 crashes: 0,
                 snapshots_installed: 0,
+                trace: None,
             }
         }
     }
@@ -160,6 +182,7 @@ fn simulate(options: &SimOptions) -> SeedReport {
         reads_ok,
         crashes: world.crashes,
         snapshots_installed: world.total_snapshots_installed(),
+        trace: world.trace.take(),
     }
 }
 

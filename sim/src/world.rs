@@ -11,11 +11,14 @@ use raft::prelude::{ConfState, Entry, HardState, Message, Snapshot};
 use raft::storage::MemStorage;
 use treesync_core::hlc::{Hlc, WallClock, MAX_OFFSET_MS_DEFAULT};
 use treesync_core::op::{Op, Prop, Txn};
-use treesync_core::replica::{Input, Output, PersistRequest, Replica, ReplicaConfig, Reply};
+use treesync_core::replica::{
+    Input, Output, PersistRequest, RaftView, Replica, ReplicaConfig, Reply,
+};
 use treesync_core::{wire, Value};
 
 use crate::history::{Event, Kind, Outcome};
 use crate::rng::Rng;
+use crate::trace::TraceRecorder;
 use crate::{Bug, SimOptions};
 
 pub const NODES: u64 = 3;
@@ -94,6 +97,8 @@ struct Node {
     /// Written but not yet fsynced: lost on a crash.
     fsyncs: VecDeque<(u64, PersistRequest)>,
     down_until: u64,
+    /// Raft's state when the node crashed (trace runs compare the recovered state).
+    crashed: Option<RaftView>,
 }
 
 struct Pending {
@@ -133,15 +138,22 @@ pub struct World {
     pub snapshots_installed: u64,
     pub violation: Option<String>,
     logger: slog::Logger,
+    /// Spec-level events, when recording a trace (`SimOptions::trace`).
+    pub trace: Option<TraceRecorder>,
 }
 
 /// Entries between snapshots in the simulation: small, so lagging replicas are often caught
 /// up by snapshot instead of by entries.
 const COMPACT_ENTRIES: u64 = 32;
 
-fn config(id: u64) -> ReplicaConfig {
+fn config(id: u64, options: &SimOptions) -> ReplicaConfig {
     ReplicaConfig {
-        compact_entries: COMPACT_ENTRIES,
+        // Trace runs keep whole logs: snapshots are not in the spec.
+        compact_entries: if options.trace {
+            1 << 40
+        } else {
+            COMPACT_ENTRIES
+        },
         ..ReplicaConfig::new(id, (1..=NODES).collect())
     }
 }
@@ -153,7 +165,12 @@ impl World {
         let time = Rc::new(Cell::new(0));
         let nodes = (1..=NODES)
             .map(|id| Node {
-                replica: Some(Replica::new(&config(id), MemStorage::new(), None, &logger)),
+                replica: Some(Replica::new(
+                    &config(id, &options),
+                    MemStorage::new(),
+                    None,
+                    &logger,
+                )),
                 hlc: Hlc::new(
                     SimWall {
                         time: time.clone(),
@@ -164,6 +181,7 @@ impl World {
                 disk: Disk::default(),
                 fsyncs: VecDeque::new(),
                 down_until: 0,
+                crashed: None,
             })
             .collect();
         let clients = (0..CLIENTS)
@@ -172,6 +190,7 @@ impl World {
                 leader_hint: rng.range(1, NODES),
             })
             .collect();
+        let trace = options.trace.then(TraceRecorder::default);
         World {
             options,
             rng,
@@ -194,6 +213,7 @@ impl World {
             snapshots_installed: 0,
             violation: None,
             logger,
+            trace,
         }
     }
 
@@ -207,10 +227,22 @@ impl World {
         for _ in 0..CASCADE_MAX {
             let Some(input) = inputs.pop() else { return };
             let mut out = Output::default();
-            let Some(replica) = self.node(id).replica.as_mut() else {
+            let tracing = self.trace.is_some();
+            let Some(replica) = self.nodes[(id - 1) as usize].replica.as_mut() else {
                 return;
             };
+            let traced = tracing.then(|| {
+                let message = match &input {
+                    Input::Message(m) => Some((**m).clone()),
+                    _ => None,
+                };
+                (message, replica.raft_view())
+            });
             replica.step(input, &mut out);
+            if let (Some((message, before)), Some(trace)) = (traced, self.trace.as_mut()) {
+                let after = replica.raft_view();
+                trace.step(id, message.as_ref(), &before, &after, &out.messages);
+            }
             self.observe(id);
             for message in out.messages {
                 self.send(message);
@@ -327,6 +359,7 @@ impl World {
         let now = self.now;
         let node = self.node(id);
         let installed = node.replica.as_ref().map_or(0, |r| r.snapshots_installed);
+        node.crashed = node.replica.as_ref().map(Replica::raft_view);
         node.replica = None;
         node.fsyncs.clear(); // un-fsynced writes are lost
         node.down_until = now + down_for;
@@ -348,9 +381,18 @@ impl World {
             let entries: Vec<Entry> = disk.entries.values().cloned().collect();
             core.append(&entries)
                 .expect("the disk log is contiguous after its snapshot");
-            core.set_hardstate(disk.hard_state.clone());
+            let mut hard_state = disk.hard_state.clone();
+            if self.options.inject == Some(Bug::ForgetVote) {
+                hard_state.vote = 0;
+            }
+            core.set_hardstate(hard_state);
         }
-        let replica = Replica::new(&config(id), storage, disk.snapshot.clone(), &self.logger);
+        let config = config(id, &self.options);
+        let replica = Replica::new(&config, storage, disk.snapshot.clone(), &self.logger);
+        let crashed = self.node(id).crashed.take();
+        if let (Some(trace), Some(crashed)) = (self.trace.as_mut(), crashed) {
+            trace.restart(id, &crashed, &replica.raft_view());
+        }
         self.node(id).replica = Some(replica);
     }
 
@@ -366,7 +408,11 @@ impl World {
         let all_up = self.nodes.iter().all(|n| n.replica.is_some());
         if all_up && self.rng.chance(self.options.crash_per_mille) {
             let id = self.rng.range(1, NODES);
-            self.crash(id);
+            // Trace runs crash a node only when its disk holds all it wrote: the spec's
+            // persisted state is then exactly the replica's (see `trace`).
+            if !self.options.trace || self.node(id).fsyncs.is_empty() {
+                self.crash(id);
+            }
         }
         if self.isolated.is_none_or(|(_, until)| self.now >= until) && self.rng.chance(3) {
             let (node, length) = (self.rng.range(1, NODES), self.rng.range(10, 80));

@@ -34,7 +34,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use raft::prelude::{ConfState, Entry, HardState, Message, MessageType, Snapshot};
 use raft::storage::MemStorage;
-use raft::{Config, RawNode, StateRole, Storage};
+pub use raft::StateRole;
+use raft::{Config, RawNode, Storage};
 pub use storage::ShardStorage;
 
 use crate::hlc::Timestamp;
@@ -155,6 +156,27 @@ pub struct Output {
     pub messages: Vec<Message>,
     pub persist: Vec<PersistRequest>,
     pub replies: Vec<Reply>,
+}
+
+/// A copy of Raft's state at one instant (see `Replica::raft_view`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RaftView {
+    pub term: u64,
+    /// The vote cast in `term` (0: none).
+    pub vote: u64,
+    pub role: StateRole,
+    pub commit: u64,
+    /// Index of `log_terms[0]`.
+    pub first_index: u64,
+    pub log_terms: Vec<u64>,
+    /// The leader's view of each peer's replicated index (meaningful on a leader only).
+    pub matched: BTreeMap<u64, u64>,
+}
+
+impl RaftView {
+    pub fn last_index(&self) -> u64 {
+        self.first_index + self.log_terms.len() as u64 - 1
+    }
 }
 
 /// One replica of one shard.
@@ -323,6 +345,29 @@ impl Replica {
             self.raw.store().snapshot_index(),
             progress.join(" ")
         )
+    }
+
+    /// Raft's state in the terms of `specs/RaftLeaderElection.tla`, for trace validation:
+    /// term, vote, role, commit index and the term of every entry still in the log.
+    pub fn raft_view(&self) -> RaftView {
+        let r = &self.raw.raft;
+        let log = &r.raft_log;
+        let first = log.first_index();
+        let log_terms = (first..=log.last_index())
+            .map(|i| {
+                log.term(i)
+                    .expect("indexes between first and last have terms")
+            })
+            .collect();
+        RaftView {
+            term: r.term,
+            vote: r.vote,
+            role: r.state,
+            commit: log.committed,
+            first_index: first,
+            log_terms,
+            matched: r.prs().iter().map(|(id, p)| (*id, p.matched)).collect(),
+        }
     }
 
     /// HLC of the last applied transaction (zero before any).

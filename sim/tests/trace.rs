@@ -1,0 +1,79 @@
+//! Trace recording (the TLC side is `specs/trace.py` in the test command): what a trace run
+//! records, and that the recorder keeps happens-before.
+
+use treesync_sim::trace::TraceRecorder;
+use treesync_sim::{run_seed, Bug, SimOptions};
+
+fn traced(seed: u64, inject: Option<Bug>) -> TraceRecorder {
+    let report = run_seed(&SimOptions {
+        steps: 300,
+        trace: true,
+        inject,
+        ..SimOptions::new(seed)
+    });
+    if inject.is_none() {
+        assert!(report.violation.is_none(), "{report}");
+    }
+    let trace = report.trace.expect("trace runs return their trace");
+    assert_eq!(trace.unsupported, None);
+    trace
+}
+
+#[test]
+fn a_trace_run_records_elections_replication_and_restarts() {
+    let trace = traced(4, None);
+    for kind in [
+        "Timeout",
+        "HandleRVReq",
+        "HandleRVResp",
+        "BecomeLeader",
+        "ClientRequest",
+        "AppendEntries",
+        "HandleAEReq",
+        "HandleAEResp",
+        "AdvanceCommitIndex",
+        "Restart",
+    ] {
+        assert!(
+            trace.events.iter().any(|e| e.kind == kind),
+            "no {kind} event in seed 4"
+        );
+    }
+    assert_eq!(trace.votes_lost, 0);
+}
+
+#[test]
+fn every_received_append_was_recorded_sent_before() {
+    let trace = traced(6, None);
+    for (i, e) in trace.events.iter().enumerate() {
+        if e.kind != "HandleAEReq" {
+            continue;
+        }
+        let sent = trace.events[..i].iter().any(|s| {
+            s.kind == "AppendEntries"
+                && (s.node, s.peer, s.term, s.index, s.n) == (e.peer, e.node, e.term, e.index, e.n)
+        });
+        assert!(sent, "event {i} receives an append never sent: {e:?}");
+    }
+}
+
+#[test]
+fn a_forgotten_vote_shows_in_the_trace() {
+    let trace = traced(1, Some(Bug::ForgetVote));
+    assert!(
+        trace.votes_lost > 0,
+        "seed 1 restarted no node that had voted"
+    );
+    let tla = trace.to_tla("test");
+    assert!(tla.starts_with("---- MODULE RaftTrace ----"));
+    assert_eq!(
+        tla.matches("[kind |->").count(),
+        trace.events.len(),
+        "one record per event"
+    );
+}
+
+#[test]
+fn normal_runs_record_nothing() {
+    assert!(run_seed(&SimOptions::new(3)).trace.is_none());
+}
