@@ -75,7 +75,7 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
         let config = ServerConfig {
             id,
             peers: peers.clone(),
-            client_addr: Some(clients[&id]),
+            proto_addr: Some(clients[&id]),
             data_dir: data.join(format!("node{id}")),
             cores: 1,
             shards: 1,

@@ -5,6 +5,7 @@
 
 mod args;
 mod bench_cmd;
+mod client_cmd;
 mod server_cmd;
 mod sim;
 
@@ -24,11 +25,21 @@ commands:
               --seed S --trace FILE (write the run as a TLA+ trace, see specs/README.md)
   bench     load generator against 3 in-process replicas on loopback:
               --clients N (1) --seconds S (5) --value-bytes B (128) --no-fsync --json
+  tree PATH                      print a subtree            (client commands: against
+  get PATH [PROP]                print a node or property    --addr URL, default
+  set PATH PROP VALUE [...]      set properties              ws://127.0.0.1:7070/ws,
+  create PARENT NAME CLASS [PROP VALUE ...]                  the local cluster; values
+  delete PATH                    delete a subtree            in Godot text syntax, e.g.
+  watch PATH [--from POS]        print changes live          Vector2(10, 20) or '\"hi\"')
   version   print the version
-  local     a local 3-replica cluster on loopback, data under ./data/local (--data DIR)
+  local     a local 3-replica cluster on loopback, data under ./data/local (--data DIR),
+              WebSocket clients on --client-addr (default 127.0.0.1:7070, or off),
+              peers on --port-base B (default 7100: B+100, B+200, B+300)
   serve     one server of a cluster:
               --id N --peers 1=HOST:PORT,2=HOST:PORT,3=HOST:PORT (core c listens on PORT+c)
-              --client-addr HOST:PORT --data DIR --cores C --shards S --tick-ms T
+              --client-addr HOST:PORT|off (WebSocket clients, default 127.0.0.1:7070)
+              --proto-addr HOST:PORT (the minimal framed protocol of the load generator)
+              --data DIR --cores C --shards S --tick-ms T
               --wal-rewrite-bytes B (default 256 MiB) --no-fsync (benchmarks only) --no-pin";
 
 fn main() -> ExitCode {
@@ -65,6 +76,13 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             })
         }
+        cmd if client_cmd::COMMANDS.contains(&cmd) => match client_cmd::run(cmd, &args[1..]) {
+            Ok(code) => code,
+            Err(message) => {
+                eprintln!("treesync {cmd}: {message}");
+                ExitCode::FAILURE
+            }
+        },
         other => {
             eprintln!("treesync: unknown command {other:?}\n\n{USAGE}");
             ExitCode::from(2)

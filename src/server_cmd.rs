@@ -6,9 +6,36 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use treesync_actors::runtime::{self, ServerConfig};
+use std::sync::Arc;
+
+use treesync_actors::runtime::{self, LocalCluster, ServerConfig};
+use treesync_net::gateway::{self, Backend, GatewayLimits};
 
 use crate::args::value;
+
+/// Where `local` (and, by default, `serve`) serves WebSocket clients.
+pub const CLIENT_ADDR_DEFAULT: &str = "127.0.0.1:7070";
+
+/// `--client-addr`: an address, or `off`.
+fn client_addr(text: &str) -> Result<Option<SocketAddr>, String> {
+    if text == "off" {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|e| format!("--client-addr {text:?}: {e}"))
+}
+
+/// Starts the WebSocket gateway and prints its URL.
+fn start_gateway(addr: SocketAddr, backend: Arc<dyn Backend>) -> Result<(), String> {
+    let started =
+        gateway::start(addr, 1, GatewayLimits::default(), backend).map_err(|e| e.to_string())?;
+    println!(
+        "  clients: ws://{}/ws (Godot 4 binary Variants; ws://{}/ws?godot=3 for Godot 3)",
+        started.addr, started.addr
+    );
+    Ok(())
+}
 
 fn parse_peers(text: &str) -> Result<BTreeMap<u64, SocketAddr>, String> {
     text.split(',')
@@ -31,12 +58,13 @@ fn default_cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Parses `serve` options into a config.
-pub fn serve_config(args: &[String]) -> Result<ServerConfig, String> {
+/// Parses `serve` options into a config and the WebSocket gateway's address.
+pub fn serve_config(args: &[String]) -> Result<(ServerConfig, Option<SocketAddr>), String> {
+    let mut gateway = client_addr(CLIENT_ADDR_DEFAULT)?;
     let mut config = ServerConfig {
         id: 0,
         peers: BTreeMap::new(),
-        client_addr: None,
+        proto_addr: None,
         data_dir: PathBuf::from("data"),
         cores: default_cores(),
         shards: 0,
@@ -50,7 +78,8 @@ pub fn serve_config(args: &[String]) -> Result<ServerConfig, String> {
         match flag.as_str() {
             "--id" => config.id = value(flag, args.next())?,
             "--peers" => config.peers = parse_peers(&value::<String>(flag, args.next())?)?,
-            "--client-addr" => config.client_addr = Some(value(flag, args.next())?),
+            "--client-addr" => gateway = client_addr(&value::<String>(flag, args.next())?)?,
+            "--proto-addr" => config.proto_addr = Some(value(flag, args.next())?),
             "--data" => config.data_dir = PathBuf::from(value::<String>(flag, args.next())?),
             "--cores" => config.cores = value(flag, args.next())?,
             "--shards" => config.shards = value(flag, args.next())?,
@@ -67,53 +96,62 @@ pub fn serve_config(args: &[String]) -> Result<ServerConfig, String> {
     if config.shards == 0 {
         config.shards = u32::try_from(config.cores).map_err(|_| "too many cores".to_owned())?;
     }
-    Ok(config)
+    Ok((config, gateway))
 }
 
 pub fn serve(args: &[String]) -> Result<ExitCode, String> {
-    let config = serve_config(args)?;
+    let (config, gateway) = serve_config(args)?;
     if !config.fsync {
         eprintln!(
             "WARNING: --no-fsync: acknowledged writes can be lost on a crash. Benchmarks only."
         );
     }
     println!(
-        "treesync serve: id {} · {} cores · {} shards · data {} · clients {}",
+        "treesync serve: id {} · {} cores · {} shards · data {} · framed protocol {}",
         config.id,
         config.cores,
         config.shards,
         config.data_dir.display(),
-        config.client_addr.map_or("off".into(), |a| a.to_string())
+        config.proto_addr.map_or("off".into(), |a| a.to_string())
     );
     let handle = runtime::start(config).map_err(|e| e.to_string())?;
+    if let Some(addr) = gateway {
+        start_gateway(addr, Arc::new(handle.router.clone()))?;
+    }
     handle.wait();
     Ok(ExitCode::FAILURE)
 }
 
-/// Three servers in this process on loopback, data under `./data/local`.
+/// Three servers in this process on loopback, data under `./data/local`, one WebSocket
+/// gateway (default 127.0.0.1:7070) that forwards each request to its shard's leader.
 pub fn local(args: &[String]) -> Result<ExitCode, String> {
     let mut data = PathBuf::from("data/local");
+    let mut gateway = client_addr(CLIENT_ADDR_DEFAULT)?;
+    let mut port_base: u16 = 7100;
     let mut args = args.iter();
     while let Some(flag) = args.next() {
         match flag.as_str() {
-            "--data" => data = PathBuf::from(args.next().ok_or("--data needs a value")?),
+            "--data" => data = PathBuf::from(value::<String>(flag, args.next())?),
+            "--client-addr" => gateway = client_addr(&value::<String>(flag, args.next())?)?,
+            "--port-base" => port_base = value(flag, args.next())?,
             other => return Err(format!("unknown option {other:?}")),
         }
     }
-    let peers: BTreeMap<u64, SocketAddr> = (1..=3u64)
-        .map(|id| {
-            (
-                id,
-                SocketAddr::from(([127, 0, 0, 1], 7100 + 100 * id as u16)),
-            )
-        })
-        .collect();
+    let port = |id: u64| {
+        port_base
+            .checked_add(100 * id as u16)
+            .ok_or_else(|| format!("--port-base {port_base} leaves no room for 3 peers"))
+    };
+    let mut peers = BTreeMap::new();
+    for id in 1..=3u64 {
+        peers.insert(id, SocketAddr::from(([127, 0, 0, 1], port(id)?)));
+    }
     let mut handles = Vec::new();
     for id in 1..=3u64 {
         let config = ServerConfig {
             id,
             peers: peers.clone(),
-            client_addr: Some(SocketAddr::from(([127, 0, 0, 1], 7000 + id as u16))),
+            proto_addr: None,
             data_dir: data.join(format!("node{id}")),
             cores: 1,
             shards: 1,
@@ -129,9 +167,19 @@ pub fn local(args: &[String]) -> Result<ExitCode, String> {
         data.display()
     );
     println!(
-        "  client protocol (until the WebSocket gateway arrives): 127.0.0.1:7001, :7002, :7003"
+        "  peers: 127.0.0.1:{}, :{}, :{} — stop with Ctrl-C",
+        port(1)?,
+        port(2)?,
+        port(3)?
     );
-    println!("  peers: 127.0.0.1:7200, :7300, :7400 — stop with Ctrl-C");
+    if let Some(addr) = gateway {
+        let routers = handles
+            .iter()
+            .zip(1u64..)
+            .map(|(h, id)| (id, h.router.clone()))
+            .collect();
+        start_gateway(addr, Arc::new(LocalCluster::new(routers)))?;
+    }
     for handle in handles {
         handle.wait();
     }

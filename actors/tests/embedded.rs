@@ -19,7 +19,7 @@ fn embedded_single_server_writes_and_reads() {
     let config = ServerConfig {
         id: 1,
         peers,
-        client_addr: None,
+        proto_addr: None,
         data_dir: dir.clone(),
         cores: 1,
         shards: 1,

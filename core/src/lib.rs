@@ -26,6 +26,7 @@ pub mod shard;
 mod sync;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod text;
 pub mod tree;
 pub mod value;
 pub mod wire;

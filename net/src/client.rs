@@ -90,9 +90,12 @@ impl Client {
                     self.leader = ids[(attempt + 1) % ids.len()];
                     std::thread::sleep(RETRY_PAUSE);
                 }
-                Ok(Response::Error(e)) if e.contains("dropped") => {
-                    last = e;
+                Ok(Response::Rejected { code, message }) if code == "dropped" => {
+                    last = message;
                     std::thread::sleep(RETRY_PAUSE);
+                }
+                Ok(Response::Rejected { code, message }) => {
+                    return Err(ClientError::Refused(format!("{code}: {message}")))
                 }
                 Ok(Response::Error(e)) => return Err(ClientError::Refused(e)),
                 Ok(response) => return Ok(response),
@@ -113,7 +116,7 @@ impl Client {
     /// Commits a transaction; returns (index, term).
     pub fn write(&mut self, txn: &Txn) -> Result<(u64, u64), ClientError> {
         match self.request(client_proto::WRITE, &wire::encode_txn(txn))? {
-            Response::Written { index, term } => Ok((index, term)),
+            Response::Written { index, term, .. } => Ok((index, term)),
             other => Err(ClientError::Refused(format!(
                 "unexpected response {other:?}"
             ))),

@@ -3,9 +3,10 @@
 //! Requests (`FrameHeader.tag` = kind): `WRITE` (body: a `core::wire` transaction frame),
 //! `READ` (linearizable) and `LOCAL_READ` (this server's applied state, for checks; body:
 //! `path` or `path\nprop`), `STATUS` (empty body).
-//! Responses (`tag` = status): `WRITTEN` (index u64, term u64), `VALUE` (1 byte present, then
+//! Responses (`tag` = status): `WRITTEN` (index u64, term u64, HLC u64), `VALUE` (1 byte present, then
 //! the Godot 4 encoding), `NOT_LEADER` (leader id u64, 0 = unknown), `ERROR` (UTF-8 text),
-//! `STATUS_TEXT` (UTF-8 text: one line per shard).
+//! `STATUS_TEXT` (UTF-8 text: one line per shard), `REJECTED` (`code\nmessage`: the request
+//! was refused and changed nothing; codes as in `docs/protocol.md`).
 
 use treesync_core::codec::{self, GodotVersion};
 use treesync_core::Value;
@@ -20,14 +21,27 @@ pub const VALUE: u32 = 1;
 pub const NOT_LEADER: u32 = 2;
 pub const ERROR: u32 = 3;
 pub const STATUS_TEXT: u32 = 4;
+pub const REJECTED: u32 = 5;
 
 /// A decoded response.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Response {
-    Written { index: u64, term: u64 },
+    Written {
+        index: u64,
+        term: u64,
+        hlc: u64,
+    },
     Value(Option<Value>),
-    NotLeader { leader: Option<u64> },
+    NotLeader {
+        leader: Option<u64>,
+    },
+    /// The server could not handle the request (stopped core, malformed frame).
     Error(String),
+    /// The request was refused and changed nothing: a typed `code` and a message.
+    Rejected {
+        code: String,
+        message: String,
+    },
     Status(String),
 }
 
@@ -36,12 +50,20 @@ fn u64_at(body: &[u8], at: usize) -> Option<u64> {
 }
 
 impl Response {
+    pub fn rejected(code: &str, message: impl Into<String>) -> Response {
+        Response::Rejected {
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+
     /// (status tag, body)
     pub fn encode(&self) -> (u32, Vec<u8>) {
         match self {
-            Response::Written { index, term } => {
-                (WRITTEN, [index.to_le_bytes(), term.to_le_bytes()].concat())
-            }
+            Response::Written { index, term, hlc } => (
+                WRITTEN,
+                [index.to_le_bytes(), term.to_le_bytes(), hlc.to_le_bytes()].concat(),
+            ),
             Response::Value(None) => (VALUE, vec![0]),
             Response::Value(Some(v)) => {
                 let mut body = vec![1];
@@ -55,6 +77,9 @@ impl Response {
             }
             Response::Error(text) => (ERROR, text.clone().into_bytes()),
             Response::Status(text) => (STATUS_TEXT, text.clone().into_bytes()),
+            Response::Rejected { code, message } => {
+                (REJECTED, format!("{code}\n{message}").into_bytes())
+            }
         }
     }
 
@@ -64,6 +89,7 @@ impl Response {
             WRITTEN => Response::Written {
                 index: u64_at(body, 0).ok_or_else(malformed)?,
                 term: u64_at(body, 8).ok_or_else(malformed)?,
+                hlc: u64_at(body, 16).ok_or_else(malformed)?,
             },
             VALUE => match body.split_first() {
                 Some((0, _)) => Response::Value(None),
@@ -77,6 +103,14 @@ impl Response {
             },
             ERROR => Response::Error(String::from_utf8_lossy(body).into_owned()),
             STATUS_TEXT => Response::Status(String::from_utf8_lossy(body).into_owned()),
+            REJECTED => {
+                let text = String::from_utf8_lossy(body);
+                let (code, message) = text.split_once('\n').ok_or_else(malformed)?;
+                Response::Rejected {
+                    code: code.to_owned(),
+                    message: message.to_owned(),
+                }
+            }
             _ => return Err(malformed()),
         })
     }
@@ -98,7 +132,15 @@ mod tests {
     #[test]
     fn responses_round_trip_and_garbage_is_an_error() {
         for r in [
-            Response::Written { index: 5, term: 2 },
+            Response::Written {
+                index: 5,
+                term: 2,
+                hlc: 7,
+            },
+            Response::Rejected {
+                code: "not_found".into(),
+                message: "no node at /root/x".into(),
+            },
             Response::Value(None),
             Response::Value(Some(Value::Vector2([1.0, 2.0]))),
             Response::NotLeader { leader: Some(3) },

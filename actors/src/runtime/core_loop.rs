@@ -139,14 +139,24 @@ fn to_records(shard: u32, request: &PersistRequest, records: &mut Vec<Record>) {
 fn response_of(reply: Reply) -> (u64, Response) {
     match reply {
         Reply::Written {
-            id, index, term, ..
-        } => (id, Response::Written { index, term }),
+            id,
+            index,
+            term,
+            hlc,
+        } => (
+            id,
+            Response::Written {
+                index,
+                term,
+                hlc: hlc.as_u64(),
+            },
+        ),
         Reply::Read { id, value, .. } => (id, Response::Value(value)),
         Reply::Failed {
             id,
             error: ReplyError::NotLeader { leader },
         } => (id, Response::NotLeader { leader }),
-        Reply::Failed { id, error } => (id, Response::Error(error.to_string())),
+        Reply::Failed { id, error } => (id, Response::rejected(error.code(), error.to_string())),
     }
 }
 

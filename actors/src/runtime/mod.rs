@@ -7,6 +7,7 @@
 
 mod client_port;
 mod core_loop;
+mod gateway_backend;
 mod router;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ use treesync_core::shard::ShardMap;
 use treesync_core::Txn;
 use treesync_net::client_proto::Response;
 
+pub use gateway_backend::LocalCluster;
 pub use router::Router;
 
 use crate::SystemClock;
@@ -60,8 +62,10 @@ pub struct ServerConfig {
     pub id: u64,
     /// Every server's peer address (this one's included); core c listens on port + c.
     pub peers: BTreeMap<u64, SocketAddr>,
-    /// Where the minimal client protocol is served (core 0), if anywhere.
-    pub client_addr: Option<SocketAddr>,
+    /// Where the minimal framed client protocol (`net::client_proto`: the load generator,
+    /// tests) is served by core 0, if anywhere. The WebSocket gateway is started beside the
+    /// runtime (`treesync_net::gateway::start` with a `Router` or `LocalCluster`).
+    pub proto_addr: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub cores: usize,
     pub shards: u32,
@@ -139,7 +143,7 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
             .io_memory(IO_MEMORY_BYTES)
             .spawn(move || async move {
                 if core == 0 {
-                    if let Some(addr) = config.client_addr {
+                    if let Some(addr) = config.proto_addr {
                         glommio::spawn_local(client_port::serve(addr, router.clone())).detach();
                     }
                 }

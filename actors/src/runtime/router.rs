@@ -44,24 +44,28 @@ impl Router {
     }
 
     /// The single shard a transaction touches (cross-shard transactions come later).
-    pub fn shard_of_txn(&self, txn: &Txn) -> Result<u32, String> {
+    /// The single shard a transaction touches (cross-shard transactions come later), or
+    /// the `Rejected` response that refuses it.
+    pub fn shard_of_txn(&self, txn: &Txn) -> Result<u32, Response> {
         let mut shard = None;
         for op in &txn.ops {
-            let path = NodePath::parse(&op_path(op), &self.limits).map_err(|e| e.to_string())?;
-            let s = self.shard_map.shard_of(&path).0;
+            let s = self.shard_of_path(&op_path(op))?;
             if shard.is_some_and(|first| first != s) {
-                return Err(
-                    "this transaction spans shards; cross-shard transactions are not supported yet"
-                        .into(),
-                );
+                return Err(Response::rejected(
+                    "cross_shard",
+                    "this transaction spans shards; cross-shard transactions are not supported yet",
+                ));
             }
             shard = Some(s);
         }
-        shard.ok_or_else(|| "a transaction needs at least one op".into())
+        shard
+            .ok_or_else(|| Response::rejected("bad_request", "a transaction needs at least one op"))
     }
 
-    fn shard_of_path(&self, path: &str) -> Result<u32, String> {
-        let path = NodePath::parse(path, &self.limits).map_err(|e| e.to_string())?;
+    /// The shard owning `path`, or the `Rejected` response for an invalid path.
+    pub fn shard_of_path(&self, path: &str) -> Result<u32, Response> {
+        let path = NodePath::parse(path, &self.limits)
+            .map_err(|e| Response::rejected("invalid_path", e.to_string()))?;
         Ok(self.shard_map.shard_of(&path).0)
     }
 
@@ -79,52 +83,59 @@ impl Router {
             .unwrap_or_else(|_| Response::Error("the core dropped the request".into()))
     }
 
-    /// Handles one client-protocol request.
-    pub async fn handle(&self, kind: u32, body: &[u8]) -> Response {
-        match kind {
-            client_proto::WRITE => {
-                let txn = match treesync_core::wire::decode_txn_unaligned(body) {
-                    Ok(txn) => txn,
-                    Err(e) => return Response::Error(format!("malformed transaction: {e}")),
-                };
-                match self.shard_of_txn(&txn) {
-                    Ok(shard) => {
-                        self.ask(self.core_of(shard), |reply| CoreMsg::Propose {
-                            shard,
-                            txn,
-                            reply,
-                        })
-                        .await
-                    }
-                    Err(e) => Response::Error(e),
-                }
-            }
-            client_proto::READ | client_proto::LOCAL_READ => {
-                let (path, prop) = match client_proto::parse_read(body) {
-                    Ok(parts) => parts,
-                    Err(e) => return Response::Error(e),
-                };
-                let shard = match self.shard_of_path(&path) {
-                    Ok(s) => s,
-                    Err(e) => return Response::Error(e),
-                };
-                let local = kind == client_proto::LOCAL_READ;
-                self.ask(self.core_of(shard), |reply| match local {
-                    true => CoreMsg::LocalRead {
-                        shard,
-                        path,
-                        prop,
-                        reply,
-                    },
-                    false => CoreMsg::Read {
-                        shard,
-                        path,
-                        prop,
-                        reply,
-                    },
+    /// Commits `txn` on this server's replica of its shard (which must lead it).
+    pub async fn write(&self, txn: Txn) -> Response {
+        match self.shard_of_txn(&txn) {
+            Ok(shard) => {
+                self.ask(self.core_of(shard), |reply| CoreMsg::Propose {
+                    shard,
+                    txn,
+                    reply,
                 })
                 .await
             }
+            Err(refused) => refused,
+        }
+    }
+
+    /// Linearizable read (through this server's replica, which must lead the shard), or a
+    /// read of this server's applied state when `local`.
+    pub async fn read(&self, path: String, prop: Option<String>, local: bool) -> Response {
+        let shard = match self.shard_of_path(&path) {
+            Ok(s) => s,
+            Err(refused) => return refused,
+        };
+        self.ask(self.core_of(shard), |reply| match local {
+            true => CoreMsg::LocalRead {
+                shard,
+                path,
+                prop,
+                reply,
+            },
+            false => CoreMsg::Read {
+                shard,
+                path,
+                prop,
+                reply,
+            },
+        })
+        .await
+    }
+
+    /// Handles one client-protocol request.
+    pub async fn handle(&self, kind: u32, body: &[u8]) -> Response {
+        match kind {
+            client_proto::WRITE => match treesync_core::wire::decode_txn_unaligned(body) {
+                Ok(txn) => self.write(txn).await,
+                Err(e) => Response::rejected("malformed", format!("malformed transaction: {e}")),
+            },
+            client_proto::READ | client_proto::LOCAL_READ => match client_proto::parse_read(body) {
+                Ok((path, prop)) => {
+                    self.read(path, prop, kind == client_proto::LOCAL_READ)
+                        .await
+                }
+                Err(e) => Response::rejected("bad_request", e),
+            },
             client_proto::STATUS => {
                 let mut text = String::new();
                 for core in self.inboxes.iter() {
@@ -145,7 +156,7 @@ impl Router {
     pub fn propose_blocking(&self, txn: Txn) -> Response {
         let shard = match self.shard_of_txn(&txn) {
             Ok(s) => s,
-            Err(e) => return Response::Error(e),
+            Err(refused) => return refused,
         };
         self.ask_blocking(shard, |reply| CoreMsg::Propose { shard, txn, reply })
     }
@@ -154,7 +165,7 @@ impl Router {
     pub fn read_blocking(&self, path: &str, prop: Option<&str>) -> Response {
         let shard = match self.shard_of_path(path) {
             Ok(s) => s,
-            Err(e) => return Response::Error(e),
+            Err(refused) => return refused,
         };
         let (path, prop) = (path.to_owned(), prop.map(str::to_owned));
         self.ask_blocking(shard, |reply| CoreMsg::Read {

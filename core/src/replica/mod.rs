@@ -126,8 +126,20 @@ pub enum ReplyError {
     Dropped,
     #[error("transaction of {bytes} bytes exceeds the limit of {max}")]
     TooLarge { bytes: usize, max: usize },
-    #[error("committed but rejected by the tree: {0}")]
+    #[error("{0} (rejected; nothing changed)")]
     Rejected(TreeError),
+}
+
+impl ReplyError {
+    /// A stable, machine-readable code for clients (`docs/protocol.md`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            ReplyError::NotLeader { .. } => "not_leader",
+            ReplyError::Dropped => "dropped",
+            ReplyError::TooLarge { .. } => "too_large",
+            ReplyError::Rejected(e) => e.code(),
+        }
+    }
 }
 
 /// An answer to a client request.

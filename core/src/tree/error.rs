@@ -65,3 +65,27 @@ pub enum TreeError {
         source: Box<TreeError>,
     },
 }
+
+impl TreeError {
+    /// A stable, machine-readable code for clients (`docs/protocol.md`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            TreeError::Path(_) => "invalid_path",
+            TreeError::NotFound { .. } => "not_found",
+            TreeError::NameTaken { .. } => "name_taken",
+            TreeError::RootIsFixed { .. } => "root_is_fixed",
+            TreeError::Cycle { .. } => "cycle",
+            TreeError::IndexOutOfRange { .. } => "index_out_of_range",
+            TreeError::InvalidClass { .. } => "invalid_class",
+            TreeError::InvalidProperty { .. } => "invalid_property",
+            TreeError::InvalidSignal { .. } => "invalid_signal",
+            TreeError::Value { .. } => "invalid_value",
+            TreeError::TooManyProperties { .. } => "too_many_properties",
+            TreeError::TooManyChildren { .. } => "too_many_children",
+            TreeError::TooManyNodes { .. } => "too_many_nodes",
+            TreeError::TxnTooLarge { .. } => "too_large",
+            TreeError::PreconditionFailed { .. } => "precondition_failed",
+            TreeError::InTxn { source, .. } => source.code(),
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! The WebSocket gateway's view of the servers (`treesync_net::gateway::Backend`).
+//!
+//! `Router` serves one server's shards: a request for a shard led elsewhere is answered
+//! `NotLeader` (the gateway tells the client which server leads). `LocalCluster` holds every
+//! server of this process (`treesync local`) and forwards to whichever leads the shard, so a
+//! client may talk to any of them.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use treesync_core::Txn;
+use treesync_net::client_proto::Response;
+use treesync_net::gateway::{Backend, BoxFuture};
+
+use super::Router;
+
+impl Backend for Router {
+    fn write(&self, txn: Txn) -> BoxFuture<Response> {
+        let router = self.clone();
+        Box::pin(async move { router.write(txn).await })
+    }
+
+    fn read(&self, path: String, prop: Option<String>) -> BoxFuture<Response> {
+        let router = self.clone();
+        Box::pin(async move { router.read(path, prop, false).await })
+    }
+}
+
+/// Hops a request makes following leader hints before giving up (an election in progress).
+const HOPS_MAX: usize = 3;
+
+/// Every server of this process; requests follow leader hints between them. Cloning shares
+/// the routers and the hint.
+#[derive(Clone)]
+pub struct LocalCluster {
+    routers: Arc<BTreeMap<u64, Router>>,
+    /// The server that last led (a hint: shards may have different leaders).
+    hint: Arc<AtomicU64>,
+}
+
+impl LocalCluster {
+    /// `routers`: server id → that server's router. Panics if empty (a programming error).
+    pub fn new(routers: BTreeMap<u64, Router>) -> LocalCluster {
+        let first = *routers.keys().next().expect("at least one server");
+        LocalCluster {
+            routers: Arc::new(routers),
+            hint: Arc::new(AtomicU64::new(first)),
+        }
+    }
+
+    async fn follow<F, Fut>(self, ask: F) -> Response
+    where
+        F: Fn(Router) -> Fut,
+        Fut: std::future::Future<Output = Response>,
+    {
+        let mut server = self.hint.load(Ordering::Relaxed);
+        let mut response = Response::NotLeader { leader: None };
+        for _ in 0..HOPS_MAX {
+            let Some(router) = self.routers.get(&server) else {
+                break;
+            };
+            response = ask(router.clone()).await;
+            match response {
+                Response::NotLeader {
+                    leader: Some(leader),
+                } if leader != server && self.routers.contains_key(&leader) => {
+                    self.hint.store(leader, Ordering::Relaxed);
+                    server = leader;
+                }
+                _ => break,
+            }
+        }
+        response
+    }
+}
+
+impl Backend for LocalCluster {
+    fn write(&self, txn: Txn) -> BoxFuture<Response> {
+        Box::pin(self.clone().follow(move |router| {
+            let txn = txn.clone();
+            async move { router.write(txn).await }
+        }))
+    }
+
+    fn read(&self, path: String, prop: Option<String>) -> BoxFuture<Response> {
+        Box::pin(self.clone().follow(move |router| {
+            let (path, prop) = (path.clone(), prop.clone());
+            async move { router.read(path, prop, false).await }
+        }))
+    }
+}

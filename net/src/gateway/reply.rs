@@ -1,0 +1,143 @@
+//! Replies as Godot Dictionaries, and chunking of large ones.
+
+use treesync_core::codec::{self, GodotVersion};
+use treesync_core::Value;
+
+fn key(name: &str) -> Value {
+    Value::String(name.to_owned())
+}
+
+/// `{id, ok: true, ...fields}`.
+pub fn ok_reply(id: i64, fields: Vec<(&str, Value)>) -> Value {
+    let mut pairs = vec![(key("id"), Value::Int(id)), (key("ok"), Value::Bool(true))];
+    pairs.extend(fields.into_iter().map(|(k, v)| (key(k), v)));
+    Value::Dictionary(pairs)
+}
+
+/// `{id, ok: false, error, message}`; `id` is left out when the request had none.
+pub fn error_reply(id: Option<i64>, code: &str, message: &str) -> Value {
+    let mut pairs = Vec::with_capacity(4);
+    if let Some(id) = id {
+        pairs.push((key("id"), Value::Int(id)));
+    }
+    pairs.push((key("ok"), Value::Bool(false)));
+    pairs.push((key("error"), key(code)));
+    pairs.push((key("message"), key(message)));
+    Value::Dictionary(pairs)
+}
+
+/// A node for `get`: the subtree value with its children reduced to their names.
+pub fn node_summary(subtree: Value) -> Value {
+    let Value::Dictionary(pairs) = subtree else {
+        return subtree;
+    };
+    let pairs = pairs
+        .into_iter()
+        .map(|(k, v)| match (&k, v) {
+            (Value::String(name), Value::Array(children)) if name == "children" => {
+                let names = children
+                    .into_iter()
+                    .filter_map(|child| match child {
+                        Value::Dictionary(fields) => fields
+                            .into_iter()
+                            .find(|(k, _)| matches!(k, Value::String(n) if n == "name"))
+                            .map(|(_, v)| v),
+                        _ => None,
+                    })
+                    .collect();
+                (k, Value::Array(names))
+            }
+            (_, v) => (k, v),
+        })
+        .collect();
+    Value::Dictionary(pairs)
+}
+
+/// Encodes `message`; if it is larger than `split_bytes`, returns it as chunk messages
+/// `{<tag>: <tag value>, part, parts, chunk}` (tag: `id` for replies, `sub` for pushes)
+/// whose `chunk` PackedByteArrays concatenate to the full encoding.
+pub fn chunks(
+    message: &Value,
+    tag: (&str, i64),
+    version: GodotVersion,
+    split_bytes: usize,
+) -> Result<Vec<Vec<u8>>, codec::EncodeError> {
+    let bytes = codec::encode(message, version)?;
+    if bytes.len() <= split_bytes {
+        return Ok(vec![bytes]);
+    }
+    // Room for the envelope: 4 small fields and the byte array header.
+    let payload = split_bytes.saturating_sub(128).max(1);
+    let parts = bytes.len().div_ceil(payload);
+    bytes
+        .chunks(payload)
+        .enumerate()
+        .map(|(i, piece)| {
+            let envelope = Value::Dictionary(vec![
+                (key(tag.0), Value::Int(tag.1)),
+                (key("part"), Value::Int(i as i64)),
+                (key("parts"), Value::Int(parts as i64)),
+                (key("chunk"), Value::PackedByteArray(piece.to_vec())),
+            ]);
+            let encoded = codec::encode(&envelope, version)?;
+            debug_assert!(encoded.len() <= split_bytes, "a chunk fits the split size");
+            Ok(encoded)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_replies_are_chunked_below_the_split_size_and_reassemble() {
+        let big = ok_reply(
+            7,
+            vec![(
+                "value",
+                Value::PackedByteArray((0..200_000u32).map(|i| i as u8).collect()),
+            )],
+        );
+        for version in [GodotVersion::V3, GodotVersion::V4] {
+            let parts = chunks(&big, ("id", 7), version, 60 * 1024).expect("encodable");
+            assert!(parts.len() >= 4, "{} parts", parts.len());
+            let mut whole = Vec::new();
+            for (i, part) in parts.iter().enumerate() {
+                assert!(part.len() <= 60 * 1024);
+                let Ok(Value::Dictionary(fields)) = codec::decode(part, version) else {
+                    panic!("part {i} decodes")
+                };
+                assert_eq!(fields[1].1, Value::Int(i as i64));
+                let Value::PackedByteArray(bytes) = &fields[3].1 else {
+                    panic!("chunk bytes")
+                };
+                whole.extend_from_slice(bytes);
+            }
+            assert_eq!(codec::decode(&whole, version), Ok(big.clone()));
+        }
+        let small = ok_reply(1, vec![]);
+        assert_eq!(
+            chunks(&small, ("id", 1), GodotVersion::V4, 60 * 1024).map(|p| p.len()),
+            Ok(1)
+        );
+    }
+
+    #[test]
+    fn get_lists_child_names() {
+        let child = |n: &str| {
+            Value::Dictionary(vec![
+                (key("name"), key(n)),
+                (key("children"), Value::Array(vec![])),
+            ])
+        };
+        let tree = Value::Dictionary(vec![
+            (key("name"), key("root")),
+            (key("children"), Value::Array(vec![child("A"), child("B")])),
+        ]);
+        let Value::Dictionary(fields) = node_summary(tree) else {
+            panic!()
+        };
+        assert_eq!(fields[1].1, Value::Array(vec![key("A"), key("B")]));
+    }
+}

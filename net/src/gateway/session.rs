@@ -1,0 +1,233 @@
+//! One actix actor per WebSocket session: decode, validate, ask the backend, answer.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, StreamHandler, WrapFuture};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web_actors::ws;
+use treesync_core::codec::{self, GodotVersion};
+use treesync_core::Value;
+
+use super::reply::{chunks, error_reply, node_summary, ok_reply};
+use super::request::{parse, Request, RequestError};
+use super::{version_from_query, Backend, GatewayLimits};
+use crate::client_proto::Response;
+
+/// What every session shares.
+#[derive(Clone)]
+pub struct Shared {
+    pub backend: Arc<dyn Backend>,
+    pub limits: GatewayLimits,
+}
+
+/// Builds the HTTP server with the `/ws` route, bound to `addr`.
+pub fn server(
+    shared: Shared,
+    addr: SocketAddr,
+    workers: usize,
+) -> Result<(actix_web::dev::Server, SocketAddr), (SocketAddr, std::io::Error)> {
+    let data = web::Data::new(shared);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .route("/ws", web::get().to(open))
+    })
+    .workers(workers.max(1))
+    .disable_signals()
+    .bind(addr)
+    .map_err(|e| (addr, e))?;
+    let bound = server.addrs().first().copied().unwrap_or(addr);
+    Ok((server.run(), bound))
+}
+
+async fn open(
+    req: HttpRequest,
+    stream: web::Payload,
+    shared: web::Data<Shared>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let version = match version_from_query(req.query_string()) {
+        Ok(v) => v,
+        Err(e) => return Ok(HttpResponse::BadRequest().body(e)),
+    };
+    let frame_max = shared.limits.frame_bytes_max;
+    let session = Session {
+        shared: shared.get_ref().clone(),
+        version,
+        in_flight: 0,
+    };
+    ws::WsResponseBuilder::new(session, &req, stream)
+        .frame_size(frame_max)
+        .start()
+}
+
+struct Session {
+    shared: Shared,
+    version: GodotVersion,
+    in_flight: usize,
+}
+
+impl Actor for Session {
+    type Context = ws::WebsocketContext<Self>;
+}
+
+/// The outcome of one request: reply fields, or an error code and message.
+type Outcome = Result<Vec<(&'static str, Value)>, (String, String)>;
+
+impl Session {
+    fn send(&self, ctx: &mut ws::WebsocketContext<Self>, message: &Value, tag: (&str, i64)) {
+        match chunks(message, tag, self.version, self.shared.limits.split_bytes) {
+            Ok(parts) => parts.into_iter().for_each(|p| ctx.binary(p)),
+            Err(e) => {
+                let id = (tag.0 == "id").then_some(tag.1);
+                let reply = error_reply(id, "unrepresentable", &e.to_string());
+                if let Ok(bytes) = codec::encode(&reply, self.version) {
+                    ctx.binary(bytes);
+                }
+            }
+        }
+    }
+
+    fn refuse(&self, ctx: &mut ws::WebsocketContext<Self>, id: Option<i64>, e: &RequestError) {
+        tracing::debug!(code = e.code(), error = %e, "request refused");
+        let reply = error_reply(id, e.code(), &e.to_string());
+        self.send(ctx, &reply, ("id", id.unwrap_or(-1)));
+    }
+
+    fn on_message(&mut self, bytes: &[u8], ctx: &mut ws::WebsocketContext<Self>) {
+        let limits = &self.shared.limits;
+        if bytes.len() > limits.message_bytes_max {
+            let e = RequestError::TooLarge {
+                bytes: bytes.len(),
+                max: limits.message_bytes_max,
+            };
+            return self.refuse(ctx, None, &e);
+        }
+        let message = match codec::decode(bytes, self.version) {
+            Ok(v) => v,
+            Err(e) => return self.refuse(ctx, None, &RequestError::Malformed(e.to_string())),
+        };
+        let (id, request) = parse(&message, &limits.tree);
+        let request = match request {
+            Ok(r) => r,
+            Err(e) => return self.refuse(ctx, id, &e),
+        };
+        let id = id.expect("a parsed request has an id");
+        if self.in_flight >= limits.in_flight_max {
+            let message = format!(
+                "{} requests in progress on this session; wait for replies",
+                self.in_flight
+            );
+            let reply = error_reply(Some(id), "overloaded", &message);
+            return self.send(ctx, &reply, ("id", id));
+        }
+        self.in_flight += 1;
+        let work = execute(self.shared.clone(), request);
+        ctx.spawn(work.into_actor(self).map(move |outcome, session, ctx| {
+            session.in_flight -= 1;
+            let reply = match outcome {
+                Ok(fields) => ok_reply(id, fields),
+                Err((code, message)) => error_reply(Some(id), &code, &message),
+            };
+            session.send(ctx, &reply, ("id", id));
+        }));
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
+    fn handle(&mut self, message: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        match message {
+            Ok(ws::Message::Binary(bytes)) => self.on_message(&bytes, ctx),
+            Ok(ws::Message::Continuation(_)) => close(
+                ctx,
+                ws::CloseCode::Unsupported,
+                "fragmented messages are not supported: send each Variant as one binary frame",
+            ),
+            Ok(ws::Message::Text(_)) => close(
+                ctx,
+                ws::CloseCode::Unsupported,
+                "text frames are not part of the protocol: send binary Godot Variants",
+            ),
+            Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
+            Ok(ws::Message::Pong(_) | ws::Message::Nop) => {}
+            Ok(ws::Message::Close(reason)) => {
+                ctx.close(reason);
+                ctx.stop();
+            }
+            Err(e) => {
+                let code = match e {
+                    ws::ProtocolError::Overflow => ws::CloseCode::Size,
+                    _ => ws::CloseCode::Protocol,
+                };
+                close(ctx, code, &format!("protocol violation: {e}"));
+            }
+        }
+    }
+}
+
+fn close(ctx: &mut ws::WebsocketContext<Session>, code: ws::CloseCode, why: &str) {
+    tracing::debug!(why, "closing session");
+    ctx.close(Some(ws::CloseReason {
+        code,
+        description: Some(why.to_owned()),
+    }));
+    ctx.stop();
+}
+
+/// Runs one request against the backend, waiting out elections up to `leader_wait`.
+async fn execute(shared: Shared, request: Request) -> Outcome {
+    let deadline = Instant::now() + shared.limits.leader_wait;
+    loop {
+        let response = match &request {
+            Request::Write(txn) => shared.backend.write(txn.clone()).await,
+            Request::Get { path, prop } => shared.backend.read(path.clone(), prop.clone()).await,
+            Request::Tree { path } => shared.backend.read(path.clone(), None).await,
+            Request::Subscribe { .. } | Request::Unsubscribe { .. } => {
+                return Err((
+                    "unsupported".into(),
+                    "subscriptions are not available on this server yet".into(),
+                ))
+            }
+        };
+        let retry = matches!(&response, Response::NotLeader { leader: None })
+            || matches!(&response, Response::Rejected { code, .. } if code == "dropped");
+        if retry && Instant::now() < deadline {
+            actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
+            continue;
+        }
+        return outcome(&request, response);
+    }
+}
+
+fn outcome(request: &Request, response: Response) -> Outcome {
+    match (request, response) {
+        (_, Response::Written { hlc, index, .. }) => Ok(vec![
+            ("hlc", Value::Int(hlc as i64)),
+            ("index", Value::Int(index as i64)),
+        ]),
+        (Request::Get { prop: Some(_), .. }, Response::Value(value)) => {
+            Ok(vec![("value", value.unwrap_or(Value::Nil))])
+        }
+        (Request::Get { path, .. } | Request::Tree { path }, Response::Value(None)) => {
+            Err(("not_found".into(), format!("no node at {path}")))
+        }
+        (Request::Get { .. }, Response::Value(Some(node))) => {
+            Ok(vec![("node", node_summary(node))])
+        }
+        (_, Response::Value(Some(tree))) => Ok(vec![("tree", tree)]),
+        (_, Response::NotLeader { leader: Some(l) }) => Err((
+            "not_leader".into(),
+            format!("this server does not lead the shard; server {l} does"),
+        )),
+        (_, Response::NotLeader { leader: None }) => Err((
+            "unavailable".into(),
+            "the shard has no leader (an election did not finish in time)".into(),
+        )),
+        (_, Response::Rejected { code, message }) => Err((code, message)),
+        (_, Response::Error(message) | Response::Status(message)) => {
+            Err(("unavailable".into(), message))
+        }
+        (_, Response::Value(None)) => Ok(vec![("value", Value::Nil)]),
+    }
+}
