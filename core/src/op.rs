@@ -55,7 +55,32 @@ pub enum Op {
     },
 }
 
+/// `path` is `ancestor` or below it (component-wise: `/root/ab` is not below `/root/a`).
+pub fn is_within(path: &str, ancestor: &str) -> bool {
+    path == ancestor
+        || (path.len() > ancestor.len()
+            && path.starts_with(ancestor)
+            && path.as_bytes()[ancestor.len()] == b'/')
+}
+
 impl Op {
+    /// Whether a subscriber to the subtree at `subtree` must see this op: it changes a node
+    /// in the subtree, moves one into it, or changes an ancestor (a rename or delete of an
+    /// ancestor moves or removes the whole subtree).
+    pub fn touches(&self, subtree: &str) -> bool {
+        let affects = |path: &str| is_within(path, subtree) || is_within(subtree, path);
+        match self {
+            Op::Create { parent, name, .. } => affects(&format!("{parent}/{name}")),
+            Op::Move {
+                path, new_parent, ..
+            } => affects(path) || is_within(new_parent, subtree),
+            Op::Delete { path }
+            | Op::Set { path, .. }
+            | Op::Rename { path, .. }
+            | Op::Emit { path, .. } => affects(path),
+        }
+    }
+
     /// The op's name, as clients spell it.
     pub fn name(&self) -> &'static str {
         match self {
@@ -101,5 +126,32 @@ impl Txn {
             expect: Vec::new(),
             ops: vec![op],
         }
+    }
+}
+
+#[cfg(test)]
+mod touch_tests {
+    use super::*;
+
+    #[test]
+    fn subtree_relevance_is_component_wise() {
+        assert!(is_within("/root/a/b", "/root/a"));
+        assert!(!is_within("/root/ab", "/root/a"));
+        let set = |p: &str| Op::Set {
+            path: p.into(),
+            props: vec![],
+        };
+        assert!(set("/root/a/x").touches("/root/a"));
+        assert!(!set("/root/b").touches("/root/a"));
+        assert!(
+            set("/root").touches("/root/a"),
+            "an ancestor's change is shown"
+        );
+        let mv = Op::Move {
+            path: "/root/b/x".into(),
+            new_parent: "/root/a".into(),
+            index: None,
+        };
+        assert!(mv.touches("/root/a"), "moved into the subtree");
     }
 }

@@ -25,6 +25,7 @@ use treesync_core::replica::{
 use treesync_net::client_proto::Response;
 use treesync_net::peer::{InboundBatch, Transport};
 
+use super::feeds::{self, Subscriber};
 use super::{CoreMsg, ServerConfig};
 use crate::storage::format::{Record, WalEntry, WalHardState, WalSnapshot};
 use crate::storage::recovery::ShardLog;
@@ -40,7 +41,11 @@ struct Shard {
     replica: Replica,
     replies: BTreeMap<u64, flume::Sender<Response>>,
     out: Output,
+    subs: Vec<Subscriber>,
 }
+
+/// Ticks between resolved-timestamp pushes to subscribers (10 ticks: 100 ms by default).
+const RESOLVED_EVERY_TICKS: u64 = 10;
 
 enum Wake {
     Inbox(CoreMsg),
@@ -196,6 +201,7 @@ pub async fn run(
                     replica,
                     replies: BTreeMap::new(),
                     out: Output::default(),
+                    subs: Vec::new(),
                 },
             )
         })
@@ -209,6 +215,7 @@ pub async fn run(
     let mut next_id = 1u64;
     let mut wal_base_bytes = wal.len();
     let mut next_tick = Instant::now() + config.tick;
+    let mut ticks = 0u64;
     loop {
         let wake = {
             let inbox = async { inbox.recv_async().await.map_or(Wake::Closed, Wake::Inbox) };
@@ -245,8 +252,12 @@ pub async fn run(
         }
         if Instant::now() >= next_tick {
             next_tick = Instant::now() + config.tick;
+            ticks += 1;
             for s in shards.values_mut() {
                 s.replica.step(Input::Tick, &mut s.out);
+                if ticks % RESOLVED_EVERY_TICKS == 0 && !s.subs.is_empty() {
+                    feeds::resolved(&mut s.replica, &mut s.subs);
+                }
             }
         }
         persist_and_release(&mut shards, &mut wal, &mut transport).await?;
@@ -333,6 +344,20 @@ fn handle(
             ))),
             None => missing(reply),
         },
+        CoreMsg::Subscribe {
+            shard,
+            path,
+            from,
+            sink,
+            reply,
+        } => match shards.get_mut(&shard) {
+            Some(s) => {
+                let started = feeds::start(shard, &mut s.replica, &mut s.subs, path, from, sink);
+                // Best effort, as every reply.
+                let _ = reply.try_send(started);
+            }
+            None => missing(reply),
+        },
         CoreMsg::Status { reply } => {
             let text: String = shards
                 .iter()
@@ -366,6 +391,10 @@ async fn persist_and_release(
         for (id, s) in shards.iter_mut() {
             for message in s.out.messages.drain(..) {
                 transport.send(*id, &message);
+            }
+            if !s.out.applied.is_empty() {
+                let applied = std::mem::take(&mut s.out.applied);
+                feeds::publish(*id, &mut s.replica, &mut s.subs, applied);
             }
             for reply in s.out.replies.drain(..) {
                 let (request, response) = response_of(reply);

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use treesync_core::Txn;
 use treesync_net::client_proto::Response;
-use treesync_net::gateway::{Backend, BoxFuture};
+use treesync_net::gateway::{Backend, BoxFuture, Push};
 
 use super::Router;
 
@@ -24,6 +24,16 @@ impl Backend for Router {
     fn read(&self, path: String, prop: Option<String>) -> BoxFuture<Response> {
         let router = self.clone();
         Box::pin(async move { router.read(path, prop, false).await })
+    }
+
+    fn subscribe(
+        &self,
+        path: String,
+        from: Option<u64>,
+        sink: flume::Sender<Push>,
+    ) -> BoxFuture<Response> {
+        let router = self.clone();
+        Box::pin(async move { router.subscribe(path, from, sink).await })
     }
 }
 
@@ -88,5 +98,22 @@ impl Backend for LocalCluster {
             let (path, prop) = (path.clone(), prop.clone());
             async move { router.read(path, prop, false).await }
         }))
+    }
+
+    /// Any replica serves a subscription; the hinted server's is as good as any.
+    fn subscribe(
+        &self,
+        path: String,
+        from: Option<u64>,
+        sink: flume::Sender<Push>,
+    ) -> BoxFuture<Response> {
+        let server = self.hint.load(Ordering::Relaxed);
+        let router = self.routers.get(&server).cloned();
+        Box::pin(async move {
+            match router {
+                Some(router) => router.subscribe(path, from, sink).await,
+                None => Response::Error("no server in this process".into()),
+            }
+        })
     }
 }

@@ -7,6 +7,7 @@
 
 mod client_port;
 mod core_loop;
+mod feeds;
 mod gateway_backend;
 mod router;
 
@@ -21,6 +22,7 @@ use treesync_core::hlc::{Hlc, MAX_OFFSET_MS_DEFAULT};
 use treesync_core::shard::ShardMap;
 use treesync_core::Txn;
 use treesync_net::client_proto::Response;
+use treesync_net::gateway::Push;
 
 pub use gateway_backend::LocalCluster;
 pub use router::Router;
@@ -47,6 +49,14 @@ pub enum CoreMsg {
         reply: flume::Sender<Response>,
     },
     Status {
+        reply: flume::Sender<Response>,
+    },
+    /// Feed `sink` with the subtree at `path` (see `treesync_net::gateway::Backend`).
+    Subscribe {
+        shard: u32,
+        path: String,
+        from: Option<u64>,
+        sink: flume::Sender<Push>,
         reply: flume::Sender<Response>,
     },
 }

@@ -6,6 +6,7 @@ use treesync_core::path::NodePath;
 use treesync_core::shard::ShardMap;
 use treesync_core::{Limits, Op, Txn};
 use treesync_net::client_proto::{self, Response};
+use treesync_net::gateway::Push;
 
 use super::CoreMsg;
 
@@ -118,6 +119,28 @@ impl Router {
                 prop,
                 reply,
             },
+        })
+        .await
+    }
+
+    /// Subscribes `sink` to the subtree at `path` on this server's replica of its shard
+    /// (any replica serves subscriptions: changes arrive as it applies them).
+    pub async fn subscribe(
+        &self,
+        path: String,
+        from: Option<u64>,
+        sink: flume::Sender<Push>,
+    ) -> Response {
+        let shard = match self.shard_of_path(&path) {
+            Ok(s) => s,
+            Err(refused) => return refused,
+        };
+        self.ask(self.core_of(shard), |reply| CoreMsg::Subscribe {
+            shard,
+            path,
+            from,
+            sink,
+            reply,
         })
         .await
     }

@@ -1,8 +1,11 @@
 //! Applying committed entries to the tree, answering their proposers, and local reads.
 
 use raft::prelude::Entry;
+use raft::Storage;
 
-use super::{entry_hlc, Output, Replica, Reply, ReplyError};
+use super::{entry_hlc, Applied, Output, Replica, Reply, ReplyError};
+use crate::hlc::Timestamp;
+use crate::op::Txn;
 use crate::path::NodePath;
 use crate::shard::stable_hash;
 use crate::value::Value;
@@ -38,7 +41,19 @@ impl Replica {
                         entry.index
                     )
                 });
-                Some(self.tree.apply_txn(&txn))
+                let result = self.tree.apply_txn(&txn);
+                match &result {
+                    Err(_) => {
+                        self.rejected.insert(entry.index);
+                    }
+                    Ok(()) if self.record_changes => out.applied.push(Applied::Txn {
+                        index: entry.index,
+                        hlc,
+                        txn,
+                    }),
+                    Ok(()) => {}
+                }
+                Some(result)
             };
             if let Some((id, term)) = self.pending_writes.remove(&entry.index) {
                 let reply = match result {
@@ -72,6 +87,41 @@ impl Replica {
             Some(prop) => self.tree.get(&path)?.prop(prop).cloned(),
             None => self.tree.subtree_value(&path),
         }
+    }
+
+    /// The applied transactions after index `from`, in log order, for a subscriber resuming
+    /// there; `None` when the log no longer holds them (compacted: resync from a snapshot)
+    /// or `from` is beyond what this replica applied.
+    pub fn changes_after(&self, from: u64) -> Option<Vec<(u64, Timestamp, Txn)>> {
+        let first = self.raw.store().first_index().expect("memory storage");
+        if from + 1 < first || from > self.applied {
+            return None;
+        }
+        if from == self.applied {
+            return Some(Vec::new());
+        }
+        let context = raft::GetEntriesContext::empty(false);
+        let entries = self
+            .raw
+            .store()
+            .entries(from + 1, self.applied + 1, None, context)
+            .ok()?;
+        let changes = entries
+            .iter()
+            .filter(|e| !e.data.is_empty() && !self.rejected.contains(&e.index))
+            .map(|e| {
+                let txn =
+                    wire::decode_txn_unaligned(&e.data).expect("applied entries hold transactions");
+                (e.index, entry_hlc(e), txn)
+            })
+            .collect();
+        Some(changes)
+    }
+
+    /// The subtree at `path` as Godot data (`None`: no such node), with the index and HLC
+    /// it reflects: the starting point of a subscription.
+    pub fn snapshot_of(&self, path: &str) -> (Option<Value>, u64, Timestamp) {
+        (self.read_value(path, None), self.applied, self.applied_hlc)
     }
 
     /// Reads the local tree without Raft: not linearizable. Exists so the simulator can show

@@ -30,7 +30,7 @@ mod apply;
 mod snapshot;
 mod storage;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use raft::prelude::{ConfState, Entry, HardState, Message, MessageType, Snapshot};
 use raft::storage::MemStorage;
@@ -162,12 +162,27 @@ pub enum Reply {
     },
 }
 
+/// A change to the replica's tree, for subscribers (recorded when `record_changes` is on).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Applied {
+    /// The transaction at `index` applied (rejected ones changed nothing and are left out).
+    Txn {
+        index: u64,
+        hlc: Timestamp,
+        txn: Txn,
+    },
+    /// A snapshot from the leader replaced the tree up to `index`: subscribers must resync.
+    Reset { index: u64 },
+}
+
 /// What a step produced; the caller executes it and clears it.
 #[derive(Debug, Default)]
 pub struct Output {
     pub messages: Vec<Message>,
     pub persist: Vec<PersistRequest>,
     pub replies: Vec<Reply>,
+    /// Tree changes in apply order (only while `Replica::record_changes` is set).
+    pub applied: Vec<Applied>,
 }
 
 /// A copy of Raft's state at one instant (see `Replica::raft_view`).
@@ -214,6 +229,11 @@ pub struct Replica {
     applied_hlc: Timestamp,
     /// Snapshots received from a leader and installed (not counting restarts).
     pub snapshots_installed: u64,
+    /// Record applied changes in `Output::applied` (on while anyone subscribes).
+    pub record_changes: bool,
+    /// Indexes still in the log whose transaction the tree rejected (they changed nothing;
+    /// `changes_after` leaves them out).
+    rejected: BTreeSet<u64>,
 }
 
 impl Replica {
@@ -291,6 +311,8 @@ impl Replica {
             max_log_hlc,
             applied_hlc: Timestamp::ZERO,
             snapshots_installed: 0,
+            record_changes: false,
+            rejected: BTreeSet::new(),
         };
         if let Some(snapshot) = snapshot {
             replica.install_snapshot(&snapshot);
@@ -486,6 +508,11 @@ impl Replica {
                     .expect("a newer snapshot");
                 self.install_snapshot(snapshot);
                 self.snapshots_installed += 1;
+                if self.record_changes {
+                    out.applied.push(Applied::Reset {
+                        index: self.applied,
+                    });
+                }
             }
             let committed = ready.take_committed_entries();
             self.apply_entries(committed, out);

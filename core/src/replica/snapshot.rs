@@ -47,6 +47,7 @@ impl Replica {
             .wl()
             .compact(self.applied)
             .expect("compacting below the applied index");
+        self.rejected = self.rejected.split_off(&self.applied);
         assert_eq!(
             store.first_index().expect("memory storage"),
             self.applied,
@@ -109,6 +110,7 @@ impl Replica {
         self.applied_hlc = Timestamp::from_u64(word(8));
         self.max_log_hlc = self.max_log_hlc.max(self.applied_hlc);
         self.applied = index;
+        self.rejected.clear();
         self.raw.store().set_snapshot(snapshot.clone());
     }
 }

@@ -15,8 +15,9 @@
 //! - No message the gateway sends exceeds `split_bytes`: larger replies go out as chunks
 //!   (`{id, part, parts, chunk}`) whose concatenation is the reply's encoding, because Godot's
 //!   WebSocket peers buffer about 64 KiB inbound by default.
-//! - A session has at most `in_flight_max` requests in progress; memory per session is
-//!   bounded by that and by the message limits.
+//! - A session has at most `in_flight_max` requests in progress and `subs_max`
+//!   subscriptions, each with at most `sub_queue_max` queued pushes; a subscriber that
+//!   falls further behind is told and resumed from its position (never an unbounded queue).
 
 mod reply;
 mod request;
@@ -29,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use treesync_core::codec::GodotVersion;
-use treesync_core::{Limits, Txn};
+use treesync_core::{Limits, Op, Txn, Value};
 
 use crate::client_proto::Response;
 pub use reply::{chunks, error_reply};
@@ -44,6 +45,40 @@ pub trait Backend: Send + Sync + 'static {
     fn write(&self, txn: Txn) -> BoxFuture<Response>;
     /// Linearizable read of a subtree (`prop: None`, as Godot data) or one property.
     fn read(&self, path: String, prop: Option<String>) -> BoxFuture<Response>;
+    /// Starts feeding `sink` with the subtree at `path`: a snapshot (or, with `from`, the
+    /// changes after that log index when the log still has them), then every applied change
+    /// touching it, in commit order, and resolved timestamps. `Value(None)` once started,
+    /// else `Rejected`. The feed stops (the sink is dropped) when `sink` is full — the
+    /// subscriber fell behind — or when its receiver is dropped.
+    fn subscribe(
+        &self,
+        path: String,
+        from: Option<u64>,
+        sink: flume::Sender<Push>,
+    ) -> BoxFuture<Response>;
+}
+
+/// What a subscription delivers, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Push {
+    /// The subtree (`None`: no node there yet) as of log `index`; `resync` when it replaces
+    /// a stream the subscriber had (its position was compacted away, or it fell behind).
+    Snapshot {
+        shard: u32,
+        tree: Option<Value>,
+        index: u64,
+        hlc: u64,
+        resync: bool,
+    },
+    /// The ops of the transaction at `index` that touch the subtree.
+    Change {
+        shard: u32,
+        index: u64,
+        hlc: u64,
+        ops: Vec<Op>,
+    },
+    /// Every change with an HLC up to `hlc` has been delivered.
+    Resolved { hlc: u64 },
 }
 
 /// Gateway limits; every one bounds memory or work per session.
@@ -57,6 +92,11 @@ pub struct GatewayLimits {
     pub in_flight_max: usize,
     /// Largest message sent; larger replies are chunked.
     pub split_bytes: usize,
+    /// Pushes queued per subscription; a subscriber further behind is told (`overflow`)
+    /// and resumed from its last position.
+    pub sub_queue_max: usize,
+    /// Subscriptions per session.
+    pub subs_max: usize,
     /// How long a write or read waits for a shard that has no leader (an election).
     pub leader_wait: Duration,
     /// Tree limits used to validate paths and values before they reach a shard.
@@ -70,6 +110,8 @@ impl Default for GatewayLimits {
             frame_bytes_max: 4 * 1024 * 1024,
             in_flight_max: 256,
             split_bytes: 60 * 1024,
+            sub_queue_max: 1024,
+            subs_max: 64,
             leader_wait: Duration::from_secs(5),
             tree: Limits::default(),
         }

@@ -1,7 +1,9 @@
 //! Replies as Godot Dictionaries, and chunking of large ones.
 
 use treesync_core::codec::{self, GodotVersion};
-use treesync_core::Value;
+use treesync_core::{Op, Value};
+
+use super::Push;
 
 fn key(name: &str) -> Value {
     Value::String(name.to_owned())
@@ -24,6 +26,100 @@ pub fn error_reply(id: Option<i64>, code: &str, message: &str) -> Value {
     pairs.push((key("error"), key(code)));
     pairs.push((key("message"), key(message)));
     Value::Dictionary(pairs)
+}
+
+/// An op as a request-shaped Dictionary (`{op: "set", path, props}`…), for change pushes.
+pub fn op_value(op: &Op) -> Value {
+    let props = |props: &[treesync_core::Prop]| {
+        Value::Dictionary(
+            props
+                .iter()
+                .map(|p| (key(&p.name), p.value.clone()))
+                .collect(),
+        )
+    };
+    let fields: Vec<(&str, Value)> = match op {
+        Op::Create {
+            parent,
+            name,
+            class,
+            props: p,
+        } => vec![
+            ("op", key("create")),
+            ("parent", key(parent)),
+            ("name", key(name)),
+            ("class", key(class)),
+            ("props", props(p)),
+        ],
+        Op::Set { path, props: p } => {
+            vec![("op", key("set")), ("path", key(path)), ("props", props(p))]
+        }
+        Op::Delete { path } => vec![("op", key("delete")), ("path", key(path))],
+        Op::Rename { path, new_name } => vec![
+            ("op", key("rename")),
+            ("path", key(path)),
+            ("name", key(new_name)),
+        ],
+        Op::Move {
+            path,
+            new_parent,
+            index,
+        } => {
+            let mut f = vec![
+                ("op", key("move")),
+                ("path", key(path)),
+                ("parent", key(new_parent)),
+            ];
+            if let Some(i) = index {
+                f.push(("index", Value::Int(i64::from(*i))));
+            }
+            f
+        }
+        Op::Emit { path, signal, args } => vec![
+            ("op", key("emit")),
+            ("path", key(path)),
+            ("signal", key(signal)),
+            ("args", Value::Array(args.clone())),
+        ],
+    };
+    Value::Dictionary(fields.into_iter().map(|(k, v)| (key(k), v)).collect())
+}
+
+/// A subscription push as sent: `{sub, event, ...}`.
+pub fn push_value(sub: i64, push: &Push) -> Value {
+    let int = |v: u64| Value::Int(v as i64);
+    let mut fields = vec![(key("sub"), Value::Int(sub))];
+    let rest: Vec<(&str, Value)> = match push {
+        Push::Snapshot {
+            shard,
+            tree,
+            index,
+            hlc,
+            resync,
+        } => vec![
+            ("event", key("snapshot")),
+            ("tree", tree.clone().unwrap_or(Value::Nil)),
+            ("shard", int(u64::from(*shard))),
+            ("index", int(*index)),
+            ("hlc", int(*hlc)),
+            ("resync", Value::Bool(*resync)),
+        ],
+        Push::Change {
+            shard,
+            index,
+            hlc,
+            ops,
+        } => vec![
+            ("event", key("change")),
+            ("shard", int(u64::from(*shard))),
+            ("index", int(*index)),
+            ("hlc", int(*hlc)),
+            ("ops", Value::Array(ops.iter().map(op_value).collect())),
+        ],
+        Push::Resolved { hlc } => vec![("event", key("resolved")), ("hlc", int(*hlc))],
+    };
+    fields.extend(rest.into_iter().map(|(k, v)| (key(k), v)));
+    Value::Dictionary(fields)
 }
 
 /// A node for `get`: the subtree value with its children reduced to their names.

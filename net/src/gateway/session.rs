@@ -4,15 +4,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, StreamHandler, WrapFuture};
+use std::collections::BTreeMap;
+
+use actix::{
+    Actor, ActorContext, ActorFutureExt, AsyncContext, SpawnHandle, StreamHandler, WrapFuture,
+};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use actix_web_actors::ws;
+use futures_util::stream::{self, StreamExt};
 use treesync_core::codec::{self, GodotVersion};
 use treesync_core::Value;
 
-use super::reply::{chunks, error_reply, node_summary, ok_reply};
+use super::reply::{chunks, error_reply, node_summary, ok_reply, push_value};
 use super::request::{parse, Request, RequestError};
-use super::{version_from_query, Backend, GatewayLimits};
+use super::{version_from_query, Backend, GatewayLimits, Push};
 use crate::client_proto::Response;
 
 /// What every session shares.
@@ -56,6 +61,8 @@ async fn open(
         shared: shared.get_ref().clone(),
         version,
         in_flight: 0,
+        subs: BTreeMap::new(),
+        next_sub: 1,
     };
     ws::WsResponseBuilder::new(session, &req, stream)
         .frame_size(frame_max)
@@ -66,7 +73,21 @@ struct Session {
     shared: Shared,
     version: GodotVersion,
     in_flight: usize,
+    subs: BTreeMap<i64, Subscription>,
+    next_sub: i64,
 }
+
+/// One subscription of a session.
+struct Subscription {
+    path: String,
+    /// Log index of the last snapshot or change delivered: where a resumed feed starts.
+    position: Option<u64>,
+    /// The stream of pushes from the core (cancelled on unsubscribe).
+    feed: Option<SpawnHandle>,
+}
+
+/// A push for subscription `.0`; `None` when the core ended the feed.
+struct Fed(i64, Option<Push>);
 
 impl Actor for Session {
     type Context = ws::WebsocketContext<Self>;
@@ -114,6 +135,11 @@ impl Session {
             Err(e) => return self.refuse(ctx, id, &e),
         };
         let id = id.expect("a parsed request has an id");
+        match request {
+            Request::Subscribe { path, from } => return self.subscribe(ctx, id, path, from),
+            Request::Unsubscribe { sub } => return self.unsubscribe(ctx, id, sub),
+            _ => {}
+        }
         if self.in_flight >= limits.in_flight_max {
             let message = format!(
                 "{} requests in progress on this session; wait for replies",
@@ -132,6 +158,127 @@ impl Session {
             };
             session.send(ctx, &reply, ("id", id));
         }));
+    }
+}
+
+impl Session {
+    fn subscribe(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        id: i64,
+        path: String,
+        from: Option<i64>,
+    ) {
+        if self.subs.len() >= self.shared.limits.subs_max {
+            let message = format!("{} subscriptions on this session already", self.subs.len());
+            return self.send(
+                ctx,
+                &error_reply(Some(id), "overloaded", &message),
+                ("id", id),
+            );
+        }
+        let Ok(from) = from.map(u64::try_from).transpose() else {
+            let reply = error_reply(Some(id), "bad_request", "\"from\" must not be negative");
+            return self.send(ctx, &reply, ("id", id));
+        };
+        let sub = self.next_sub;
+        self.next_sub += 1;
+        self.subs.insert(
+            sub,
+            Subscription {
+                path: path.clone(),
+                position: from,
+                feed: None,
+            },
+        );
+        self.start_feed(ctx, sub, Some(id));
+    }
+
+    /// Asks the backend for a feed of `sub` from its position; answers request `id` if any.
+    fn start_feed(&mut self, ctx: &mut ws::WebsocketContext<Self>, sub: i64, id: Option<i64>) {
+        let Some(state) = self.subs.get(&sub) else {
+            return;
+        };
+        let (tx, rx) = flume::bounded(self.shared.limits.sub_queue_max);
+        let started = self
+            .shared
+            .backend
+            .subscribe(state.path.clone(), state.position, tx);
+        ctx.spawn(started.into_actor(self).map(move |response, session, ctx| {
+            let failure = match response {
+                Response::Value(None) => None,
+                Response::Rejected { code, message } => Some((code, message)),
+                other => Some(("unavailable".to_owned(), format!("{other:?}"))),
+            };
+            if let Some((code, message)) = failure {
+                session.subs.remove(&sub);
+                let reply = error_reply(id, &code, &message);
+                return session.send(ctx, &reply, ("id", id.unwrap_or(-1)));
+            }
+            if let Some(id) = id {
+                session.send(
+                    ctx,
+                    &ok_reply(id, vec![("sub", Value::Int(sub))]),
+                    ("id", id),
+                );
+            }
+            let feed = rx
+                .into_stream()
+                .map(move |push| Fed(sub, Some(push)))
+                .chain(stream::once(async move { Fed(sub, None) }));
+            let handle = ctx.add_stream(feed);
+            match session.subs.get_mut(&sub) {
+                Some(state) => state.feed = Some(handle),
+                None => drop(ctx.cancel_future(handle)), // unsubscribed meanwhile
+            }
+        }));
+    }
+
+    fn unsubscribe(&mut self, ctx: &mut ws::WebsocketContext<Self>, id: i64, sub: i64) {
+        let Some(state) = self.subs.remove(&sub) else {
+            let reply = error_reply(Some(id), "unknown_sub", &format!("no subscription {sub}"));
+            return self.send(ctx, &reply, ("id", id));
+        };
+        if let Some(feed) = state.feed {
+            // Dropping the receiver ends the feed at the core too.
+            ctx.cancel_future(feed);
+        }
+        self.send(ctx, &ok_reply(id, vec![]), ("id", id));
+    }
+}
+
+impl StreamHandler<Fed> for Session {
+    fn handle(&mut self, Fed(sub, push): Fed, ctx: &mut Self::Context) {
+        let Some(state) = self.subs.get_mut(&sub) else {
+            return; // unsubscribed: late pushes are dropped
+        };
+        match push {
+            Some(push) => {
+                if let Push::Snapshot { index, .. } | Push::Change { index, .. } = &push {
+                    state.position = Some(*index);
+                }
+                self.send(ctx, &push_value(sub, &push), ("sub", sub));
+            }
+            None => {
+                // The core dropped the feed: this subscriber fell `sub_queue_max` behind.
+                state.feed = None;
+                let limit = self.shared.limits.sub_queue_max as i64;
+                let notice = Value::Dictionary(vec![
+                    (Value::String("sub".into()), Value::Int(sub)),
+                    (
+                        Value::String("event".into()),
+                        Value::String("overflow".into()),
+                    ),
+                    (Value::String("limit".into()), Value::Int(limit)),
+                ]);
+                self.send(ctx, &notice, ("sub", sub));
+                self.start_feed(ctx, sub, None);
+            }
+        }
+    }
+
+    fn finished(&mut self, _ctx: &mut Self::Context) {
+        // One feed ended (handled above with `Fed(_, None)`); the session goes on.
     }
 }
 
@@ -184,10 +331,7 @@ async fn execute(shared: Shared, request: Request) -> Outcome {
             Request::Get { path, prop } => shared.backend.read(path.clone(), prop.clone()).await,
             Request::Tree { path } => shared.backend.read(path.clone(), None).await,
             Request::Subscribe { .. } | Request::Unsubscribe { .. } => {
-                return Err((
-                    "unsupported".into(),
-                    "subscriptions are not available on this server yet".into(),
-                ))
+                unreachable!("sessions handle subscriptions themselves")
             }
         };
         let retry = matches!(&response, Response::NotLeader { leader: None })
