@@ -26,15 +26,38 @@ fn client_addr(text: &str) -> Result<Option<SocketAddr>, String> {
         .map_err(|e| format!("--client-addr {text:?}: {e}"))
 }
 
-/// Starts the WebSocket gateway and prints its URL.
-fn start_gateway(addr: SocketAddr, backend: Arc<dyn Backend>) -> Result<(), String> {
-    let started =
-        gateway::start(addr, 1, GatewayLimits::default(), backend).map_err(|e| e.to_string())?;
+/// Starts a WebSocket gateway and prints its URL.
+fn start_gateway(
+    addr: SocketAddr,
+    limits: &GatewayLimits,
+    backend: Arc<dyn Backend>,
+    who: &str,
+) -> Result<(), String> {
+    let started = gateway::start(addr, 1, limits.clone(), backend).map_err(|e| e.to_string())?;
     println!(
-        "  clients: ws://{}/ws (Godot 4 binary Variants; ws://{}/ws?godot=3 for Godot 3)",
-        started.addr, started.addr
+        "  clients{who}: ws://{}/ws (Godot 4 binary Variants; add ?godot=3 for Godot 3)",
+        started.addr
     );
     Ok(())
+}
+
+/// Gateway limit flags shared by `serve` and `local`; returns false for other flags.
+fn limit_flag(
+    limits: &mut GatewayLimits,
+    flag: &str,
+    args: &mut std::slice::Iter<'_, String>,
+) -> Result<bool, String> {
+    match flag {
+        "--max-message-bytes" => limits.message_bytes_max = value(flag, args.next())?,
+        "--max-in-flight" => limits.in_flight_max = value(flag, args.next())?,
+        "--sub-queue" => limits.sub_queue_max = value(flag, args.next())?,
+        "--max-subs" => limits.subs_max = value(flag, args.next())?,
+        _ => return Ok(false),
+    }
+    if limits.message_bytes_max == 0 || limits.in_flight_max == 0 || limits.sub_queue_max < 2 {
+        return Err("gateway limits must be positive (--sub-queue at least 2)".into());
+    }
+    Ok(true)
 }
 
 fn parse_peers(text: &str) -> Result<BTreeMap<u64, SocketAddr>, String> {
@@ -59,8 +82,11 @@ fn default_cores() -> usize {
 }
 
 /// Parses `serve` options into a config and the WebSocket gateway's address.
-pub fn serve_config(args: &[String]) -> Result<(ServerConfig, Option<SocketAddr>), String> {
+pub fn serve_config(
+    args: &[String],
+) -> Result<(ServerConfig, Option<SocketAddr>, GatewayLimits), String> {
     let mut gateway = client_addr(CLIENT_ADDR_DEFAULT)?;
+    let mut limits = GatewayLimits::default();
     let mut config = ServerConfig {
         id: 0,
         peers: BTreeMap::new(),
@@ -87,6 +113,7 @@ pub fn serve_config(args: &[String]) -> Result<(ServerConfig, Option<SocketAddr>
             "--wal-rewrite-bytes" => config.wal_rewrite_bytes = value(flag, args.next())?,
             "--no-fsync" => config.fsync = false,
             "--no-pin" => config.pin = false,
+            other if limit_flag(&mut limits, other, &mut args)? => {}
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -96,11 +123,11 @@ pub fn serve_config(args: &[String]) -> Result<(ServerConfig, Option<SocketAddr>
     if config.shards == 0 {
         config.shards = u32::try_from(config.cores).map_err(|_| "too many cores".to_owned())?;
     }
-    Ok((config, gateway))
+    Ok((config, gateway, limits))
 }
 
 pub fn serve(args: &[String]) -> Result<ExitCode, String> {
-    let (config, gateway) = serve_config(args)?;
+    let (config, gateway, limits) = serve_config(args)?;
     if !config.fsync {
         eprintln!(
             "WARNING: --no-fsync: acknowledged writes can be lost on a crash. Benchmarks only."
@@ -116,24 +143,27 @@ pub fn serve(args: &[String]) -> Result<ExitCode, String> {
     );
     let handle = runtime::start(config).map_err(|e| e.to_string())?;
     if let Some(addr) = gateway {
-        start_gateway(addr, Arc::new(handle.router.clone()))?;
+        start_gateway(addr, &limits, Arc::new(handle.router.clone()), "")?;
     }
     handle.wait();
     Ok(ExitCode::FAILURE)
 }
 
-/// Three servers in this process on loopback, data under `./data/local`, one WebSocket
-/// gateway (default 127.0.0.1:7070) that forwards each request to its shard's leader.
+/// Three servers in this process on loopback, data under `./data/local`, each with a
+/// WebSocket gateway (default 127.0.0.1:7070, :7071, :7072; port 0 picks free ones) that
+/// forwards each request to its shard's leader.
 pub fn local(args: &[String]) -> Result<ExitCode, String> {
     let mut data = PathBuf::from("data/local");
     let mut gateway = client_addr(CLIENT_ADDR_DEFAULT)?;
     let mut port_base: u16 = 7100;
+    let mut limits = GatewayLimits::default();
     let mut args = args.iter();
     while let Some(flag) = args.next() {
         match flag.as_str() {
             "--data" => data = PathBuf::from(value::<String>(flag, args.next())?),
             "--client-addr" => gateway = client_addr(&value::<String>(flag, args.next())?)?,
             "--port-base" => port_base = value(flag, args.next())?,
+            other if limit_flag(&mut limits, other, &mut args)? => {}
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -178,7 +208,19 @@ pub fn local(args: &[String]) -> Result<ExitCode, String> {
             .zip(1u64..)
             .map(|(h, id)| (id, h.router.clone()))
             .collect();
-        start_gateway(addr, Arc::new(LocalCluster::new(routers)))?;
+        let cluster = LocalCluster::new(routers);
+        for id in 1..=3u16 {
+            let mut addr = addr;
+            if addr.port() != 0 {
+                let port = addr
+                    .port()
+                    .checked_add(id - 1)
+                    .ok_or("--client-addr port too high")?;
+                addr.set_port(port);
+            }
+            let backend = Arc::new(cluster.starting_at(u64::from(id)));
+            start_gateway(addr, &limits, backend, &format!(" of server {id}"))?;
+        }
     }
     for handle in handles {
         handle.wait();

@@ -63,6 +63,8 @@ pub struct WsClient {
     pushes: VecDeque<Value>,
     /// Chunked messages being reassembled: (tag, id) → bytes so far.
     partial: BTreeMap<(String, i64), Vec<u8>>,
+    /// Largest WebSocket message received so far, in bytes (the server splits at 60 KiB).
+    pub largest_frame: usize,
 }
 
 impl WsClient {
@@ -88,6 +90,7 @@ impl WsClient {
             next_id: 1,
             pushes: VecDeque::new(),
             partial: BTreeMap::new(),
+            largest_frame: 0,
         })
     }
 
@@ -126,6 +129,7 @@ impl WsClient {
                 }
                 Frame::Text(_) | Frame::Continuation(_) | Frame::Pong(_) => continue,
             };
+            self.largest_frame = self.largest_frame.max(bytes.len());
             let message = codec::decode(&bytes, self.version)
                 .map_err(|e| WsClientError::Protocol(format!("undecodable message: {e}")))?;
             if let Some(whole) = self.reassemble(&message)? {

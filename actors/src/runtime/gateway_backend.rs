@@ -59,6 +59,14 @@ impl LocalCluster {
         }
     }
 
+    /// The same servers, trying `server` first (each server's gateway starts with itself).
+    pub fn starting_at(&self, server: u64) -> LocalCluster {
+        LocalCluster {
+            routers: self.routers.clone(),
+            hint: Arc::new(AtomicU64::new(server)),
+        }
+    }
+
     async fn follow<F, Fut>(self, ask: F) -> Response
     where
         F: Fn(Router) -> Fut,
@@ -100,7 +108,8 @@ impl Backend for LocalCluster {
         }))
     }
 
-    /// Any replica serves a subscription; the hinted server's is as good as any.
+    /// Any replica serves a subscription: the hinted one (this gateway's own server unless
+    /// a request learnt of a leader elsewhere).
     fn subscribe(
         &self,
         path: String,
