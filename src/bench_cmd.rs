@@ -83,6 +83,7 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
             tick: Duration::from_millis(10),
             pin: false,
             wal_rewrite_bytes: runtime::WAL_REWRITE_BYTES_DEFAULT,
+            compact_entries: runtime::COMPACT_ENTRIES_DEFAULT,
         };
         // The servers run until the process exits at the end of the benchmark.
         std::mem::forget(runtime::start(config).map_err(|e| e.to_string())?);

@@ -35,14 +35,15 @@ commands:
   local     a local 3-replica cluster on loopback, data under ./data/local (--data DIR),
               WebSocket clients on --client-addr (default 127.0.0.1:7070 and the next two
               ports, one per server; or off),
-              peers on --port-base B (default 7100: B+100, B+200, B+300)
+              peers on --port-base B (default 7100: B+100, B+200, B+300),
+              --compact-entries N (log entries kept before a snapshot, default 10000)
   serve     one server of a cluster:
               --id N --peers 1=HOST:PORT,2=HOST:PORT,3=HOST:PORT (core c listens on PORT+c)
               --client-addr HOST:PORT|off (WebSocket clients, default 127.0.0.1:7070)
               --proto-addr HOST:PORT (the minimal framed protocol of the load generator)
               gateway limits (serve and local): --max-message-bytes B (1 MiB)
               --max-in-flight N (256) --sub-queue N (1024) --max-subs N (64)
-              --data DIR --cores C --shards S --tick-ms T
+              --data DIR --cores C --shards S --tick-ms T --compact-entries N (10000)
               --wal-rewrite-bytes B (default 256 MiB) --no-fsync (benchmarks only) --no-pin";
 
 fn main() -> ExitCode {

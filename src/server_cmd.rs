@@ -98,6 +98,7 @@ pub fn serve_config(
         tick: Duration::from_millis(10),
         pin: true,
         wal_rewrite_bytes: runtime::WAL_REWRITE_BYTES_DEFAULT,
+        compact_entries: runtime::COMPACT_ENTRIES_DEFAULT,
     };
     let mut args = args.iter();
     while let Some(flag) = args.next() {
@@ -111,6 +112,7 @@ pub fn serve_config(
             "--shards" => config.shards = value(flag, args.next())?,
             "--tick-ms" => config.tick = Duration::from_millis(value(flag, args.next())?),
             "--wal-rewrite-bytes" => config.wal_rewrite_bytes = value(flag, args.next())?,
+            "--compact-entries" => config.compact_entries = value(flag, args.next())?,
             "--no-fsync" => config.fsync = false,
             "--no-pin" => config.pin = false,
             other if limit_flag(&mut limits, other, &mut args)? => {}
@@ -156,6 +158,7 @@ pub fn local(args: &[String]) -> Result<ExitCode, String> {
     let mut data = PathBuf::from("data/local");
     let mut gateway = client_addr(CLIENT_ADDR_DEFAULT)?;
     let mut port_base: u16 = 7100;
+    let mut compact_entries = runtime::COMPACT_ENTRIES_DEFAULT;
     let mut limits = GatewayLimits::default();
     let mut args = args.iter();
     while let Some(flag) = args.next() {
@@ -163,6 +166,7 @@ pub fn local(args: &[String]) -> Result<ExitCode, String> {
             "--data" => data = PathBuf::from(value::<String>(flag, args.next())?),
             "--client-addr" => gateway = client_addr(&value::<String>(flag, args.next())?)?,
             "--port-base" => port_base = value(flag, args.next())?,
+            "--compact-entries" => compact_entries = value(flag, args.next())?,
             other if limit_flag(&mut limits, other, &mut args)? => {}
             other => return Err(format!("unknown option {other:?}")),
         }
@@ -189,6 +193,7 @@ pub fn local(args: &[String]) -> Result<ExitCode, String> {
             tick: Duration::from_millis(10),
             pin: false,
             wal_rewrite_bytes: runtime::WAL_REWRITE_BYTES_DEFAULT,
+            compact_entries,
         };
         handles.push(runtime::start(config).map_err(|e| e.to_string())?);
     }

@@ -526,3 +526,41 @@ fn large_trees_arrive_in_chunks_below_64_kib_for_both_godot_versions() {
         }
     });
 }
+
+#[test]
+fn resuming_from_a_compacted_position_gets_a_fresh_snapshot() {
+    let cluster = LocalCluster::start("compacted", &["--compact-entries", "8"]);
+    run(async {
+        let mut writer = connect(&cluster.urls[0]).await;
+        writer
+            .create("/root", "Feed", "Node", vec![])
+            .await
+            .expect("create");
+        let position = {
+            let mut watcher = connect(&cluster.urls[0]).await;
+            watcher
+                .subscribe("/root/Feed", None)
+                .await
+                .expect("subscribe");
+            let snapshot = watcher.next_push().await.expect("snapshot");
+            int(field(&snapshot, "index"))
+        };
+        write_sequence(&mut writer, 1..=40).await;
+        let mut watcher = connect(&cluster.urls[0]).await;
+        watcher
+            .subscribe("/root/Feed", Some(position))
+            .await
+            .expect("resume");
+        let push = watcher.next_push().await.expect("push");
+        assert_eq!(field(&push, "event"), Some(&s("snapshot")), "{push:?}");
+        assert_eq!(field(&push, "resync"), Some(&Value::Bool(true)));
+        let tree = field(&push, "tree").expect("tree");
+        assert_eq!(
+            field(tree, "props").and_then(|p| field(p, "n")),
+            Some(&Value::Int(40))
+        );
+        // The stream continues from the snapshot.
+        write_sequence(&mut writer, 41..=41).await;
+        assert_eq!(next_change(&mut watcher).await.1, 41);
+    });
+}

@@ -28,6 +28,7 @@ fn embedded_single_server_writes_and_reads() {
         pin: false,
         // Small, so the WAL is rewritten while the test writes.
         wal_rewrite_bytes: 4096,
+        compact_entries: treesync_actors::runtime::COMPACT_ENTRIES_DEFAULT,
     };
     let server = runtime::start(config).expect("starts");
     let txn = Txn::single(Op::Set {

@@ -190,7 +190,10 @@ pub async fn run(
             let (storage, snapshot) =
                 storage_from(recovery.shards.get(&u64::from(s)), peers.clone());
             let replica = Replica::new(
-                &ReplicaConfig::new(config.id, peers.clone()),
+                &ReplicaConfig {
+                    compact_entries: config.compact_entries,
+                    ..ReplicaConfig::new(config.id, peers.clone())
+                },
                 storage,
                 snapshot,
                 &logger,

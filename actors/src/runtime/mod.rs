@@ -88,7 +88,13 @@ pub struct ServerConfig {
     /// Rewrite a core's WAL down to its shards' snapshots and later entries once it grows
     /// past this many bytes.
     pub wal_rewrite_bytes: u64,
+    /// A replica compacts its log into a tree snapshot once this many applied entries
+    /// precede it (subscribers resuming from before that get a fresh snapshot).
+    pub compact_entries: u64,
 }
+
+/// Default `ServerConfig::compact_entries`.
+pub const COMPACT_ENTRIES_DEFAULT: u64 = 10_000;
 
 /// Default WAL size that triggers a rewrite.
 pub const WAL_REWRITE_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;

@@ -1,0 +1,93 @@
+//! The CLI for humans against a real `treesync local`: Godot text syntax in, readable text
+//! out, one-line errors, and `watch` printing changes live.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+
+use support::local::LocalCluster;
+
+fn treesync(url: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_treesync"))
+        .args(args)
+        .args(["--addr", url])
+        .output()
+        .expect("run treesync")
+}
+
+fn ok(url: &str, args: &[&str]) -> String {
+    let out = treesync(url, args);
+    assert!(
+        out.status.success(),
+        "treesync {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_cli_writes_reads_and_watches() {
+    let cluster = LocalCluster::start("cli", &[]);
+    let url = &cluster.urls[0];
+    // Start watching first: its snapshot shows the empty root, then the changes.
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_treesync"))
+        .args(["watch", "/root", "--addr", url])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn watch");
+    let mut watched = BufReader::new(watch.stdout.take().expect("stdout")).lines();
+    let first = watched.next().expect("a line").expect("utf-8");
+    assert!(first.starts_with("snapshot at hlc"), "{first}");
+
+    assert!(ok(url, &["create", "/root", "Player", "Node2D", "hp", "100"]).starts_with("ok (hlc "));
+    ok(url, &["set", "/root/Player", "position", "Vector2(10, 20)"]);
+    assert_eq!(
+        ok(url, &["get", "/root/Player", "position"]).trim(),
+        "Vector2(10.0, 20.0)"
+    );
+    let tree = ok(url, &["tree", "/root"]);
+    assert!(tree.contains("Player (Node2D)"), "{tree}");
+    assert!(tree.contains(".position = Vector2(10.0, 20.0)"), "{tree}");
+    assert!(tree.contains(".hp = 100"), "{tree}");
+
+    // Errors are one line on stderr with a non-zero exit, and change nothing.
+    for (args, needle) in [
+        (
+            vec!["set", "/root/Player", "hp", "lots"],
+            "strings need quotes",
+        ),
+        (vec!["set", "/root/Nope", "hp", "1"], "not_found"),
+        (vec!["delete", "/root"], "root_is_fixed"),
+        (vec!["get", "relative/path"], "invalid_path"),
+    ] {
+        let out = treesync(url, &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+    assert_eq!(ok(url, &["get", "/root/Player", "hp"]).trim(), "100");
+    let unreachable = treesync("ws://127.0.0.1:9/ws", &["tree", "/root"]);
+    assert_eq!(
+        String::from_utf8_lossy(&unreachable.stderr).lines().count(),
+        1
+    );
+
+    ok(url, &["delete", "/root/Player"]);
+    let mut changes = Vec::new();
+    for line in watched.by_ref() {
+        let line = line.expect("utf-8");
+        if line.starts_with("change") {
+            changes.push(line);
+        }
+        if changes.len() == 3 {
+            break;
+        }
+    }
+    assert!(changes[0].contains("\"op\": \"create\""), "{changes:?}");
+    assert!(changes[1].contains("Vector2(10.0, 20.0)"), "{changes:?}");
+    assert!(changes[2].contains("\"op\": \"delete\""), "{changes:?}");
+    let _ = watch.kill();
+    let _ = watch.wait();
+}
