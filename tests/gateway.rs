@@ -208,7 +208,7 @@ fn a_subscription_streams_a_snapshot_then_changes_in_order() {
             .await
             .expect("create");
         let mut watcher = connect(&cluster.urls[1]).await;
-        watcher
+        let sub = watcher
             .subscribe("/root/Feed", None)
             .await
             .expect("subscribe");
@@ -254,6 +254,22 @@ fn a_subscription_streams_a_snapshot_then_changes_in_order() {
             let push = watcher.next_push().await.expect("push");
             if field(&push, "event") == Some(&s("resolved")) && int(field(&push, "hlc")) >= last_hlc
             {
+                break;
+            }
+        }
+        // After unsubscribing, nothing more arrives for that subscription.
+        watcher.unsubscribe(sub).await.expect("unsubscribe");
+        assert_eq!(code(watcher.unsubscribe(sub).await), "unknown_sub");
+        let again = watcher
+            .subscribe("/root/Feed", None)
+            .await
+            .expect("subscribe");
+        assert_ne!(again, sub);
+        write_sequence(&mut writer, 21..=21).await;
+        loop {
+            let push = watcher.next_push().await.expect("push");
+            assert_eq!(int(field(&push, "sub")), again, "{push:?}");
+            if field(&push, "event") == Some(&s("change")) {
                 break;
             }
         }
