@@ -1,6 +1,7 @@
 //! Three real `treesync serve` processes on loopback: write, `kill -9` the leader, see a new
 //! leader within 2 s, keep writing, restart the killed server, and find every acknowledged
-//! write on all three.
+//! write on all three. Each server's WebSocket gateway then serves reads, and writes when it
+//! leads (naming the leader otherwise).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use treesync_core::{Op, Prop, Txn, Value};
 use treesync_net::client::Client;
+use treesync_net::ws_client::{WsClient, WsClientError};
 
 struct Server {
     id: u64,
@@ -134,6 +136,43 @@ fn wait_for<T>(
     }
 }
 
+/// Every server's WebSocket gateway serves linearizable reads (followers through Raft's
+/// ReadIndex) and takes writes for the shards it leads, naming the leader otherwise
+/// (`serve` does not forward writes across processes): exactly one server takes the write.
+fn gateways_serve_reads_and_name_the_leader(ids: &[u64], k0: i64) {
+    actix_rt::System::new().block_on(async {
+        let (mut took, mut named) = (Vec::new(), Vec::new());
+        for id in ids {
+            let url = format!("ws://127.0.0.1:{}/ws", base_port() + 30 + *id as u16);
+            let mut ws = WsClient::connect(&url).await.expect("connect");
+            let read = ws
+                .get_prop("/root", "k0")
+                .await
+                .expect("read on any server");
+            assert_eq!(read, Value::Int(k0), "server {id}");
+            let props = vec![("gw".to_owned(), Value::Int(*id as i64))];
+            match ws.set("/root", props).await {
+                Ok(_) => took.push(*id),
+                Err(WsClientError::Refused { code, message }) => {
+                    assert_eq!(code, "not_leader", "{message}");
+                    named.push(message);
+                }
+                Err(e) => panic!("server {id}: {e}"),
+            }
+        }
+        assert_eq!(
+            took.len(),
+            1,
+            "one leader takes writes; the others said {named:?}"
+        );
+        let leader = format!("server {}", took[0]);
+        assert!(
+            named.iter().all(|m| m.contains(&leader)),
+            "{named:?} vs {leader}"
+        );
+    });
+}
+
 #[test]
 fn kill_the_leader_and_lose_nothing() {
     let dir =
@@ -179,7 +218,7 @@ fn kill_the_leader_and_lose_nothing() {
         .find(|s| s.id == old_leader)
         .expect("ours")
         .start();
-    for id in ids {
+    for &id in &ids {
         wait_for(
             "every write on every server",
             Duration::from_secs(10),
@@ -202,6 +241,7 @@ fn kill_the_leader_and_lose_nothing() {
             Some(Value::Int(*v))
         );
     }
+    gateways_serve_reads_and_name_the_leader(&ids, acked[&0]);
     drop(servers);
     let _ = std::fs::remove_dir_all(&dir); // best-effort cleanup
 }
