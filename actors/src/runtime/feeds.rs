@@ -42,7 +42,9 @@ fn snapshot(shard: u32, replica: &Replica, path: &str, resync: bool) -> Push {
 }
 
 /// Starts a feed: the changes after `from` if the log still holds them and they fit the
-/// queue, else a snapshot (marked `resync` when the subscriber asked to resume).
+/// queue, else a snapshot (marked `resync` when the subscriber asked to resume). A `from`
+/// this replica has not applied yet but knows committed (a position learnt from a faster
+/// replica) waits for the log to get there instead.
 pub fn start(
     shard: u32,
     replica: &mut Replica,
@@ -51,6 +53,17 @@ pub fn start(
     from: Option<u64>,
     sink: flume::Sender<Push>,
 ) -> Response {
+    if let Some(from) = from.filter(|f| *f > replica.applied_index()) {
+        if from <= replica.commit_index() {
+            subs.push(Subscriber {
+                path,
+                sink,
+                after: from,
+            });
+            replica.record_changes = true;
+            return Response::Value(None);
+        }
+    }
     let room = sink.capacity().unwrap_or(usize::MAX) / 2;
     let catch_up = from
         .and_then(|f| replica.changes_after(f))

@@ -337,6 +337,11 @@ impl Replica {
         Some(self.raw.raft.leader_id).filter(|id| *id != raft::INVALID_ID)
     }
 
+    /// The highest log index this replica knows to be committed (it applies up to it).
+    pub fn commit_index(&self) -> u64 {
+        self.raw.raft.raft_log.committed
+    }
+
     pub fn applied_index(&self) -> u64 {
         self.applied
     }
