@@ -84,7 +84,7 @@ fn embedded_single_server_writes_and_reads() {
     );
     assert!(matches!(
         server.router.read_blocking("not a path", None),
-        Response::Error(_)
+        Response::Rejected { code, .. } if code == "invalid_path"
     ));
     let _ = std::fs::remove_dir_all(&dir); // best-effort cleanup; the server threads end with the test process
 }

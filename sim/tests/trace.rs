@@ -19,27 +19,35 @@ fn traced(seed: u64, inject: Option<Bug>) -> TraceRecorder {
     trace
 }
 
+const KINDS: [&str; 10] = [
+    "Timeout",
+    "HandleRVReq",
+    "HandleRVResp",
+    "BecomeLeader",
+    "ClientRequest",
+    "AppendEntries",
+    "HandleAEReq",
+    "HandleAEResp",
+    "AdvanceCommitIndex",
+    "Restart",
+];
+
 #[test]
-fn a_trace_run_records_elections_replication_and_restarts() {
-    let trace = traced(4, None);
-    for kind in [
-        "Timeout",
-        "HandleRVReq",
-        "HandleRVResp",
-        "BecomeLeader",
-        "ClientRequest",
-        "AppendEntries",
-        "HandleAEReq",
-        "HandleAEResp",
-        "AdvanceCommitIndex",
-        "Restart",
-    ] {
-        assert!(
-            trace.events.iter().any(|e| e.kind == kind),
-            "no {kind} event in seed 4"
+fn trace_runs_record_elections_replication_and_restarts() {
+    let complete = (1..=20).find(|seed| {
+        let trace = traced(*seed, None);
+        assert_eq!(
+            trace.votes_lost, 0,
+            "seed {seed}: a clean run loses no vote"
         );
-    }
-    assert_eq!(trace.votes_lost, 0);
+        KINDS
+            .iter()
+            .all(|kind| trace.events.iter().any(|e| e.kind == *kind))
+    });
+    assert!(
+        complete.is_some(),
+        "no seed of 1..=20 recorded every kind of event"
+    );
 }
 
 #[test]

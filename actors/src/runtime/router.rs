@@ -124,7 +124,8 @@ impl Router {
     }
 
     /// Subscribes `sink` to the subtree at `path` on this server's replica of its shard
-    /// (any replica serves subscriptions: changes arrive as it applies them).
+    /// (any replica serves subscriptions: changes arrive as it applies them). The snapshot
+    /// is linearizable: it holds every write acknowledged before the subscribe.
     pub async fn subscribe(
         &self,
         path: String,
@@ -135,6 +136,13 @@ impl Router {
             Ok(s) => s,
             Err(refused) => return refused,
         };
+        // A linearizable read first (ReadIndex, cheap: one property that cannot exist):
+        // once it answers, this replica has applied every write acknowledged before the
+        // subscribe, so the snapshot taken next is at least that fresh.
+        match self.read(path.clone(), Some(String::new()), false).await {
+            Response::Value(_) => {}
+            other => return other,
+        }
         self.ask(self.core_of(shard), |reply| CoreMsg::Subscribe {
             shard,
             path,

@@ -122,7 +122,7 @@ pub struct PersistRequest {
 pub enum ReplyError {
     #[error("not the leader (leader: {leader:?})")]
     NotLeader { leader: Option<u64> },
-    #[error("the proposal was dropped (leadership changed); it did not commit")]
+    #[error("dropped (leadership changed or no read index came): it did not happen; retry")]
     Dropped,
     #[error("transaction of {bytes} bytes exceeds the limit of {max}")]
     TooLarge { bytes: usize, max: usize },
@@ -217,7 +217,11 @@ pub struct Replica {
     /// Proposals awaiting their entry: index → (request id, term proposed in).
     pending_writes: BTreeMap<u64, (u64, u64)>,
     /// Reads awaiting a read index: request id → (path, prop).
-    pending_reads: BTreeMap<u64, (String, Option<String>)>,
+    /// Reads awaiting their read index or its apply: request id → (path, prop, tick issued).
+    pending_reads: BTreeMap<u64, (String, Option<String>, u64)>,
+    /// Ticks seen; reads older than `read_timeout_ticks` without a read index are failed.
+    ticks: u64,
+    read_timeout_ticks: u64,
     /// Reads whose read index is known, waiting for `applied` to reach it.
     ready_reads: Vec<(u64, u64)>,
     /// Messages to release once the persist request with this number is durable.
@@ -306,6 +310,8 @@ impl Replica {
             digest: 0,
             pending_writes: BTreeMap::new(),
             pending_reads: BTreeMap::new(),
+            ticks: 0,
+            read_timeout_ticks: 2 * config.election_ticks as u64,
             ready_reads: Vec::new(),
             held: VecDeque::new(),
             max_log_hlc,
@@ -419,11 +425,19 @@ impl Replica {
         match input {
             Input::Tick => {
                 self.raw.tick();
+                self.ticks += 1;
+                self.expire_reads(out);
             }
             Input::Propose { id, txn, hlc } => self.propose(id, &txn, hlc, out),
             Input::Read { id, path, prop } => {
-                self.pending_reads.insert(id, (path, prop));
-                self.raw.read_index(id.to_le_bytes().to_vec());
+                if self.leader().is_none() {
+                    // raft-rs drops a read index request when no leader is known.
+                    let error = ReplyError::NotLeader { leader: None };
+                    out.replies.push(Reply::Failed { id, error });
+                } else {
+                    self.pending_reads.insert(id, (path, prop, self.ticks));
+                    self.raw.read_index(id.to_le_bytes().to_vec());
+                }
             }
             Input::Message(message) => {
                 // Errors here are messages for an unknown peer or local-only types from the
@@ -575,6 +589,27 @@ impl Replica {
         self.held.push_back((number, persisted_messages));
     }
 
+    /// Fails reads whose read index never came (raft-rs drops read index requests it cannot
+    /// serve: a leader that has not committed in its term, a lost forward, a leader change);
+    /// the client may retry (`Dropped`).
+    fn expire_reads(&mut self, out: &mut Output) {
+        let cutoff = self.ticks.saturating_sub(self.read_timeout_ticks);
+        let waiting: BTreeSet<u64> = self.ready_reads.iter().map(|(id, _)| *id).collect();
+        let expired: Vec<u64> = self
+            .pending_reads
+            .iter()
+            .filter(|(id, (_, _, issued))| *issued < cutoff && !waiting.contains(id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.pending_reads.remove(&id);
+            out.replies.push(Reply::Failed {
+                id,
+                error: ReplyError::Dropped,
+            });
+        }
+    }
+
     fn serve_reads(&mut self, out: &mut Output) {
         let applied = self.applied;
         let (ready, waiting): (Vec<_>, Vec<_>) = self
@@ -583,7 +618,7 @@ impl Replica {
             .partition(|(_, index)| *index <= applied);
         self.ready_reads = waiting;
         for (id, _) in ready {
-            let Some((path, prop)) = self.pending_reads.remove(&id) else {
+            let Some((path, prop, _)) = self.pending_reads.remove(&id) else {
                 continue;
             };
             let value = self.read_value(&path, prop.as_deref());

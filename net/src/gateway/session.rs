@@ -200,14 +200,21 @@ impl Session {
             return;
         };
         let (tx, rx) = flume::bounded(self.shared.limits.sub_queue_max);
-        let started = self
-            .shared
-            .backend
-            .subscribe(state.path.clone(), state.position, tx);
+        let (shared, path, from) = (self.shared.clone(), state.path.clone(), state.position);
+        let started = async move {
+            patiently(&shared.limits, || {
+                shared.backend.subscribe(path.clone(), from, tx.clone())
+            })
+            .await
+        };
         ctx.spawn(started.into_actor(self).map(move |response, session, ctx| {
             let failure = match response {
                 Response::Value(None) => None,
                 Response::Rejected { code, message } => Some((code, message)),
+                Response::NotLeader { .. } => Some((
+                    "unavailable".to_owned(),
+                    "the shard has no leader right now (an election); retry".to_owned(),
+                )),
                 other => Some(("unavailable".to_owned(), format!("{other:?}"))),
             };
             if let Some((code, message)) = failure {
@@ -324,23 +331,34 @@ fn close(ctx: &mut ws::WebsocketContext<Session>, code: ws::CloseCode, why: &str
 
 /// Runs one request against the backend, waiting out elections up to `leader_wait`.
 async fn execute(shared: Shared, request: Request) -> Outcome {
-    let deadline = Instant::now() + shared.limits.leader_wait;
+    let backend = shared.backend.clone();
+    let response = patiently(&shared.limits, || match &request {
+        Request::Write(txn) => backend.write(txn.clone()),
+        Request::Get { path, prop } => backend.read(path.clone(), prop.clone()),
+        Request::Tree { path } => backend.read(path.clone(), None),
+        Request::Subscribe { .. } | Request::Unsubscribe { .. } => {
+            unreachable!("sessions handle subscriptions themselves")
+        }
+    })
+    .await;
+    outcome(&request, response)
+}
+
+/// Asks again while the shard has no leader or the attempt was dropped by a leadership
+/// change (neither changed anything), until `leader_wait` has passed.
+async fn patiently(
+    limits: &GatewayLimits,
+    mut attempt: impl FnMut() -> super::BoxFuture<Response>,
+) -> Response {
+    let deadline = Instant::now() + limits.leader_wait;
     loop {
-        let response = match &request {
-            Request::Write(txn) => shared.backend.write(txn.clone()).await,
-            Request::Get { path, prop } => shared.backend.read(path.clone(), prop.clone()).await,
-            Request::Tree { path } => shared.backend.read(path.clone(), None).await,
-            Request::Subscribe { .. } | Request::Unsubscribe { .. } => {
-                unreachable!("sessions handle subscriptions themselves")
-            }
-        };
+        let response = attempt().await;
         let retry = matches!(&response, Response::NotLeader { leader: None })
             || matches!(&response, Response::Rejected { code, .. } if code == "dropped");
-        if retry && Instant::now() < deadline {
-            actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
-            continue;
+        if !retry || Instant::now() >= deadline {
+            return response;
         }
-        return outcome(&request, response);
+        actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 
