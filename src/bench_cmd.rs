@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use treesync_actors::runtime::{self, ServerConfig};
+use treesync_actors::runtime::{self, LocalCluster, ServerConfig};
+use treesync_net::gateway::{self, GatewayLimits};
+use treesync_net::ws_client::WsClient;
 use treesync_core::{Op, Prop, Txn, Value};
 use treesync_net::client::Client;
 
@@ -24,6 +26,9 @@ struct Options {
     value_bytes: usize,
     fsync: bool,
     json: bool,
+    /// Clients write through the WebSocket gateway (Godot 4 Variants) instead of the
+    /// framed protocol.
+    gateway: bool,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -33,6 +38,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         value_bytes: 128,
         fsync: true,
         json: false,
+        gateway: false,
     };
     let mut args = args.iter();
     while let Some(flag) = args.next() {
@@ -42,6 +48,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--value-bytes" => o.value_bytes = value(flag, args.next())?,
             "--no-fsync" => o.fsync = false,
             "--json" => o.json = true,
+            "--gateway" => o.gateway = true,
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -71,6 +78,7 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
             )
         })
         .collect();
+    let mut routers = BTreeMap::new();
     for id in 1..=3u64 {
         let config = ServerConfig {
             id,
@@ -86,12 +94,24 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
             compact_entries: runtime::COMPACT_ENTRIES_DEFAULT,
         };
         // The servers run until the process exits at the end of the benchmark.
-        std::mem::forget(runtime::start(config).map_err(|e| e.to_string())?);
+        let handle = runtime::start(config).map_err(|e| e.to_string())?;
+        routers.insert(id, handle.router.clone());
+        std::mem::forget(handle); // the servers run until the process exits
     }
+    let url = if o.gateway {
+        let backend = Arc::new(LocalCluster::new(routers));
+        let limits = GatewayLimits::default();
+        let started = gateway::start(SocketAddr::from(([127, 0, 0, 1], 0)), 1, limits, backend)
+            .map_err(|e| e.to_string())?;
+        Some(format!("ws://{}/ws", started.addr))
+    } else {
+        None
+    };
     eprintln!(
-        "treesync bench: 3 replicas on loopback (fsync {}), {} client(s), {} s, {}-byte values",
+        "treesync bench: 3 replicas on loopback (fsync {}), {} client(s){}, {} s, {}-byte values",
         if o.fsync { "on" } else { "OFF" },
         o.clients,
+        if o.gateway { " through the WebSocket gateway" } else { "" },
         o.seconds,
         o.value_bytes
     );
@@ -105,7 +125,11 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
     let workers: Vec<_> = (0..o.clients)
         .map(|c| {
             let (clients, done, value_bytes) = (clients.clone(), done.clone(), o.value_bytes);
+            let url = url.clone();
             std::thread::spawn(move || -> Result<Histogram<u64>, String> {
+                if let Some(url) = url {
+                    return gateway_client(&url, c, value_bytes, deadline, &done);
+                }
                 let mut histogram =
                     Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
                 let mut client = Client::new(clients);
@@ -152,13 +176,42 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
     let _ = std::fs::remove_dir_all(&data); // best-effort cleanup of the benchmark's data
     if o.json {
         println!(
-            "{{\"clients\":{},\"seconds\":{elapsed:.2},\"fsync\":{},\"value_bytes\":{},\"writes\":{writes},\"writes_per_s\":{rate:.0},\"p50_us\":{p50},\"p99_us\":{p99},\"p999_us\":{p999},\"max_us\":{}}}",
-            o.clients, o.fsync, o.value_bytes, total.max()
+            "{{\"clients\":{},\"gateway\":{},\"seconds\":{elapsed:.2},\"fsync\":{},\"value_bytes\":{},\"writes\":{writes},\"writes_per_s\":{rate:.0},\"p50_us\":{p50},\"p99_us\":{p99},\"p999_us\":{p999},\"max_us\":{}}}",
+            o.clients, o.gateway, o.fsync, o.value_bytes, total.max()
         );
     } else {
         println!("bench: {writes} writes in {elapsed:.1} s = {rate:.0} writes/s; latency p50 {p50} µs, p99 {p99} µs, p99.9 {p999} µs, max {} µs", total.max());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One closed-loop client writing through the WebSocket gateway (its own actix runtime).
+fn gateway_client(
+    url: &str,
+    c: usize,
+    value_bytes: usize,
+    deadline: Instant,
+    done: &AtomicU64,
+) -> Result<Histogram<u64>, String> {
+    actix_rt::System::new().block_on(async {
+        let mut histogram =
+            Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+        let mut client = WsClient::connect(url).await.map_err(|e| e.to_string())?;
+        let mut i = 0u64;
+        while Instant::now() < deadline {
+            let Txn { mut ops, .. } = write(c, i, value_bytes);
+            let Some(Op::Set { path, props }) = ops.pop() else {
+                unreachable!("write() makes one set")
+            };
+            let props = props.into_iter().map(|p| (p.name, p.value)).collect();
+            let began = Instant::now();
+            client.set(&path, props).await.map_err(|e| e.to_string())?;
+            histogram.saturating_record(began.elapsed().as_micros() as u64);
+            done.fetch_add(1, Ordering::Relaxed);
+            i += 1;
+        }
+        Ok(histogram)
+    })
 }
 
 fn write(client: usize, i: u64, value_bytes: usize) -> Txn {

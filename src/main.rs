@@ -25,6 +25,7 @@ commands:
               --seed S --trace FILE (write the run as a TLA+ trace, see specs/README.md)
   bench     load generator against 3 in-process replicas on loopback:
               --clients N (1) --seconds S (5) --value-bytes B (128) --no-fsync --json
+              --gateway (write through the WebSocket gateway, Godot Variants)
   tree PATH                      print a subtree            (client commands: against
   get PATH [PROP]                print a node or property    --addr URL, default
   set PATH PROP VALUE [...]      set properties              ws://127.0.0.1:7070/ws,
