@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use treesync_actors::runtime::{self, LocalCluster, ServerConfig};
-use treesync_net::gateway::{self, GatewayLimits};
-use treesync_net::ws_client::WsClient;
 use treesync_core::{Op, Prop, Txn, Value};
 use treesync_net::client::Client;
+use treesync_net::gateway::{self, GatewayLimits};
+use treesync_net::ws_client::WsClient;
 
 use crate::args::value;
 
@@ -111,7 +111,11 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
         "treesync bench: 3 replicas on loopback (fsync {}), {} client(s){}, {} s, {}-byte values",
         if o.fsync { "on" } else { "OFF" },
         o.clients,
-        if o.gateway { " through the WebSocket gateway" } else { "" },
+        if o.gateway {
+            " through the WebSocket gateway"
+        } else {
+            ""
+        },
         o.seconds,
         o.value_bytes
     );

@@ -6,10 +6,11 @@ mod support;
 
 use std::future::Future;
 
+use futures_util::StreamExt;
 use support::local::LocalCluster;
 use treesync_core::codec::{self, GodotVersion};
 use treesync_core::Value;
-use treesync_net::ws_client::{field, WsClient, WsClientError};
+use treesync_net::ws_client::{field, PushEvent, WsClient, WsClientError};
 
 fn s(text: &str) -> Value {
     Value::String(text.into())
@@ -567,16 +568,28 @@ fn resuming_from_a_compacted_position_gets_a_fresh_snapshot() {
             .subscribe("/root/Feed", Some(position))
             .await
             .expect("resume");
-        let push = watcher.next_push().await.expect("push");
-        assert_eq!(field(&push, "event"), Some(&s("snapshot")), "{push:?}");
-        assert_eq!(field(&push, "resync"), Some(&Value::Bool(true)));
-        let tree = field(&push, "tree").expect("tree");
-        assert_eq!(
-            field(tree, "props").and_then(|p| field(p, "n")),
-            Some(&Value::Int(40))
-        );
+        // The typed stream of the Rust client.
+        let mut events = Box::pin(watcher.into_events());
+        match events.next().await {
+            Some(Ok(PushEvent::Snapshot { tree, resync, .. })) => {
+                assert!(resync, "marked as a resync");
+                let n = field(&tree, "props").and_then(|p| field(p, "n"));
+                assert_eq!(n, Some(&Value::Int(40)));
+            }
+            other => panic!("expected a resync snapshot, got {other:?}"),
+        }
         // The stream continues from the snapshot.
         write_sequence(&mut writer, 41..=41).await;
-        assert_eq!(next_change(&mut watcher).await.1, 41);
+        loop {
+            match events.next().await {
+                Some(Ok(PushEvent::Resolved { .. })) => continue,
+                Some(Ok(PushEvent::Change { ops, .. })) => {
+                    let n = field(&ops[0], "props").and_then(|p| field(p, "n"));
+                    assert_eq!(n, Some(&Value::Int(41)));
+                    break;
+                }
+                other => panic!("expected the next change, got {other:?}"),
+            }
+        }
     });
 }

@@ -54,6 +54,71 @@ fn int_field(dict: &Value, name: &str) -> Option<i64> {
     }
 }
 
+/// A subscription push, typed (`docs/protocol.md`, "subscribe").
+#[derive(Clone, Debug, PartialEq)]
+pub enum PushEvent {
+    /// The subtree (`Nil`: no node there) as of log position `index`; `resync` when it
+    /// replaces what the subscriber had.
+    Snapshot {
+        sub: i64,
+        tree: Value,
+        shard: i64,
+        index: i64,
+        hlc: i64,
+        resync: bool,
+    },
+    /// The ops (request-shaped Dictionaries) of the transaction at `index` that touch the
+    /// subtree.
+    Change {
+        sub: i64,
+        shard: i64,
+        index: i64,
+        hlc: i64,
+        ops: Vec<Value>,
+    },
+    /// Every change with an HLC up to `hlc` has been delivered.
+    Resolved { sub: i64, hlc: i64 },
+    /// The subscriber fell `limit` pushes behind; the stream resumes by itself.
+    Overflow { sub: i64, limit: i64 },
+}
+
+impl PushEvent {
+    /// Reads a push dictionary; `None` for an event this client does not know.
+    pub fn from_value(push: &Value) -> Option<PushEvent> {
+        let sub = int_field(push, "sub")?;
+        let int = |name| int_field(push, name).unwrap_or(0);
+        Some(match field(push, "event")? {
+            Value::String(e) if e == "snapshot" => PushEvent::Snapshot {
+                sub,
+                tree: field(push, "tree").cloned().unwrap_or(Value::Nil),
+                shard: int("shard"),
+                index: int("index"),
+                hlc: int("hlc"),
+                resync: field(push, "resync") == Some(&Value::Bool(true)),
+            },
+            Value::String(e) if e == "change" => PushEvent::Change {
+                sub,
+                shard: int("shard"),
+                index: int("index"),
+                hlc: int("hlc"),
+                ops: match field(push, "ops") {
+                    Some(Value::Array(ops)) => ops.clone(),
+                    _ => Vec::new(),
+                },
+            },
+            Value::String(e) if e == "resolved" => PushEvent::Resolved {
+                sub,
+                hlc: int("hlc"),
+            },
+            Value::String(e) if e == "overflow" => PushEvent::Overflow {
+                sub,
+                limit: int("limit"),
+            },
+            _ => return None,
+        })
+    }
+}
+
 /// A session with a treesync gateway.
 pub struct WsClient {
     framed: Framed<BoxedSocket, Codec>,
@@ -204,6 +269,27 @@ impl WsClient {
                 return Ok(message);
             }
         }
+    }
+
+    /// The next subscription push, typed (unknown events are skipped).
+    pub async fn next_event(&mut self) -> Result<PushEvent> {
+        loop {
+            if let Some(event) = PushEvent::from_value(&self.next_push().await?) {
+                return Ok(event);
+            }
+        }
+    }
+
+    /// This client as a stream of subscription pushes (for clients that only subscribe);
+    /// it ends after the first error, which it yields.
+    pub fn into_events(self) -> impl futures_util::Stream<Item = Result<PushEvent>> {
+        futures_util::stream::unfold(Some(self), |client| async move {
+            let mut client = client?;
+            match client.next_event().await {
+                Ok(event) => Some((Ok(event), Some(client))),
+                Err(e) => Some((Err(e), None)),
+            }
+        })
     }
 
     async fn write(&mut self, op: &str, fields: Vec<(&str, Value)>) -> Result<u64> {
