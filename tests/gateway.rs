@@ -593,3 +593,23 @@ fn resuming_from_a_compacted_position_gets_a_fresh_snapshot() {
         }
     });
 }
+
+#[test]
+fn a_property_of_a_missing_node_is_not_found_but_an_unset_one_is_null() {
+    let cluster = LocalCluster::start("getprop", &[]);
+    run(async {
+        let mut c = connect(&cluster.urls[0]).await;
+        c.create("/root", "Here", "Node", vec![])
+            .await
+            .expect("create");
+        assert_eq!(
+            c.get_prop("/root/Here", "hp").await.expect("get"),
+            Value::Nil
+        );
+        assert_eq!(code(c.get_prop("/root/Gone", "hp").await), "not_found");
+        // Subscribing before the node exists is fine: the snapshot says so.
+        c.subscribe("/root/Later", None).await.expect("subscribe");
+        let push = c.next_push().await.expect("snapshot");
+        assert_eq!(field(&push, "tree"), Some(&Value::Nil));
+    });
+}

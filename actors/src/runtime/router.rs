@@ -136,11 +136,13 @@ impl Router {
             Ok(s) => s,
             Err(refused) => return refused,
         };
-        // A linearizable read first (ReadIndex, cheap: one property that cannot exist):
+        // A linearizable read first (ReadIndex, cheap: a property that cannot exist):
         // once it answers, this replica has applied every write acknowledged before the
         // subscribe, so the snapshot taken next is at least that fresh.
         match self.read(path.clone(), Some(String::new()), false).await {
             Response::Value(_) => {}
+            // One may subscribe to a path before its node exists.
+            Response::Rejected { code, .. } if code == "not_found" => {}
             other => return other,
         }
         self.ask(self.core_of(shard), |reply| CoreMsg::Subscribe {

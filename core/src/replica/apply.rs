@@ -80,6 +80,13 @@ impl Replica {
         self.maybe_compact();
     }
 
+    /// Whether a node exists at `path` (an invalid path names no node).
+    pub(super) fn node_exists(&self, path: &str) -> bool {
+        NodePath::parse(path, self.tree.limits())
+            .ok()
+            .is_some_and(|p| self.tree.get(&p).is_some())
+    }
+
     /// The value a read returns: the node (as Godot data) or one property, `None` if absent.
     pub(super) fn read_value(&self, path: &str, prop: Option<&str>) -> Option<Value> {
         let path = NodePath::parse(path, self.tree.limits()).ok()?;

@@ -621,6 +621,12 @@ impl Replica {
             let Some((path, prop, _)) = self.pending_reads.remove(&id) else {
                 continue;
             };
+            // A property of a node that does not exist is an error, not an unset property.
+            if prop.is_some() && !self.node_exists(&path) {
+                let error = ReplyError::Rejected(TreeError::NotFound { path });
+                out.replies.push(Reply::Failed { id, error });
+                continue;
+            }
             let value = self.read_value(&path, prop.as_deref());
             out.replies.push(Reply::Read {
                 id,
