@@ -26,12 +26,14 @@ commands:
   bench     load generator against 3 in-process replicas on loopback:
               --clients N (1) --seconds S (5) --value-bytes B (128) --no-fsync --json
               --gateway (write through the WebSocket gateway, Godot Variants)
-  tree PATH                      print a subtree            (client commands: against
-  get PATH [PROP]                print a node or property    --addr URL, default
-  set PATH PROP VALUE [...]      set properties              ws://127.0.0.1:7070/ws,
-  create PARENT NAME CLASS [PROP VALUE ...]                  the local cluster; values
-  delete PATH                    delete a subtree            in Godot text syntax, e.g.
-  watch PATH [--from POS]        print changes live          Vector2(10, 20) or '\"hi\"')
+  tree PATH                                print a subtree
+  get PATH [PROP]                          print a node or one property
+  set PATH PROP VALUE [PROP VALUE ...]     set properties (null unsets)
+  create PARENT NAME CLASS [PROP VALUE ...]
+  delete PATH                              delete a subtree
+  watch PATH [--from POSITION]             print the subtree, then its changes live
+            client commands: against --addr URL (default ws://127.0.0.1:7070/ws, the local
+            cluster); values in Godot text syntax, e.g. Vector2(10, 20), 42, '\"text\"'
   version   print the version
   local     a local 3-replica cluster on loopback, data under ./data/local (--data DIR),
               WebSocket clients on --client-addr (default 127.0.0.1:7070 and the next two
