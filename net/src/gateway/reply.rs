@@ -220,6 +220,48 @@ mod tests {
     }
 
     #[test]
+    fn pushed_ops_are_valid_requests_for_the_same_op() {
+        use treesync_core::{Limits, Prop, Txn};
+        let ops = vec![
+            Op::Create {
+                parent: "/root".into(),
+                name: "A".into(),
+                class: "Node2D".into(),
+                props: vec![Prop::new("p", Value::Vector2([1.0, 2.0]))],
+            },
+            Op::Set {
+                path: "/root/A".into(),
+                props: vec![Prop::new("hp", Value::Nil)],
+            },
+            Op::Delete {
+                path: "/root/A".into(),
+            },
+            Op::Rename {
+                path: "/root/A".into(),
+                new_name: "B".into(),
+            },
+            Op::Move {
+                path: "/root/A".into(),
+                new_parent: "/root/C".into(),
+                index: Some(3),
+            },
+            Op::Emit {
+                path: "/root/A".into(),
+                signal: "hit".into(),
+                args: vec![Value::Int(5)],
+            },
+        ];
+        for op in ops {
+            let Value::Dictionary(mut fields) = op_value(&op) else {
+                panic!("a Dictionary")
+            };
+            fields.push((key("id"), Value::Int(1)));
+            let (_, parsed) = super::super::parse(&Value::Dictionary(fields), &Limits::default());
+            assert_eq!(parsed, Ok(super::super::Request::Write(Txn::single(op))));
+        }
+    }
+
+    #[test]
     fn get_lists_child_names() {
         let child = |n: &str| {
             Value::Dictionary(vec![
