@@ -80,6 +80,23 @@ impl Value {
     pub fn type_name(&self) -> &'static str {
         crate::codec::Kind::of(self).name()
     }
+
+    /// For a Dictionary: the value under the String (or StringName) key `name`.
+    pub fn field(&self, name: &str) -> Option<&Value> {
+        match self {
+            Value::Dictionary(pairs) => dict_field(pairs, name),
+            _ => None,
+        }
+    }
+}
+
+/// The value under the String (or StringName) key `name` of a Dictionary's pairs (the
+/// first, as Godot keeps one per key).
+pub fn dict_field<'a>(pairs: &'a [(Value, Value)], name: &str) -> Option<&'a Value> {
+    pairs
+        .iter()
+        .find(|(k, _)| matches!(k, Value::String(k) | Value::StringName(k) if k == name))
+        .map(|(_, v)| v)
 }
 
 fn f32s_eq(a: &[f32], b: &[f32]) -> bool {

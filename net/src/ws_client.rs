@@ -36,15 +36,9 @@ fn key(name: &str) -> Value {
     Value::String(name.to_owned())
 }
 
-/// `dict[name]`, for replies and pushes (Dictionaries with String keys).
+/// `dict[name]`, for replies and pushes (`Value::field` as a function).
 pub fn field<'a>(dict: &'a Value, name: &str) -> Option<&'a Value> {
-    match dict {
-        Value::Dictionary(pairs) => pairs
-            .iter()
-            .find(|(k, _)| matches!(k, Value::String(s) if s == name))
-            .map(|(_, v)| v),
-        _ => None,
-    }
+    dict.field(name)
 }
 
 fn int_field(dict: &Value, name: &str) -> Option<i64> {

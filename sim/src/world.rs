@@ -12,7 +12,7 @@ use raft::storage::MemStorage;
 use treesync_core::hlc::{Hlc, WallClock, MAX_OFFSET_MS_DEFAULT};
 use treesync_core::op::{Op, Prop, Txn};
 use treesync_core::replica::{
-    Input, Output, PersistRequest, RaftView, Replica, ReplicaConfig, Reply,
+    Input, Output, PersistRequest, RaftView, ReadTarget, Replica, ReplicaConfig, Reply,
 };
 use treesync_core::{wire, Value};
 
@@ -492,7 +492,7 @@ impl World {
                 .node(node)
                 .replica
                 .as_ref()
-                .map(|r| r.read_local_unsafe("/root", Some(&prop)));
+                .map(|r| r.read_local_unsafe("/root", &ReadTarget::Prop(prop.clone())));
             if let Some(value) = value {
                 self.on_reply(Reply::Read {
                     id: request,
@@ -506,7 +506,7 @@ impl World {
                 Input::Read {
                     id: request,
                     path: "/root".into(),
-                    prop: Some(prop),
+                    target: ReadTarget::Prop(prop),
                 },
             );
         }

@@ -324,27 +324,27 @@ fn handle(
         CoreMsg::Read {
             shard,
             path,
-            prop,
+            target,
             reply,
         } => match shards.get_mut(&shard) {
             Some(s) => {
                 let id = *next_id;
                 *next_id += 1;
                 s.replies.insert(id, reply);
-                s.replica.step(Input::Read { id, path, prop }, &mut s.out);
+                s.replica.step(Input::Read { id, path, target }, &mut s.out);
             }
             None => missing(reply),
         },
         CoreMsg::LocalRead {
             shard,
             path,
-            prop,
+            target,
             reply,
         } => match shards.get(&shard) {
             // Best effort like every reply: the requester may have gone.
-            Some(s) => drop(reply.try_send(Response::Value(
-                s.replica.read_local_unsafe(&path, prop.as_deref()),
-            ))),
+            Some(s) => {
+                drop(reply.try_send(Response::Value(s.replica.read_local_unsafe(&path, &target))))
+            }
             None => missing(reply),
         },
         CoreMsg::Subscribe {

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use treesync_core::replica::ReadTarget;
 use treesync_core::Txn;
 use treesync_net::client_proto::Response;
 use treesync_net::gateway::{Backend, BoxFuture, Push};
@@ -21,9 +22,9 @@ impl Backend for Router {
         Box::pin(async move { router.write(txn).await })
     }
 
-    fn read(&self, path: String, prop: Option<String>) -> BoxFuture<Response> {
+    fn read(&self, path: String, target: ReadTarget) -> BoxFuture<Response> {
         let router = self.clone();
-        Box::pin(async move { router.read(path, prop, false).await })
+        Box::pin(async move { router.read(path, target, false).await })
     }
 
     fn subscribe(
@@ -101,10 +102,10 @@ impl Backend for LocalCluster {
         }))
     }
 
-    fn read(&self, path: String, prop: Option<String>) -> BoxFuture<Response> {
+    fn read(&self, path: String, target: ReadTarget) -> BoxFuture<Response> {
         Box::pin(self.clone().follow(move |router| {
-            let (path, prop) = (path.clone(), prop.clone());
-            async move { router.read(path, prop, false).await }
+            let (path, target) = (path.clone(), target.clone());
+            async move { router.read(path, target, false).await }
         }))
     }
 

@@ -19,6 +19,7 @@ use std::time::Duration;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use thiserror::Error;
 use treesync_core::hlc::{Hlc, MAX_OFFSET_MS_DEFAULT};
+use treesync_core::replica::ReadTarget;
 use treesync_core::shard::ShardMap;
 use treesync_core::Txn;
 use treesync_net::client_proto::Response;
@@ -39,13 +40,13 @@ pub enum CoreMsg {
     Read {
         shard: u32,
         path: String,
-        prop: Option<String>,
+        target: ReadTarget,
         reply: flume::Sender<Response>,
     },
     LocalRead {
         shard: u32,
         path: String,
-        prop: Option<String>,
+        target: ReadTarget,
         reply: flume::Sender<Response>,
     },
     Status {

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use treesync_core::path::NodePath;
+use treesync_core::replica::ReadTarget;
 use treesync_core::shard::ShardMap;
 use treesync_core::{Limits, Op, Txn};
 use treesync_net::client_proto::{self, Response};
@@ -101,7 +102,7 @@ impl Router {
 
     /// Linearizable read (through this server's replica, which must lead the shard), or a
     /// read of this server's applied state when `local`.
-    pub async fn read(&self, path: String, prop: Option<String>, local: bool) -> Response {
+    pub async fn read(&self, path: String, target: ReadTarget, local: bool) -> Response {
         let shard = match self.shard_of_path(&path) {
             Ok(s) => s,
             Err(refused) => return refused,
@@ -110,13 +111,13 @@ impl Router {
             true => CoreMsg::LocalRead {
                 shard,
                 path,
-                prop,
+                target,
                 reply,
             },
             false => CoreMsg::Read {
                 shard,
                 path,
-                prop,
+                target,
                 reply,
             },
         })
@@ -139,7 +140,8 @@ impl Router {
         // A linearizable read first (ReadIndex, cheap: a property that cannot exist):
         // once it answers, this replica has applied every write acknowledged before the
         // subscribe, so the snapshot taken next is at least that fresh.
-        match self.read(path.clone(), Some(String::new()), false).await {
+        let barrier = ReadTarget::Prop(String::new());
+        match self.read(path.clone(), barrier, false).await {
             Response::Value(_) => {}
             // One may subscribe to a path before its node exists.
             Response::Rejected { code, .. } if code == "not_found" => {}
@@ -164,7 +166,7 @@ impl Router {
             },
             client_proto::READ | client_proto::LOCAL_READ => match client_proto::parse_read(body) {
                 Ok((path, prop)) => {
-                    self.read(path, prop, kind == client_proto::LOCAL_READ)
+                    self.read(path, prop.into(), kind == client_proto::LOCAL_READ)
                         .await
                 }
                 Err(e) => Response::rejected("bad_request", e),
@@ -200,11 +202,11 @@ impl Router {
             Ok(s) => s,
             Err(refused) => return refused,
         };
-        let (path, prop) = (path.to_owned(), prop.map(str::to_owned));
+        let (path, target) = (path.to_owned(), prop.map(str::to_owned).into());
         self.ask_blocking(shard, |reply| CoreMsg::Read {
             shard,
             path,
-            prop,
+            target,
             reply,
         })
     }

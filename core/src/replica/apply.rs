@@ -3,7 +3,7 @@
 use raft::prelude::Entry;
 use raft::Storage;
 
-use super::{entry_hlc, Applied, Output, Replica, Reply, ReplyError};
+use super::{entry_hlc, Applied, Output, ReadTarget, Replica, Reply, ReplyError};
 use crate::hlc::Timestamp;
 use crate::op::Txn;
 use crate::path::NodePath;
@@ -87,12 +87,13 @@ impl Replica {
             .is_some_and(|p| self.tree.get(&p).is_some())
     }
 
-    /// The value a read returns: the node (as Godot data) or one property, `None` if absent.
-    pub(super) fn read_value(&self, path: &str, prop: Option<&str>) -> Option<Value> {
+    /// The value a read returns (Godot data), `None` if absent.
+    pub(super) fn read_value(&self, path: &str, target: &ReadTarget) -> Option<Value> {
         let path = NodePath::parse(path, self.tree.limits()).ok()?;
-        match prop {
-            Some(prop) => self.tree.get(&path)?.prop(prop).cloned(),
-            None => self.tree.subtree_value(&path),
+        match target {
+            ReadTarget::Prop(prop) => self.tree.get(&path)?.prop(prop).cloned(),
+            ReadTarget::Node => self.tree.node_summary(&path),
+            ReadTarget::Subtree => self.tree.subtree_value(&path),
         }
     }
 
@@ -128,13 +129,14 @@ impl Replica {
     /// The subtree at `path` as Godot data (`None`: no such node), with the index and HLC
     /// it reflects: the starting point of a subscription.
     pub fn snapshot_of(&self, path: &str) -> (Option<Value>, u64, Timestamp) {
-        (self.read_value(path, None), self.applied, self.applied_hlc)
+        let tree = self.read_value(path, &ReadTarget::Subtree);
+        (tree, self.applied, self.applied_hlc)
     }
 
     /// Reads the local tree without Raft: not linearizable. Exists so the simulator can show
     /// that its checker catches stale reads (`--inject stale-read`).
-    pub fn read_local_unsafe(&self, path: &str, prop: Option<&str>) -> Option<Value> {
-        self.read_value(path, prop)
+    pub fn read_local_unsafe(&self, path: &str, target: &ReadTarget) -> Option<Value> {
+        self.read_value(path, target)
     }
 }
 

@@ -90,11 +90,11 @@ pub enum Input {
         txn: Txn,
         hlc: Timestamp,
     },
-    /// Linearizable read of a node (or one property of it).
+    /// Linearizable read of a node, its subtree or one property.
     Read {
         id: u64,
         path: String,
-        prop: Option<String>,
+        target: ReadTarget,
     },
     /// A Raft message from a peer.
     Message(Box<Message>),
@@ -102,6 +102,24 @@ pub enum Input {
     Persisted {
         number: u64,
     },
+}
+
+/// What a read returns of the node at its path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadTarget {
+    /// One property (`None` when unset; a missing node is `NotFound`).
+    Prop(String),
+    /// The node: `{name, class, props, children: [names]}`.
+    Node,
+    /// The whole subtree: `{name, class, props, children: [subtrees]}`.
+    Subtree,
+}
+
+impl From<Option<String>> for ReadTarget {
+    /// A property if named, else the subtree (the framed protocol's and embedders' reads).
+    fn from(prop: Option<String>) -> ReadTarget {
+        prop.map_or(ReadTarget::Subtree, ReadTarget::Prop)
+    }
 }
 
 /// Something to make durable before `Input::Persisted { number }`.
@@ -217,8 +235,8 @@ pub struct Replica {
     /// Proposals awaiting their entry: index → (request id, term proposed in).
     pending_writes: BTreeMap<u64, (u64, u64)>,
     /// Reads awaiting a read index: request id → (path, prop).
-    /// Reads awaiting their read index or its apply: request id → (path, prop, tick issued).
-    pending_reads: BTreeMap<u64, (String, Option<String>, u64)>,
+    /// Reads awaiting their read index or its apply: request id → (path, target, tick issued).
+    pending_reads: BTreeMap<u64, (String, ReadTarget, u64)>,
     /// Ticks seen; reads older than `read_timeout_ticks` without a read index are failed.
     ticks: u64,
     read_timeout_ticks: u64,
@@ -429,13 +447,13 @@ impl Replica {
                 self.expire_reads(out);
             }
             Input::Propose { id, txn, hlc } => self.propose(id, &txn, hlc, out),
-            Input::Read { id, path, prop } => {
+            Input::Read { id, path, target } => {
                 if self.leader().is_none() {
                     // raft-rs drops a read index request when no leader is known.
                     let error = ReplyError::NotLeader { leader: None };
                     out.replies.push(Reply::Failed { id, error });
                 } else {
-                    self.pending_reads.insert(id, (path, prop, self.ticks));
+                    self.pending_reads.insert(id, (path, target, self.ticks));
                     self.raw.read_index(id.to_le_bytes().to_vec());
                 }
             }
@@ -618,16 +636,16 @@ impl Replica {
             .partition(|(_, index)| *index <= applied);
         self.ready_reads = waiting;
         for (id, _) in ready {
-            let Some((path, prop, _)) = self.pending_reads.remove(&id) else {
+            let Some((path, target, _)) = self.pending_reads.remove(&id) else {
                 continue;
             };
             // A property of a node that does not exist is an error, not an unset property.
-            if prop.is_some() && !self.node_exists(&path) {
+            if matches!(target, ReadTarget::Prop(_)) && !self.node_exists(&path) {
                 let error = ReplyError::Rejected(TreeError::NotFound { path });
                 out.replies.push(Reply::Failed { id, error });
                 continue;
             }
-            let value = self.read_value(&path, prop.as_deref());
+            let value = self.read_value(&path, &target);
             out.replies.push(Reply::Read {
                 id,
                 index: applied,

@@ -96,7 +96,7 @@ fn reads_see_acknowledged_writes_and_invalid_txns_are_rejected_deterministically
         Input::Read {
             id: 2,
             path: "/root".into(),
-            prop: Some("x".into()),
+            target: ReadTarget::Prop("x".into()),
         },
         &mut out,
     );

@@ -189,19 +189,33 @@ impl Tree {
         format!("/{}", names.join("/"))
     }
 
-    /// The subtree at `path` as Godot data: `{name, class, props, children: [...]}`.
+    /// The subtree at `path` as Godot data: `{name, class, props, children: [subtrees]}`.
     pub fn subtree_value(&self, path: &NodePath) -> Option<Value> {
-        self.lookup(path).map(|id| self.node_value(id))
+        self.lookup(path).map(|id| self.node_value(id, true))
     }
 
-    fn node_value(&self, id: NodeId) -> Value {
+    /// The node at `path` as Godot data: `{name, class, props, children: [names]}` (its
+    /// children by name only: O(children), not O(subtree)).
+    pub fn node_summary(&self, path: &NodePath) -> Option<Value> {
+        self.lookup(path).map(|id| self.node_value(id, false))
+    }
+
+    /// `{name, class, props, children}`; children as whole subtrees when `deep`, else names.
+    fn node_value(&self, id: NodeId, deep: bool) -> Value {
         let node = self.node(id);
         let props = node
             .props
             .iter()
             .map(|(k, v)| (Value::String(k.clone()), v.clone()))
             .collect();
-        let children = node.children.iter().map(|c| self.node_value(*c)).collect();
+        let children = node
+            .children
+            .iter()
+            .map(|c| match deep {
+                true => self.node_value(*c, true),
+                false => Value::String(self.node(*c).name.clone()),
+            })
+            .collect();
         Value::Dictionary(vec![
             (
                 Value::String("name".into()),

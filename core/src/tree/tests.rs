@@ -465,6 +465,25 @@ fn subtree_value_has_the_protocol_shape() {
     assert!(matches!(&pairs[3].1, Value::Array(c) if c.len() == 1));
 }
 
+#[test]
+fn a_node_summary_names_its_children_without_their_subtrees() {
+    let tree = tree_with(&[
+        create("/root", "A"),
+        create("/root/A", "B"),
+        create("/root", "C"),
+    ]);
+    let summary = tree.node_summary(&path("/root")).expect("root exists");
+    assert_eq!(
+        summary.field("children"),
+        Some(&Value::Array(vec![
+            Value::String("A".into()),
+            Value::String("C".into())
+        ]))
+    );
+    assert_eq!(summary.field("name"), Some(&Value::String("root".into())));
+    assert_eq!(tree.node_summary(&path("/root/Z")), None);
+}
+
 /// Paths over a small name pool, so random ops often hit existing nodes.
 fn arb_path() -> impl Strategy<Value = String> {
     proptest::collection::vec(prop_oneof!["a", "b", "c"], 0..4).prop_map(|names| {

@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use treesync_core::codec::GodotVersion;
+use treesync_core::replica::ReadTarget;
 use treesync_core::{Limits, Op, Txn, Value};
 
 use crate::client_proto::Response;
@@ -43,8 +44,8 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 pub trait Backend: Send + Sync + 'static {
     /// Commits `txn` (linearizable); `Written`, `Rejected`, `NotLeader` or `Error`.
     fn write(&self, txn: Txn) -> BoxFuture<Response>;
-    /// Linearizable read of a subtree (`prop: None`, as Godot data) or one property.
-    fn read(&self, path: String, prop: Option<String>) -> BoxFuture<Response>;
+    /// Linearizable read of a property, a node or a subtree (as Godot data).
+    fn read(&self, path: String, target: ReadTarget) -> BoxFuture<Response>;
     /// Starts feeding `sink` with the subtree at `path`: a snapshot (or, with `from`, the
     /// changes after that log index when the log still has them), then every applied change
     /// touching it, in commit order, and resolved timestamps. `Value(None)` once started,

@@ -122,33 +122,6 @@ pub fn push_value(sub: i64, push: &Push) -> Value {
     Value::Dictionary(fields)
 }
 
-/// A node for `get`: the subtree value with its children reduced to their names.
-pub fn node_summary(subtree: Value) -> Value {
-    let Value::Dictionary(pairs) = subtree else {
-        return subtree;
-    };
-    let pairs = pairs
-        .into_iter()
-        .map(|(k, v)| match (&k, v) {
-            (Value::String(name), Value::Array(children)) if name == "children" => {
-                let names = children
-                    .into_iter()
-                    .filter_map(|child| match child {
-                        Value::Dictionary(fields) => fields
-                            .into_iter()
-                            .find(|(k, _)| matches!(k, Value::String(n) if n == "name"))
-                            .map(|(_, v)| v),
-                        _ => None,
-                    })
-                    .collect();
-                (k, Value::Array(names))
-            }
-            (_, v) => (k, v),
-        })
-        .collect();
-    Value::Dictionary(pairs)
-}
-
 /// Encodes `message`; if it is larger than `split_bytes`, returns it as chunk messages
 /// `{<tag>: <tag value>, part, parts, chunk}` (tag: `id` for replies, `sub` for pushes)
 /// whose `chunk` PackedByteArrays concatenate to the full encoding.
@@ -259,23 +232,5 @@ mod tests {
             let (_, parsed) = super::super::parse(&Value::Dictionary(fields), &Limits::default());
             assert_eq!(parsed, Ok(super::super::Request::Write(Txn::single(op))));
         }
-    }
-
-    #[test]
-    fn get_lists_child_names() {
-        let child = |n: &str| {
-            Value::Dictionary(vec![
-                (key("name"), key(n)),
-                (key("children"), Value::Array(vec![])),
-            ])
-        };
-        let tree = Value::Dictionary(vec![
-            (key("name"), key("root")),
-            (key("children"), Value::Array(vec![child("A"), child("B")])),
-        ]);
-        let Value::Dictionary(fields) = node_summary(tree) else {
-            panic!()
-        };
-        assert_eq!(fields[1].1, Value::Array(vec![key("A"), key("B")]));
     }
 }

@@ -7,6 +7,7 @@
 
 use treesync_core::op::{Expect, Op, Precondition, Prop, Txn};
 use treesync_core::path::NodePath;
+use treesync_core::value::dict_field as field;
 use treesync_core::{Limits, Value};
 
 /// What a client asked for.
@@ -60,14 +61,6 @@ impl RequestError {
 }
 
 type Dict = [(Value, Value)];
-
-fn key_is(key: &Value, name: &str) -> bool {
-    matches!(key, Value::String(k) | Value::StringName(k) if k == name)
-}
-
-fn field<'a>(dict: &'a Dict, name: &str) -> Option<&'a Value> {
-    dict.iter().find(|(k, _)| key_is(k, name)).map(|(_, v)| v)
-}
 
 fn bad(text: String) -> RequestError {
     RequestError::BadRequest(text)

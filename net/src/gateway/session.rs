@@ -13,9 +13,10 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use actix_web_actors::ws;
 use futures_util::stream::{self, StreamExt};
 use treesync_core::codec::{self, GodotVersion};
+use treesync_core::replica::ReadTarget;
 use treesync_core::Value;
 
-use super::reply::{chunks, error_reply, node_summary, ok_reply, push_value};
+use super::reply::{chunks, error_reply, ok_reply, push_value};
 use super::request::{parse, Request, RequestError};
 use super::{version_from_query, Backend, GatewayLimits, Push};
 use crate::client_proto::Response;
@@ -334,8 +335,11 @@ async fn execute(shared: Shared, request: Request) -> Outcome {
     let backend = shared.backend.clone();
     let response = patiently(&shared.limits, || match &request {
         Request::Write(txn) => backend.write(txn.clone()),
-        Request::Get { path, prop } => backend.read(path.clone(), prop.clone()),
-        Request::Tree { path } => backend.read(path.clone(), None),
+        Request::Get { path, prop } => {
+            let target = prop.clone().map_or(ReadTarget::Node, ReadTarget::Prop);
+            backend.read(path.clone(), target)
+        }
+        Request::Tree { path } => backend.read(path.clone(), ReadTarget::Subtree),
         Request::Subscribe { .. } | Request::Unsubscribe { .. } => {
             unreachable!("sessions handle subscriptions themselves")
         }
@@ -374,9 +378,7 @@ fn outcome(request: &Request, response: Response) -> Outcome {
         (Request::Get { path, .. } | Request::Tree { path }, Response::Value(None)) => {
             Err(("not_found".into(), format!("no node at {path}")))
         }
-        (Request::Get { .. }, Response::Value(Some(node))) => {
-            Ok(vec![("node", node_summary(node))])
-        }
+        (Request::Get { .. }, Response::Value(Some(node))) => Ok(vec![("node", node)]),
         (_, Response::Value(Some(tree))) => Ok(vec![("tree", tree)]),
         (_, Response::NotLeader { leader: Some(l) }) => Err((
             "not_leader".into(),
