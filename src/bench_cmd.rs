@@ -203,13 +203,12 @@ fn gateway_client(
         let mut client = WsClient::connect(url).await.map_err(|e| e.to_string())?;
         let mut i = 0u64;
         while Instant::now() < deadline {
-            let Txn { mut ops, .. } = write(c, i, value_bytes);
-            let Some(Op::Set { path, props }) = ops.pop() else {
-                unreachable!("write() makes one set")
-            };
-            let props = props.into_iter().map(|p| (p.name, p.value)).collect();
+            let Prop { name, value } = client_prop(c, i, value_bytes);
             let began = Instant::now();
-            client.set(&path, props).await.map_err(|e| e.to_string())?;
+            client
+                .set("/root", vec![(name, value)])
+                .await
+                .map_err(|e| e.to_string())?;
             histogram.saturating_record(began.elapsed().as_micros() as u64);
             done.fetch_add(1, Ordering::Relaxed);
             i += 1;
@@ -218,14 +217,20 @@ fn gateway_client(
     })
 }
 
-fn write(client: usize, i: u64, value_bytes: usize) -> Txn {
+/// Client `client`'s `i`-th value: property `c<client>` of `/root`, `value_bytes` long.
+fn client_prop(client: usize, i: u64, value_bytes: usize) -> Prop {
     let mut text = format!("{client}:{i}:");
     text.extend(std::iter::repeat_n(
         'x',
         value_bytes.saturating_sub(text.len()),
     ));
+    Prop::new(format!("c{client}"), Value::String(text))
+}
+
+/// The framed protocol's write of `client_prop`.
+fn write(client: usize, i: u64, value_bytes: usize) -> Txn {
     Txn::single(Op::Set {
         path: "/root".into(),
-        props: vec![Prop::new(format!("c{client}"), Value::String(text))],
+        props: vec![client_prop(client, i, value_bytes)],
     })
 }

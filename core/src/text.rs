@@ -163,18 +163,52 @@ impl Parser<'_> {
         }
     }
 
-    fn list(&mut self, close: char, depth: usize) -> Result<Vec<Value>, TextError> {
+    /// Comma-separated items read by `item` until `close`.
+    fn until<T>(
+        &mut self,
+        close: char,
+        mut item: impl FnMut(&mut Self) -> Result<T, TextError>,
+    ) -> Result<Vec<T>, TextError> {
         let mut items = Vec::new();
         if self.eat(close) {
             return Ok(items);
         }
         loop {
-            items.push(self.value(depth + 1)?);
+            items.push(item(self)?);
             if self.eat(close) {
                 return Ok(items);
             }
             self.expect(',')?;
         }
+    }
+
+    /// Exactly `N` comma-separated items read by `item`, then `)`.
+    fn exactly<T: Copy + Default, const N: usize>(
+        &mut self,
+        mut item: impl FnMut(&mut Self) -> Result<T, TextError>,
+    ) -> Result<[T; N], TextError> {
+        let mut out = [T::default(); N];
+        for (i, slot) in out.iter_mut().enumerate() {
+            if i > 0 {
+                self.expect(',')?;
+            }
+            *slot = item(self)?;
+        }
+        self.expect(')')?;
+        Ok(out)
+    }
+
+    fn list(&mut self, close: char, depth: usize) -> Result<Vec<Value>, TextError> {
+        self.until(close, |p| p.value(depth + 1))
+    }
+
+    fn f32(&mut self) -> Result<f32, TextError> {
+        self.float().map(|f| f as f32)
+    }
+
+    fn i32(&mut self) -> Result<i32, TextError> {
+        let i = self.int()?;
+        i32::try_from(i).map_err(|_| self.error("out of i32 range"))
     }
 
     fn dictionary(&mut self, depth: usize) -> Result<Value, TextError> {
@@ -195,59 +229,22 @@ impl Parser<'_> {
         }
     }
 
-    /// `n` comma-separated numbers and the closing parenthesis.
     fn floats<const N: usize>(&mut self) -> Result<[f32; N], TextError> {
-        let mut out = [0.0f32; N];
-        for (i, slot) in out.iter_mut().enumerate() {
-            if i > 0 {
-                self.expect(',')?;
-            }
-            *slot = self.float()? as f32;
-        }
-        self.expect(')')?;
-        Ok(out)
+        self.exactly(Self::f32)
     }
 
     fn ints<const N: usize>(&mut self) -> Result<[i32; N], TextError> {
-        let mut out = [0i32; N];
-        for (i, slot) in out.iter_mut().enumerate() {
-            if i > 0 {
-                self.expect(',')?;
-            }
-            *slot = i32::try_from(self.int()?).map_err(|_| self.error("out of i32 range"))?;
-        }
-        self.expect(')')?;
-        Ok(out)
+        self.exactly(Self::i32)
     }
 
     /// Numbers until `)`, for packed arrays.
     fn numbers(&mut self) -> Result<Vec<f64>, TextError> {
-        let mut out = Vec::new();
-        if self.eat(')') {
-            return Ok(out);
-        }
-        loop {
-            out.push(self.float()?);
-            if self.eat(')') {
-                return Ok(out);
-            }
-            self.expect(',')?;
-        }
+        self.until(')', Self::float)
     }
 
     /// Integers until `)`, for packed integer arrays.
     fn integers(&mut self) -> Result<Vec<i64>, TextError> {
-        let mut out = Vec::new();
-        if self.eat(')') {
-            return Ok(out);
-        }
-        loop {
-            out.push(self.int()?);
-            if self.eat(')') {
-                return Ok(out);
-            }
-            self.expect(',')?;
-        }
+        self.until(')', Self::int)
     }
 
     fn word(&mut self, depth: usize) -> Result<Value, TextError> {
@@ -320,12 +317,9 @@ impl Parser<'_> {
                     .map(|x| u8::try_from(x).map_err(|_| self.error("byte out of range")))
                     .collect::<Result<_, _>>()?,
             ),
-            "PackedInt32Array" | "PoolIntArray" => Value::PackedInt32Array(
-                self.integers()?
-                    .into_iter()
-                    .map(|x| i32::try_from(x).map_err(|_| self.error("out of i32 range")))
-                    .collect::<Result<_, _>>()?,
-            ),
+            "PackedInt32Array" | "PoolIntArray" => {
+                Value::PackedInt32Array(self.until(')', Self::i32)?)
+            }
             "PackedInt64Array" => Value::PackedInt64Array(self.integers()?),
             "PackedFloat32Array" | "PoolRealArray" => {
                 Value::PackedFloat32Array(self.numbers()?.iter().map(|x| *x as f32).collect())

@@ -25,19 +25,9 @@ fn floats(xs: &[f32]) -> String {
         .join(", ")
 }
 
+/// A GDScript string literal: Godot's text syntax for strings (same escapes).
 fn string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    treesync_core::text::format(&Value::String(s.to_owned()))
 }
 
 fn list<T>(items: &[T], f: impl Fn(&T) -> String) -> String {
