@@ -226,7 +226,7 @@ fn kill_the_leader_and_lose_nothing() {
                 acked
                     .iter()
                     .all(|(k, v)| {
-                        client.local_read(id, "/root", &format!("k{k}")).ok()
+                        client.read_at(id, "/root", &format!("k{k}")).ok()
                             == Some(Some(Value::Int(*v)))
                     })
                     .then_some(())

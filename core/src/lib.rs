@@ -17,11 +17,13 @@
 #![forbid(unsafe_code)]
 
 pub mod codec;
+pub mod engine;
 pub mod hlc;
 pub mod limits;
 pub mod op;
 pub mod path;
 pub mod replica;
+pub mod rng;
 pub mod shard;
 mod sync;
 #[cfg(any(test, feature = "testing"))]

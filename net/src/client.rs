@@ -61,7 +61,7 @@ impl Client {
         }
         let stream = self.connections.get_mut(&id).expect("just inserted");
         let mut frame = Vec::with_capacity(HEADER_BYTES + body.len());
-        push_frame(&mut frame, kind, body);
+        push_frame(&mut frame, kind, body).map_err(|e| e.to_string())?;
         let result = (|| {
             stream.write_all(&frame).map_err(|e| e.to_string())?;
             let mut header = [0u8; HEADER_BYTES];
@@ -145,13 +145,10 @@ impl Client {
         }
     }
 
-    /// This server's own applied value (not linearizable; for checks after convergence).
-    pub fn local_read(&mut self, id: u64, path: &str, prop: &str) -> Result<Option<Value>, String> {
-        match self.request_to(
-            id,
-            client_proto::LOCAL_READ,
-            format!("{path}\n{prop}").as_bytes(),
-        )? {
+    /// A linearizable read served by server `id` itself: it answers only once it applied
+    /// everything committed before the read, so the value shows what that server holds.
+    pub fn read_at(&mut self, id: u64, path: &str, prop: &str) -> Result<Option<Value>, String> {
+        match self.request_to(id, client_proto::READ, format!("{path}\n{prop}").as_bytes())? {
             Response::Value(v) => Ok(v),
             other => Err(format!("unexpected response {other:?}")),
         }

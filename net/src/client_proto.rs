@@ -1,8 +1,9 @@
 //! The minimal client protocol: one request frame, one response frame, in order.
 //!
 //! Requests (`FrameHeader.tag` = kind): `WRITE` (body: a `core::wire` transaction frame),
-//! `READ` (linearizable) and `LOCAL_READ` (this server's applied state, for checks; body:
-//! `path` or `path\nprop`), `STATUS` (empty body).
+//! `READ` (linearizable; body: `path` or `path\nprop`), `STATUS` (empty body). Kind 3 was
+//! a non-linearizable local read, reachable by any client of a production server; it is
+//! retired (a linearizable read sent to one server proves that server applied the value).
 //! Responses (`tag` = status): `WRITTEN` (index u64, term u64, HLC u64), `VALUE` (1 byte present, then
 //! the Godot 4 encoding), `NOT_LEADER` (leader id u64, 0 = unknown), `ERROR` (UTF-8 text),
 //! `STATUS_TEXT` (UTF-8 text: one line per shard), `REJECTED` (`code\nmessage`: the request
@@ -13,7 +14,6 @@ use treesync_core::Value;
 
 pub const WRITE: u32 = 1;
 pub const READ: u32 = 2;
-pub const LOCAL_READ: u32 = 3;
 pub const STATUS: u32 = 4;
 
 pub const WRITTEN: u32 = 0;

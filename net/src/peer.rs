@@ -80,7 +80,11 @@ impl Transport {
         let body = message
             .write_to_bytes()
             .expect("encoding a Raft message to memory");
-        push_frame(self.pending.entry(message.to).or_default(), shard, &body);
+        let batch = self.pending.entry(message.to).or_default();
+        if let Err(e) = push_frame(batch, shard, &body) {
+            // Lost like a dropped message; Raft retries (snapshots beyond this need chunks).
+            tracing::warn!(shard, to = message.to, error = %e, "raft message not sent");
+        }
     }
 
     /// Hands each destination its batch (one write per destination).

@@ -1,20 +1,16 @@
 //! The simulator's only source of randomness: SplitMix64, seeded once per run, so that a
 //! seed reproduces a run exactly.
 
-/// A small, fast, seedable generator (Steele, Lea & Flood 2014).
-pub struct Rng(u64);
+/// The core's SplitMix64 with the helpers the simulator draws with.
+pub struct Rng(treesync_core::rng::SplitMix64);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng(seed)
+        Rng(treesync_core::rng::SplitMix64::new(seed))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next()
     }
 
     /// Uniform in `low..=high`.

@@ -1,51 +1,36 @@
-//! One core's event loop: its shard replicas, its WAL and its peer transport.
-//!
-//! Each wake-up (a mailbox message, a peer batch or a tick) drains everything pending, steps
-//! the replicas, sends the leaders' appends at once, then persists every shard's new entries
-//! and hard state with **one** WAL append (one fdatasync: group commit) before releasing the
-//! messages and replies that had to wait for it.
+//! One core's driver of the pure engine (`treesync_core::engine`): its mailbox, its WAL
+//! file, its peer transport and its tick timer. All logic — shards, group commit, feeds,
+//! deadlines, reply routing — is the engine's; this loop only moves inputs in and executes
+//! the commands out, in the order the engine's doc prescribes.
 //!
 //! # Invariants
-//! - A write is answered only after its entry is durable on a quorum and applied here.
-//! - Votes and append acks leave only after the WAL batch holding them is durable.
-//! - Per wake-up at most `DRAIN_MAX` messages are taken, so ticks are never starved.
+//! - A WAL batch is durable (appended and fdatasynced) before `Persisted` is fed back.
+//! - Client requests and peer messages are drained alternately, at most `DRAIN_MAX` of each
+//!   per wake-up, so sustained client load never leaves heartbeats unread (defect 11).
+//! - Ticks are never starved: a tick that is due is taken before any further draining.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
-use std::sync::Arc;
-
 use futures_lite::future::or;
-use raft::prelude::{ConfState, Entry, EntryType, HardState, Snapshot};
-use raft::storage::MemStorage;
-use treesync_core::hlc::Hlc;
-use treesync_core::replica::{
-    Input, Output, PersistRequest, Replica, ReplicaConfig, Reply, ReplyError,
+use treesync_core::engine::{
+    Answer, Commands, Engine, EngineConfig, Input, Outcome, SubId, Token, WalBatch,
+    REQUEST_TICKS_DEFAULT, RESOLVED_EVERY_TICKS,
 };
+use treesync_core::hlc::Hlc;
+use treesync_core::replica::{PersistRequest, ReplicaConfig, ReplyError};
 use treesync_net::client_proto::Response;
+use treesync_net::gateway::Push;
 use treesync_net::peer::{InboundBatch, Transport};
 
-use super::feeds::{self, Subscriber};
+use super::wal_records::{storage_from, to_records};
 use super::{CoreMsg, ServerConfig};
-use crate::storage::format::{Record, WalEntry, WalHardState, WalSnapshot};
-use crate::storage::recovery::ShardLog;
 use crate::storage::wal::{Wal, WalOptions};
 use crate::SystemClock;
 
-/// Most messages handled per wake-up before ticking and persisting.
-const DRAIN_MAX: usize = 1024;
-/// Bound on persist→step cycles per wake-up.
-const PERSIST_ROUNDS_MAX: usize = 16;
-
-struct Shard {
-    replica: Replica,
-    replies: BTreeMap<u64, flume::Sender<Response>>,
-    out: Output,
-    subs: Vec<Subscriber>,
-}
-
-/// Ticks between resolved-timestamp pushes to subscribers (10 ticks: 100 ms by default).
-const RESOLVED_EVERY_TICKS: u64 = 10;
+/// Most client messages, and separately most peer batches, taken per wake-up.
+const DRAIN_MAX: usize = 256;
 
 enum Wake {
     Inbox(CoreMsg),
@@ -54,115 +39,27 @@ enum Wake {
     Closed,
 }
 
-/// Rebuilds a shard's Raft storage (and its last snapshot) from what the WAL recovered.
-fn storage_from(log: Option<&ShardLog>, peers: Vec<u64>) -> (MemStorage, Option<Snapshot>) {
-    let storage = MemStorage::new();
-    let mut snapshot = None;
-    {
-        let mut core = storage.wl();
-        core.set_conf_state(ConfState::from((peers, vec![])));
-        if let Some(log) = log {
-            if let Some(s) = &log.snapshot {
-                let mut snap = Snapshot {
-                    data: s.data.clone().into(),
-                    ..Default::default()
-                };
-                let metadata = snap.mut_metadata();
-                (metadata.index, metadata.term) = (s.index, s.term);
-                metadata.set_conf_state(ConfState::from((s.voters.clone(), vec![])));
-                core.apply_snapshot(snap.clone())
-                    .expect("a fresh storage takes any snapshot");
-                snapshot = Some(snap);
-            }
-            let entries: Vec<Entry> = log.entries.iter().map(to_raft_entry).collect();
-            core.append(&entries)
-                .expect("recovered logs are contiguous after their snapshot");
-            if let Some(hs) = log.hard_state {
-                let mut state = HardState::default();
-                (state.term, state.vote, state.commit) = (hs.term, hs.vote, hs.commit);
-                core.set_hardstate(state);
-            }
-        }
-    }
-    (storage, snapshot)
+/// Where the answers of requests in the engine go.
+#[derive(Default)]
+struct Routes {
+    replies: BTreeMap<Token, flume::Sender<Response>>,
+    sinks: BTreeMap<SubId, flume::Sender<Push>>,
+    next: u64,
 }
 
-fn to_raft_entry(e: &WalEntry) -> Entry {
-    let mut entry = Entry {
-        index: e.index,
-        term: e.term,
-        data: e.data.clone().into(),
-        context: e.context.clone().into(),
-        ..Default::default()
-    };
-    entry.set_entry_type(match e.entry_type {
-        1 => EntryType::EntryConfChange,
-        2 => EntryType::EntryConfChangeV2,
-        _ => EntryType::EntryNormal,
-    });
-    entry
-}
-
-fn to_records(shard: u32, request: &PersistRequest, records: &mut Vec<Record>) {
-    let shard = u64::from(shard);
-    if let Some(snap) = &request.snapshot {
-        let metadata = snap.get_metadata();
-        let snapshot = WalSnapshot {
-            index: metadata.index,
-            term: metadata.term,
-            voters: metadata.get_conf_state().voters.clone(),
-            data: snap.data.to_vec(),
-        };
-        records.push(Record::Snapshot { shard, snapshot });
-    }
-    if !request.entries.is_empty() {
-        let entries = request
-            .entries
-            .iter()
-            .map(|e| WalEntry {
-                index: e.index,
-                term: e.term,
-                entry_type: u8::try_from(e.get_entry_type() as i32).expect("entry types fit u8"),
-                data: e.data.to_vec(),
-                context: e.context.to_vec(),
-            })
-            .collect();
-        records.push(Record::Entries { shard, entries });
-    }
-    if let Some(hs) = &request.hard_state {
-        records.push(Record::HardState {
-            shard,
-            state: WalHardState {
-                term: hs.term,
-                vote: hs.vote,
-                commit: hs.commit,
-            },
-        });
+impl Routes {
+    fn token(&mut self) -> u64 {
+        self.next += 1;
+        self.next
     }
 }
 
-fn response_of(reply: Reply) -> (u64, Response) {
-    match reply {
-        Reply::Written {
-            id,
-            index,
-            term,
-            hlc,
-        } => (
-            id,
-            Response::Written {
-                index,
-                term,
-                hlc: hlc.as_u64(),
-            },
-        ),
-        Reply::Read { id, value, .. } => (id, Response::Value(value)),
-        Reply::Failed {
-            id,
-            error: ReplyError::NotLeader { leader },
-        } => (id, Response::NotLeader { leader }),
-        Reply::Failed { id, error } => (id, Response::rejected(error.code(), error.to_string())),
-    }
+/// A number that differs on every boot of this process (not secret, only distinct).
+fn boot_nonce(core: usize) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32) ^ core as u64
 }
 
 pub async fn run(
@@ -184,102 +81,240 @@ pub async fn run(
         Transport::start(config.id, core, &config.peers, peer_tx).map_err(|e| e.to_string())?;
     let logger = slog::Logger::root(slog::Discard, slog::o!());
     let peers: Vec<u64> = config.peers.keys().copied().collect();
-    let mut shards: BTreeMap<u32, Shard> = (0..config.shards)
-        .filter(|s| *s as usize % config.cores == core)
-        .map(|s| {
-            let (storage, snapshot) =
-                storage_from(recovery.shards.get(&u64::from(s)), peers.clone());
-            let replica = Replica::new(
-                &ReplicaConfig {
-                    compact_entries: config.compact_entries,
-                    ..ReplicaConfig::new(config.id, peers.clone())
-                },
-                storage,
-                snapshot,
-                &logger,
-            );
-            (
-                s,
-                Shard {
-                    replica,
-                    replies: BTreeMap::new(),
-                    out: Output::default(),
-                    subs: Vec::new(),
-                },
-            )
-        })
-        .collect();
-    tracing::info!(
-        core,
-        shards = shards.len(),
-        records = recovery.records,
-        "core started"
+    let nonce = boot_nonce(core);
+    let engine_config = EngineConfig {
+        shards: (0..config.shards)
+            .filter(|s| *s as usize % config.cores == core)
+            .collect(),
+        replica: ReplicaConfig {
+            compact_entries: config.compact_entries,
+            jitter_seed: nonce,
+            boot_nonce: nonce,
+            ..ReplicaConfig::new(config.id, peers.clone())
+        },
+        request_ticks_max: REQUEST_TICKS_DEFAULT,
+        resolved_every_ticks: RESOLVED_EVERY_TICKS,
+    };
+    let mut engine = Engine::new(
+        engine_config,
+        |s| storage_from(recovery.shards.get(&u64::from(s)), peers.clone()),
+        &logger,
     );
-    let mut next_id = 1u64;
+    tracing::info!(core, records = recovery.records, "core started");
+    let mut routes = Routes::default();
     let mut wal_base_bytes = wal.len();
     let mut next_tick = Instant::now() + config.tick;
-    let mut ticks = 0u64;
+    let mut batch: Option<WalBatch> = None;
     loop {
-        let wake = {
-            let inbox = async { inbox.recv_async().await.map_or(Wake::Closed, Wake::Inbox) };
-            let peers = async { peer_rx.recv_async().await.map_or(Wake::Closed, Wake::Peer) };
-            let timer = async {
-                glommio::timer::sleep(next_tick.saturating_duration_since(Instant::now())).await;
-                Wake::Tick
-            };
-            or(inbox, or(peers, timer)).await
+        // Wait only when nothing is left to persist; otherwise take what is there and go on.
+        let first = match batch {
+            Some(_) => None,
+            None => Some(wait(&inbox, &peer_rx, next_tick).await),
         };
-        let mut handled = 0;
-        let mut next = Some(wake);
-        while let Some(wake) = next.take() {
-            match wake {
-                Wake::Inbox(msg) => handle(msg, &mut shards, &mut next_id, &hlc),
-                Wake::Peer(batch) => {
-                    for (shard, message) in batch {
-                        if let Some(s) = shards.get_mut(&shard) {
-                            s.replica
-                                .step(Input::Message(Box::new(message)), &mut s.out);
-                        }
-                    }
-                }
-                Wake::Tick | Wake::Closed => {}
-            }
-            handled += 1;
-            if handled < DRAIN_MAX {
-                next = inbox
-                    .try_recv()
-                    .map(Wake::Inbox)
-                    .ok()
-                    .or_else(|| peer_rx.try_recv().map(Wake::Peer).ok());
-            }
-        }
+        let mut commands = Commands::default();
+        drain(first, &inbox, &peer_rx, &mut engine, &mut routes, &hlc, &mut commands);
         if Instant::now() >= next_tick {
             next_tick = Instant::now() + config.tick;
-            ticks += 1;
-            for s in shards.values_mut() {
-                s.replica.step(Input::Tick, &mut s.out);
-                if ticks % RESOLVED_EVERY_TICKS == 0 && !s.subs.is_empty() {
-                    feeds::resolved(&mut s.replica, &mut s.subs);
-                }
+            engine.step(Input::Tick, &mut commands);
+        }
+        execute(&mut commands, &mut transport, &mut routes, &mut engine);
+        batch = batch.or(commands.wal.take());
+        // One batch in flight at a time: write it, then feed its completion back.
+        while let Some(done) = batch.take() {
+            write_batch(&done, &mut wal).await?;
+            let mut commands = Commands::default();
+            engine.step(Input::Persisted { batch: done.number }, &mut commands);
+            execute(&mut commands, &mut transport, &mut routes, &mut engine);
+            batch = commands.wal.take();
+            if !inbox.is_empty() || !peer_rx.is_empty() || Instant::now() >= next_tick {
+                break; // interleave: take new inputs before the next batch
             }
         }
-        persist_and_release(&mut shards, &mut wal, &mut transport).await?;
         // Rewrite when the log is past the limit and at least twice what the last rewrite
         // kept, so a base larger than the limit does not trigger a rewrite every wake-up.
-        if wal.len() > config.wal_rewrite_bytes.max(2 * wal_base_bytes) {
-            rewrite_wal(&shards, &mut wal).await?;
+        if batch.is_none()
+            && engine.is_durable()
+            && wal.len() > config.wal_rewrite_bytes.max(2 * wal_base_bytes)
+        {
+            rewrite_wal(&engine, &mut wal).await?;
             wal_base_bytes = wal.len();
         }
     }
 }
 
+async fn wait(
+    inbox: &flume::Receiver<CoreMsg>,
+    peer_rx: &flume::Receiver<InboundBatch>,
+    next_tick: Instant,
+) -> Wake {
+    let inbox = async { inbox.recv_async().await.map_or(Wake::Closed, Wake::Inbox) };
+    let peers = async { peer_rx.recv_async().await.map_or(Wake::Closed, Wake::Peer) };
+    let timer = async {
+        glommio::timer::sleep(next_tick.saturating_duration_since(Instant::now())).await;
+        Wake::Tick
+    };
+    or(inbox, or(peers, timer)).await
+}
+
+/// Feeds the first wake and then whatever is pending, alternating between the two sources.
+fn drain(
+    first: Option<Wake>,
+    inbox: &flume::Receiver<CoreMsg>,
+    peer_rx: &flume::Receiver<InboundBatch>,
+    engine: &mut Engine,
+    routes: &mut Routes,
+    hlc: &Hlc<SystemClock>,
+    commands: &mut Commands,
+) {
+    if let Some(wake) = first {
+        feed(wake, engine, routes, hlc, commands);
+    }
+    for _ in 0..DRAIN_MAX {
+        let client = inbox.try_recv().ok().map(Wake::Inbox);
+        let peer = peer_rx.try_recv().ok().map(Wake::Peer);
+        if client.is_none() && peer.is_none() {
+            return;
+        }
+        for wake in [peer, client].into_iter().flatten() {
+            feed(wake, engine, routes, hlc, commands);
+        }
+    }
+}
+
+fn feed(
+    wake: Wake,
+    engine: &mut Engine,
+    routes: &mut Routes,
+    hlc: &Hlc<SystemClock>,
+    commands: &mut Commands,
+) {
+    match wake {
+        Wake::Inbox(msg) => handle(msg, engine, routes, hlc, commands),
+        Wake::Peer(batch) => {
+            for (shard, message) in batch {
+                let message = Box::new(message);
+                engine.step(Input::Peer { shard, message }, commands);
+            }
+        }
+        Wake::Tick | Wake::Closed => {}
+    }
+}
+
+fn handle(
+    msg: CoreMsg,
+    engine: &mut Engine,
+    routes: &mut Routes,
+    hlc: &Hlc<SystemClock>,
+    commands: &mut Commands,
+) {
+    let token = routes.token();
+    let input = match msg {
+        CoreMsg::Propose { shard, txn, reply } => {
+            routes.replies.insert(token, reply);
+            let hlc = hlc.now();
+            Input::Propose {
+                token,
+                shard,
+                txn,
+                hlc,
+            }
+        }
+        CoreMsg::Read {
+            shard,
+            path,
+            target,
+            reply,
+        } => {
+            routes.replies.insert(token, reply);
+            Input::Read {
+                token,
+                shard,
+                path,
+                target,
+            }
+        }
+        CoreMsg::Subscribe {
+            shard,
+            path,
+            from,
+            sink,
+            reply,
+        } => {
+            routes.replies.insert(token, reply);
+            let room = sink.capacity().unwrap_or(usize::MAX) / 2;
+            routes.sinks.insert(token, sink);
+            Input::Subscribe {
+                token,
+                shard,
+                path,
+                from,
+                sub: token,
+                room,
+            }
+        }
+        CoreMsg::Status { reply } => {
+            // Best effort, as every reply: the requester may have gone.
+            let _ = reply.try_send(Response::Status(engine.status()));
+            return;
+        }
+    };
+    engine.step(input, commands);
+}
+
+/// Executes a step's commands except the WAL batch: messages first (a leader's appends
+/// leave before its own fsync), then replies and pushes.
+fn execute(
+    commands: &mut Commands,
+    transport: &mut Transport,
+    routes: &mut Routes,
+    engine: &mut Engine,
+) {
+    for (shard, message) in commands.messages.drain(..) {
+        transport.send(shard, &message);
+    }
+    transport.flush();
+    for (token, outcome) in commands.replies.drain(..) {
+        if let Some(reply) = routes.replies.remove(&token) {
+            // The client may have disconnected; its answer is simply dropped.
+            let _ = reply.try_send(response_of(outcome));
+        }
+    }
+    let mut gone = Vec::new();
+    for (sub, push) in commands.pushes.drain(..) {
+        let Some(sink) = routes.sinks.get(&sub) else {
+            continue; // dropped earlier in this batch of pushes
+        };
+        if sink.try_send(push).is_err() {
+            // Full or gone: dropping the sink tells the session to resume from its position.
+            routes.sinks.remove(&sub);
+            gone.push(sub);
+        }
+    }
+    for sub in gone {
+        let mut more = Commands::default();
+        engine.step(Input::Unsubscribe { sub }, &mut more);
+        assert!(more.is_empty(), "unsubscribing produces nothing");
+    }
+}
+
+async fn write_batch(batch: &WalBatch, wal: &mut Wal) -> Result<(), String> {
+    let mut records = Vec::new();
+    for (shard, request) in &batch.requests {
+        to_records(*shard, request, &mut records);
+    }
+    if records.is_empty() {
+        return Ok(());
+    }
+    wal.append(&records).await.map_err(|e| e.to_string())
+}
+
 /// Shrinks the WAL to what the shards still need: their snapshots, later entries and hard
 /// states (replicas compact their logs into snapshots, so this stays bounded).
-async fn rewrite_wal(shards: &BTreeMap<u32, Shard>, wal: &mut Wal) -> Result<(), String> {
+async fn rewrite_wal(engine: &Engine, wal: &mut Wal) -> Result<(), String> {
     let before = wal.len();
     let mut records = Vec::new();
-    for (id, s) in shards {
-        let (snapshot, entries, hard_state) = s.replica.durable_base();
+    for (id, replica) in engine.replicas() {
+        let (snapshot, entries, hard_state) = replica.durable_base();
         let request = PersistRequest {
             number: 0,
             entries,
@@ -287,143 +322,24 @@ async fn rewrite_wal(shards: &BTreeMap<u32, Shard>, wal: &mut Wal) -> Result<(),
             snapshot,
             must_sync: true,
         };
-        to_records(*id, &request, &mut records);
+        to_records(id, &request, &mut records);
     }
     wal.rewrite(&records).await.map_err(|e| e.to_string())?;
     tracing::info!(before, after = wal.len(), "WAL rewritten");
     Ok(())
 }
 
-fn handle(
-    msg: CoreMsg,
-    shards: &mut BTreeMap<u32, Shard>,
-    next_id: &mut u64,
-    hlc: &Hlc<SystemClock>,
-) {
-    let missing = |reply: flume::Sender<Response>| {
-        // The requester may have gone away; nothing else to do then.
-        let _ = reply.try_send(Response::Error("this core does not own that shard".into()));
-    };
-    match msg {
-        CoreMsg::Propose { shard, txn, reply } => match shards.get_mut(&shard) {
-            Some(s) => {
-                let id = *next_id;
-                *next_id += 1;
-                s.replies.insert(id, reply);
-                s.replica.step(
-                    Input::Propose {
-                        id,
-                        txn,
-                        hlc: hlc.now(),
-                    },
-                    &mut s.out,
-                );
-            }
-            None => missing(reply),
+/// The byte edge's view of an engine outcome.
+fn response_of(outcome: Outcome) -> Response {
+    match outcome {
+        Ok(Answer::Written { index, term, hlc }) => Response::Written {
+            index,
+            term,
+            hlc: hlc.as_u64(),
         },
-        CoreMsg::Read {
-            shard,
-            path,
-            target,
-            reply,
-        } => match shards.get_mut(&shard) {
-            Some(s) => {
-                let id = *next_id;
-                *next_id += 1;
-                s.replies.insert(id, reply);
-                s.replica.step(Input::Read { id, path, target }, &mut s.out);
-            }
-            None => missing(reply),
-        },
-        CoreMsg::LocalRead {
-            shard,
-            path,
-            target,
-            reply,
-        } => match shards.get(&shard) {
-            // Best effort like every reply: the requester may have gone.
-            Some(s) => {
-                drop(reply.try_send(Response::Value(s.replica.read_local_unsafe(&path, &target))))
-            }
-            None => missing(reply),
-        },
-        CoreMsg::Subscribe {
-            shard,
-            path,
-            from,
-            sink,
-            reply,
-        } => match shards.get_mut(&shard) {
-            Some(s) => {
-                let started = feeds::start(shard, &mut s.replica, &mut s.subs, path, from, sink);
-                // Best effort, as every reply.
-                let _ = reply.try_send(started);
-            }
-            None => missing(reply),
-        },
-        CoreMsg::Status { reply } => {
-            let text: String = shards
-                .iter()
-                .map(|(id, s)| {
-                    let r = &s.replica;
-                    let role = if r.is_leader() { "leader" } else { "follower" };
-                    format!(
-                        "shard {id} role={role} term={} applied={} leader={}\n",
-                        r.term(),
-                        r.applied_index(),
-                        r.leader().unwrap_or(0)
-                    )
-                })
-                .collect();
-            // Best effort, as above.
-            let _ = reply.try_send(Response::Status(text));
-        }
+        Ok(Answer::Value(value)) => Response::Value(value),
+        Ok(Answer::Subscribed) => Response::Value(None),
+        Err(ReplyError::NotLeader { leader }) => Response::NotLeader { leader },
+        Err(error) => Response::rejected(error.code(), error.to_string()),
     }
-}
-
-/// Sends what may go now, persists every shard's pending writes in one WAL batch, then
-/// feeds the completions back and repeats until nothing is left to persist.
-async fn persist_and_release(
-    shards: &mut BTreeMap<u32, Shard>,
-    wal: &mut Wal,
-    transport: &mut Transport,
-) -> Result<(), String> {
-    for _ in 0..PERSIST_ROUNDS_MAX {
-        let mut records = Vec::new();
-        let mut persisted: Vec<(u32, u64)> = Vec::new();
-        for (id, s) in shards.iter_mut() {
-            for message in s.out.messages.drain(..) {
-                transport.send(*id, &message);
-            }
-            if !s.out.applied.is_empty() {
-                let applied = std::mem::take(&mut s.out.applied);
-                feeds::publish(*id, &mut s.replica, &mut s.subs, applied);
-            }
-            for reply in s.out.replies.drain(..) {
-                let (request, response) = response_of(reply);
-                if let Some(tx) = s.replies.remove(&request) {
-                    // The client may have disconnected; its answer is simply dropped.
-                    let _ = tx.try_send(response);
-                }
-            }
-            for request in s.out.persist.drain(..) {
-                to_records(*id, &request, &mut records);
-                persisted.retain(|(shard, _)| shard != id);
-                persisted.push((*id, request.number));
-            }
-        }
-        // Leaders' appends leave before our own fsync (Raft thesis 10.2.1).
-        transport.flush();
-        if persisted.is_empty() {
-            return Ok(());
-        }
-        if !records.is_empty() {
-            wal.append(&records).await.map_err(|e| e.to_string())?;
-        }
-        for (id, number) in persisted {
-            let s = shards.get_mut(&id).expect("persisted shards exist");
-            s.replica.step(Input::Persisted { number }, &mut s.out);
-        }
-    }
-    Ok(())
 }

@@ -24,7 +24,7 @@ impl Backend for Router {
 
     fn read(&self, path: String, target: ReadTarget) -> BoxFuture<Response> {
         let router = self.clone();
-        Box::pin(async move { router.read(path, target, false).await })
+        Box::pin(async move { router.read(path, target).await })
     }
 
     fn subscribe(
@@ -105,7 +105,7 @@ impl Backend for LocalCluster {
     fn read(&self, path: String, target: ReadTarget) -> BoxFuture<Response> {
         Box::pin(self.clone().follow(move |router| {
             let (path, target) = (path.clone(), target.clone());
-            async move { router.read(path, target, false).await }
+            async move { router.read(path, target).await }
         }))
     }
 

@@ -7,9 +7,9 @@
 
 mod client_port;
 mod core_loop;
-mod feeds;
 mod gateway_backend;
 mod router;
+mod wal_records;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -38,12 +38,6 @@ pub enum CoreMsg {
         reply: flume::Sender<Response>,
     },
     Read {
-        shard: u32,
-        path: String,
-        target: ReadTarget,
-        reply: flume::Sender<Response>,
-    },
-    LocalRead {
         shard: u32,
         path: String,
         target: ReadTarget,

@@ -100,26 +100,18 @@ impl Router {
         }
     }
 
-    /// Linearizable read (through this server's replica, which must lead the shard), or a
-    /// read of this server's applied state when `local`.
-    pub async fn read(&self, path: String, target: ReadTarget, local: bool) -> Response {
+    /// Linearizable read through this server's replica (raft-rs ReadIndex works from
+    /// followers too: the replica answers once it applied the leader's commit index).
+    pub async fn read(&self, path: String, target: ReadTarget) -> Response {
         let shard = match self.shard_of_path(&path) {
             Ok(s) => s,
             Err(refused) => return refused,
         };
-        self.ask(self.core_of(shard), |reply| match local {
-            true => CoreMsg::LocalRead {
-                shard,
-                path,
-                target,
-                reply,
-            },
-            false => CoreMsg::Read {
-                shard,
-                path,
-                target,
-                reply,
-            },
+        self.ask(self.core_of(shard), |reply| CoreMsg::Read {
+            shard,
+            path,
+            target,
+            reply,
         })
         .await
     }
@@ -141,7 +133,7 @@ impl Router {
         // once it answers, this replica has applied every write acknowledged before the
         // subscribe, so the snapshot taken next is at least that fresh.
         let barrier = ReadTarget::Prop(String::new());
-        match self.read(path.clone(), barrier, false).await {
+        match self.read(path.clone(), barrier).await {
             Response::Value(_) => {}
             // One may subscribe to a path before its node exists.
             Response::Rejected { code, .. } if code == "not_found" => {}
@@ -164,11 +156,8 @@ impl Router {
                 Ok(txn) => self.write(txn).await,
                 Err(e) => Response::rejected("malformed", format!("malformed transaction: {e}")),
             },
-            client_proto::READ | client_proto::LOCAL_READ => match client_proto::parse_read(body) {
-                Ok((path, prop)) => {
-                    self.read(path, prop.into(), kind == client_proto::LOCAL_READ)
-                        .await
-                }
+            client_proto::READ => match client_proto::parse_read(body) {
+                Ok((path, prop)) => self.read(path, prop.into()).await,
                 Err(e) => Response::rejected("bad_request", e),
             },
             client_proto::STATUS => {

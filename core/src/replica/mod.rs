@@ -63,6 +63,12 @@ pub struct ReplicaConfig {
     /// Compact the log into a tree snapshot once this many applied entries precede it.
     pub compact_entries: u64,
     pub limits: Limits,
+    /// Seeds this replica's election-timeout jitter (the driver owns it; the simulator
+    /// derives it from its seed). Timeouts are drawn in `[election_ticks, 2 * election_ticks)`.
+    pub jitter_seed: u64,
+    /// Differs on every boot of the process (the driver picks it): read-index requests carry
+    /// it, so an answer meant for a previous run can never satisfy a read of this one.
+    pub boot_nonce: u64,
 }
 
 impl ReplicaConfig {
@@ -74,6 +80,8 @@ impl ReplicaConfig {
             heartbeat_ticks: 2,
             compact_entries: 10_000,
             limits: Limits::default(),
+            jitter_seed: id,
+            boot_nonce: 0,
         }
     }
 }
@@ -142,10 +150,18 @@ pub enum ReplyError {
     NotLeader { leader: Option<u64> },
     #[error("dropped (leadership changed or no read index came): it did not happen; retry")]
     Dropped,
+    /// The write was proposed, then this replica lost track of it (a leader's snapshot
+    /// replaced the log over it, or its deadline passed): it may or may not have applied.
+    #[error("outcome unknown: the write may or may not have been applied")]
+    UnknownOutcome,
     #[error("transaction of {bytes} bytes exceeds the limit of {max}")]
     TooLarge { bytes: usize, max: usize },
     #[error("{0} (rejected; nothing changed)")]
     Rejected(TreeError),
+    /// The request reached a core that does not own its shard (a routing bug or a
+    /// misconfigured peer): nothing happened.
+    #[error("shard {shard} is not served by this core")]
+    UnknownShard { shard: u32 },
 }
 
 impl ReplyError {
@@ -154,8 +170,10 @@ impl ReplyError {
         match self {
             ReplyError::NotLeader { .. } => "not_leader",
             ReplyError::Dropped => "dropped",
+            ReplyError::UnknownOutcome => "unknown_outcome",
             ReplyError::TooLarge { .. } => "too_large",
             ReplyError::Rejected(e) => e.code(),
+            ReplyError::UnknownShard { .. } => "unavailable",
         }
     }
 }
@@ -256,7 +274,18 @@ pub struct Replica {
     /// Indexes still in the log whose transaction the tree rejected (they changed nothing;
     /// `changes_after` leaves them out).
     rejected: BTreeSet<u64>,
+    /// Election timeout jitter: our own draw replaces raft-rs's thread-RNG one, so runs are
+    /// reproducible (see `jitter_election_timeout`).
+    jitter: crate::rng::SplitMix64,
+    election_ticks: usize,
+    election_timeout: usize,
+    /// (term, role) when the timeout was last drawn: a change means raft-rs reset it.
+    timeout_drawn_at: (u64, StateRole),
+    boot_nonce: u64,
 }
+
+/// Bytes of a read-index context: boot nonce, then request id (both little-endian u64).
+const READ_CONTEXT_BYTES: usize = 16;
 
 impl Replica {
     /// A replica over `storage` (empty for a new group; reloaded from the WAL on restart,
@@ -276,10 +305,11 @@ impl Replica {
             id: config.id,
             election_tick: config.election_ticks,
             heartbeat_tick: config.heartbeat_ticks,
-            // A range of one: raft-rs draws it from the thread RNG, which would make runs
-            // irreproducible. The driver randomises elections by jittering ticks instead.
+            // raft-rs draws timeouts in this range from the thread RNG, which would make runs
+            // irreproducible; `jitter_election_timeout` overrides each draw with a seeded one
+            // in the same range before it is ever consulted (on tick).
             min_election_tick: config.election_ticks,
-            max_election_tick: config.election_ticks + 1,
+            max_election_tick: 2 * config.election_ticks,
             pre_vote: true,
             check_quorum: true,
             max_inflight_msgs: 256,
@@ -337,7 +367,13 @@ impl Replica {
             snapshots_installed: 0,
             record_changes: false,
             rejected: BTreeSet::new(),
+            jitter: crate::rng::SplitMix64::new(config.jitter_seed),
+            election_ticks: config.election_ticks,
+            election_timeout: config.election_ticks,
+            timeout_drawn_at: (u64::MAX, StateRole::Follower),
+            boot_nonce: config.boot_nonce,
         };
+        replica.jitter_election_timeout();
         if let Some(snapshot) = snapshot {
             replica.install_snapshot(&snapshot);
         }
@@ -442,6 +478,9 @@ impl Replica {
     pub fn step(&mut self, input: Input, out: &mut Output) {
         match input {
             Input::Tick => {
+                self.raw
+                    .raft
+                    .set_randomized_election_timeout(self.election_timeout);
                 self.raw.tick();
                 self.ticks += 1;
                 self.expire_reads(out);
@@ -454,7 +493,9 @@ impl Replica {
                     out.replies.push(Reply::Failed { id, error });
                 } else {
                     self.pending_reads.insert(id, (path, target, self.ticks));
-                    self.raw.read_index(id.to_le_bytes().to_vec());
+                    let mut context = self.boot_nonce.to_le_bytes().to_vec();
+                    context.extend_from_slice(&id.to_le_bytes());
+                    self.raw.read_index(context);
                 }
             }
             Input::Message(message) => {
@@ -465,6 +506,26 @@ impl Replica {
             Input::Persisted { number } => self.on_persisted(number, out),
         }
         self.drain_ready(out);
+        self.jitter_election_timeout();
+    }
+
+    /// Draws a new election timeout whenever raft-rs reset its own (every reset changes the
+    /// term or the role), in `[election_ticks, 2 * election_ticks)` from the seeded RNG, so a
+    /// split vote is broken within one timeout instead of by timing noise (defect 16).
+    fn jitter_election_timeout(&mut self) {
+        let now = (self.raw.raft.term, self.raw.raft.state);
+        if now == self.timeout_drawn_at {
+            return;
+        }
+        self.timeout_drawn_at = now;
+        let span = self.election_ticks as u64;
+        self.election_timeout = self.election_ticks + (self.jitter.next() % span) as usize;
+        debug_assert!(self.election_timeout < 2 * self.election_ticks);
+    }
+
+    /// The election timeout in ticks this replica uses now.
+    pub fn election_timeout(&self) -> usize {
+        self.election_timeout
     }
 
     fn propose(&mut self, id: u64, txn: &Txn, hlc: Timestamp, out: &mut Output) {
@@ -494,10 +555,15 @@ impl Replica {
                 self.max_log_hlc = stamp;
                 let index = self.raw.raft.raft_log.last_index();
                 let previous = self.pending_writes.insert(index, (id, self.term()));
-                assert!(
-                    previous.is_none(),
-                    "each index is proposed once per leader term"
-                );
+                // A proposal of an earlier term at this index was cut from our log (we lead
+                // again and the index is free): by Leader Completeness it never committed.
+                if let Some((old_id, old_term)) = previous {
+                    assert!(old_term < self.term(), "one proposal per index per term");
+                    out.replies.push(Reply::Failed {
+                        id: old_id,
+                        error: ReplyError::Dropped,
+                    });
+                }
             }
             Err(_) => out.replies.push(Reply::Failed {
                 id,
@@ -545,6 +611,7 @@ impl Replica {
                     .expect("a newer snapshot");
                 self.install_snapshot(snapshot);
                 self.snapshots_installed += 1;
+                self.forget_writes_covered_by(snapshot.get_metadata().index, out);
                 if self.record_changes {
                     out.applied.push(Applied::Reset {
                         index: self.applied,
@@ -554,12 +621,11 @@ impl Replica {
             let committed = ready.take_committed_entries();
             self.apply_entries(committed, out);
             for state in ready.take_read_states() {
-                // Our contexts are 8-byte request ids; anything else came from elsewhere.
-                let Ok(bytes) = <[u8; 8]>::try_from(state.request_ctx.as_slice()) else {
-                    continue;
-                };
-                self.ready_reads
-                    .push((u64::from_le_bytes(bytes), state.index));
+                // Only answers to reads of this boot that still wait: a delayed answer to a
+                // previous run's read (same id, older index) would make a new read stale.
+                if let Some(id) = self.read_context_id(&state.request_ctx) {
+                    self.ready_reads.push((id, state.index));
+                }
             }
             self.stage(ready, snapshot, out);
             for to in snapshot_targets {
@@ -567,6 +633,27 @@ impl Replica {
             }
         }
         panic!("more than {READIES_PER_STEP_MAX} readies in one step");
+    }
+
+    /// Answers the proposals a leader's snapshot replaced the log over: their entries are
+    /// gone, so whether they were the ones committed is unknown here.
+    fn forget_writes_covered_by(&mut self, index: u64, out: &mut Output) {
+        let later = self.pending_writes.split_off(&(index + 1));
+        let covered = std::mem::replace(&mut self.pending_writes, later);
+        for (id, _) in covered.into_values() {
+            out.replies.push(Reply::Failed {
+                id,
+                error: ReplyError::UnknownOutcome,
+            });
+        }
+    }
+
+    /// The pending read a read-index context belongs to (boot nonce and request id), if any.
+    fn read_context_id(&self, context: &[u8]) -> Option<u64> {
+        let bytes = <[u8; READ_CONTEXT_BYTES]>::try_from(context).ok()?;
+        let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+        let (nonce, id) = (word(0), word(8));
+        (nonce == self.boot_nonce && self.pending_reads.contains_key(&id)).then_some(id)
     }
 
     /// Makes a ready's entries and hard state readable by Raft (memory) and asks the driver

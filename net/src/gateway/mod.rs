@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use treesync_core::codec::GodotVersion;
 use treesync_core::replica::ReadTarget;
-use treesync_core::{Limits, Op, Txn, Value};
+use treesync_core::{Limits, Txn};
 
 use crate::client_proto::Response;
 pub use reply::{chunks, error_reply};
@@ -59,28 +59,8 @@ pub trait Backend: Send + Sync + 'static {
     ) -> BoxFuture<Response>;
 }
 
-/// What a subscription delivers, in order.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Push {
-    /// The subtree (`None`: no node there yet) as of log `index`; `resync` when it replaces
-    /// a stream the subscriber had (its position was compacted away, or it fell behind).
-    Snapshot {
-        shard: u32,
-        tree: Option<Value>,
-        index: u64,
-        hlc: u64,
-        resync: bool,
-    },
-    /// The ops of the transaction at `index` that touch the subtree.
-    Change {
-        shard: u32,
-        index: u64,
-        hlc: u64,
-        ops: Vec<Op>,
-    },
-    /// Every change with an HLC up to `hlc` has been delivered.
-    Resolved { hlc: u64 },
-}
+/// What a subscription delivers, in order (the engine's type, delivered as it is).
+pub use treesync_core::engine::Push;
 
 /// Gateway limits; every one bounds memory or work per session.
 #[derive(Clone, Debug)]

@@ -1,0 +1,158 @@
+//! Subscriptions of one shard replica: snapshot or log catch-up, then every applied change
+//! touching the subscribed subtree, in apply order, and periodic resolved timestamps.
+//!
+//! Pure: a subscriber is a `SubId`; pushes leave as `Commands::pushes` and the driver
+//! delivers them. A driver that cannot deliver one (the subscriber's bounded queue is full,
+//! or it went away) drops its sink and feeds `Input::Unsubscribe` back.
+//!
+//! # Invariants
+//! - A subscriber sees each applied change touching its subtree exactly once, in log order,
+//!   after a snapshot (or a catch-up from its position) that the changes continue without a
+//!   gap: start, catch-up and registration happen in one engine step.
+//! - A `Resolved { hlc }` push follows every change with an HLC <= `hlc` that this replica
+//!   applied: changes are published in the step that applied them, resolved pushes only
+//!   after (defect 7 of issue 9 was a resolved push overtaking the changes of its wake-up).
+
+use crate::hlc::Timestamp;
+use crate::op::Op;
+use crate::replica::{Applied, Replica};
+use crate::value::Value;
+
+/// A subscription's handle, chosen by the driver.
+pub type SubId = u64;
+
+/// What a subscription delivers, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Push {
+    /// The subtree (`None`: no node there yet) as of log `index`; `resync` when it replaces
+    /// a stream the subscriber had (its position was compacted away, or it fell behind).
+    Snapshot {
+        shard: u32,
+        tree: Option<Value>,
+        index: u64,
+        hlc: u64,
+        resync: bool,
+    },
+    /// The ops of the transaction at `index` that touch the subtree.
+    Change {
+        shard: u32,
+        index: u64,
+        hlc: u64,
+        ops: Vec<Op>,
+    },
+    /// Every change with an HLC up to `hlc` has been delivered.
+    Resolved { hlc: u64 },
+}
+
+/// One subscriber of one shard.
+#[derive(Debug)]
+pub(super) struct Subscriber {
+    pub id: SubId,
+    path: String,
+    /// The applied index its snapshot or catch-up reached: changes up to it were delivered.
+    after: u64,
+}
+
+fn touching(ops: &[Op], path: &str) -> Vec<Op> {
+    ops.iter().filter(|op| op.touches(path)).cloned().collect()
+}
+
+fn snapshot(shard: u32, replica: &Replica, path: &str, resync: bool) -> Push {
+    let (tree, index, hlc) = replica.snapshot_of(path);
+    Push::Snapshot {
+        shard,
+        tree,
+        index,
+        hlc: hlc.as_u64(),
+        resync,
+    }
+}
+
+/// Starts a feed: the changes after `from` if the log still holds them and at most `room`
+/// of them touch the subtree, else a snapshot (marked `resync` when the subscriber asked to
+/// resume). A `from` this replica has not applied yet but knows committed (a position
+/// learnt from a faster replica) waits for the log to get there instead.
+pub(super) fn start(
+    shard: u32,
+    replica: &mut Replica,
+    id: SubId,
+    path: String,
+    from: Option<u64>,
+    room: usize,
+    pushes: &mut Vec<(SubId, Push)>,
+) -> Subscriber {
+    replica.record_changes = true;
+    if let Some(from) = from.filter(|f| *f > replica.applied_index()) {
+        if from <= replica.commit_index() {
+            return Subscriber {
+                id,
+                path,
+                after: from,
+            };
+        }
+    }
+    let catch_up = from
+        .and_then(|f| replica.changes_after(f))
+        .map(|changes| {
+            changes
+                .into_iter()
+                .filter_map(|(index, hlc, txn)| {
+                    let ops = touching(&txn.ops, &path);
+                    (!ops.is_empty()).then_some(Push::Change {
+                        shard,
+                        index,
+                        hlc: hlc.as_u64(),
+                        ops,
+                    })
+                })
+                .collect::<Vec<_>>()
+        })
+        .filter(|catch_up| catch_up.len() <= room);
+    match catch_up {
+        Some(catch_up) => pushes.extend(catch_up.into_iter().map(|p| (id, p))),
+        None => pushes.push((id, snapshot(shard, replica, &path, from.is_some()))),
+    }
+    Subscriber {
+        id,
+        path,
+        after: replica.applied_index(),
+    }
+}
+
+/// The pushes applied changes make for every subscriber, in apply order.
+pub(super) fn publish(
+    shard: u32,
+    replica: &Replica,
+    subs: &[Subscriber],
+    applied: Vec<Applied>,
+    pushes: &mut Vec<(SubId, Push)>,
+) {
+    for change in applied {
+        for sub in subs {
+            match &change {
+                Applied::Txn { index, .. } | Applied::Reset { index } if *index <= sub.after => {}
+                Applied::Txn { index, hlc, txn } => {
+                    let ops = touching(&txn.ops, &sub.path);
+                    if !ops.is_empty() {
+                        let push = Push::Change {
+                            shard,
+                            index: *index,
+                            hlc: hlc.as_u64(),
+                            ops,
+                        };
+                        pushes.push((sub.id, push));
+                    }
+                }
+                Applied::Reset { .. } => {
+                    pushes.push((sub.id, snapshot(shard, replica, &sub.path, true)))
+                }
+            }
+        }
+    }
+}
+
+/// Tells every subscriber that everything up to `hlc` (the replica's applied HLC) was sent.
+pub(super) fn resolved(hlc: Timestamp, subs: &[Subscriber], pushes: &mut Vec<(SubId, Push)>) {
+    let hlc = hlc.as_u64();
+    pushes.extend(subs.iter().map(|sub| (sub.id, Push::Resolved { hlc })));
+}

@@ -1,0 +1,518 @@
+//! The per-core engine: the shard replicas of one CPU core, their group-commit batching,
+//! their feeds and resolved timestamps, request deadlines and reply routing, as one pure
+//! state machine (DESIGN.md, "Shape").
+//!
+//! `Engine::step(Input, &mut Commands)` is all there is. The glommio runtime
+//! (`treesync-actors`) and the deterministic simulator (`treesync-sim`) both drive this same
+//! engine, so the simulator tests the loop that ships. A driver executes `Commands` in this
+//! order: send `messages` (a leader's appends leave before its own fsync, Raft thesis
+//! 10.2.1), deliver `replies` and `pushes`, then write `wal` and make it durable before
+//! feeding `Input::Persisted { batch }` back.
+//!
+//! # Invariants
+//! - At most one WAL batch is in flight; batches are made durable in the order they were
+//!   handed out, so each shard's persist requests become durable in order (raft-rs async
+//!   persistence requires it). A batch holds at most `WAL_BATCH_BYTES_MAX` bytes of entries
+//!   and snapshots unless a single request is larger.
+//! - Every request is answered exactly once: by its replica, or by its deadline
+//!   (`request_ticks_max`) with `UnknownOutcome` (writes) or `Dropped` (reads).
+//! - Pushes of one step are ordered: applied changes first, then resolved timestamps.
+
+mod feeds;
+
+use std::collections::BTreeMap;
+
+use raft::prelude::{Message, Snapshot};
+use raft::storage::MemStorage;
+
+pub use feeds::{Push, SubId};
+use feeds::Subscriber;
+
+use crate::hlc::Timestamp;
+use crate::op::Txn;
+use crate::replica::{
+    Input as ReplicaInput, Output, PersistRequest, ReadTarget, Replica, ReplicaConfig, Reply,
+    ReplyError,
+};
+use crate::value::Value;
+
+/// A driver's handle for one request; its answer comes back with it.
+pub type Token = u64;
+
+/// Bytes of entries and snapshots per WAL batch before the rest waits for the next one:
+/// bounds a wake-up's write and memory (24 concurrent 1 MiB writes once made a 22 MB batch
+/// that stopped the core).
+pub const WAL_BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Default request deadline: 500 ticks (5 s at the default 10 ms tick).
+pub const REQUEST_TICKS_DEFAULT: u64 = 500;
+/// Ticks between resolved-timestamp pushes to subscribers (100 ms at 10 ms ticks).
+pub const RESOLVED_EVERY_TICKS: u64 = 10;
+
+/// Static configuration of one core's engine.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// The shards this core owns (`s mod cores == core`).
+    pub shards: Vec<u32>,
+    /// The replica template: `id` and `peers` are this server's; `jitter_seed` is mixed with
+    /// each shard's id so the shards of one core draw different timeouts.
+    pub replica: ReplicaConfig,
+    pub request_ticks_max: u64,
+    pub resolved_every_ticks: u64,
+}
+
+/// What the engine is asked to do.
+#[derive(Debug)]
+pub enum Input {
+    /// Replicate and apply `txn` on `shard`; `hlc` is the process clock's reading.
+    Propose {
+        token: Token,
+        shard: u32,
+        txn: Txn,
+        hlc: Timestamp,
+    },
+    /// Linearizable read.
+    Read {
+        token: Token,
+        shard: u32,
+        path: String,
+        target: ReadTarget,
+    },
+    /// Start feeding `sub` with the subtree at `path`; `room` is how many pushes its queue
+    /// takes now (a longer catch-up becomes a snapshot).
+    Subscribe {
+        token: Token,
+        shard: u32,
+        path: String,
+        from: Option<u64>,
+        sub: SubId,
+        room: usize,
+    },
+    /// The driver could not deliver to `sub` (its queue is full or it went away).
+    Unsubscribe { sub: SubId },
+    /// A Raft message from a peer for `shard`.
+    Peer { shard: u32, message: Box<Message> },
+    Tick,
+    /// The WAL batch `batch` is durable.
+    Persisted { batch: u64 },
+}
+
+/// What a request succeeded with.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Answer {
+    Written {
+        index: u64,
+        term: u64,
+        hlc: Timestamp,
+    },
+    Value(Option<Value>),
+    Subscribed,
+}
+
+/// The answer to one request: typed from here to the byte edge.
+pub type Outcome = Result<Answer, ReplyError>;
+
+/// Persist requests to make durable with one fsync, then feed back `Persisted { number }`.
+#[derive(Debug, PartialEq)]
+pub struct WalBatch {
+    pub number: u64,
+    pub requests: Vec<(u32, PersistRequest)>,
+}
+
+/// What a step asks the driver to do (see the module doc for the order).
+#[derive(Debug, Default)]
+pub struct Commands {
+    pub messages: Vec<(u32, Message)>,
+    pub replies: Vec<(Token, Outcome)>,
+    pub pushes: Vec<(SubId, Push)>,
+    pub wal: Option<WalBatch>,
+}
+
+impl Commands {
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+            && self.replies.is_empty()
+            && self.pushes.is_empty()
+            && self.wal.is_none()
+    }
+}
+
+#[derive(Debug)]
+struct Pending {
+    token: Token,
+    issued_tick: u64,
+    write: bool,
+}
+
+struct Slot {
+    replica: Replica,
+    out: Output,
+    /// Replica request id → the driver's request.
+    pending: BTreeMap<u64, Pending>,
+    subs: Vec<Subscriber>,
+}
+
+/// One core's shards and everything between them and the driver.
+pub struct Engine {
+    config: EngineConfig,
+    slots: BTreeMap<u32, Slot>,
+    next_request: u64,
+    ticks: u64,
+    /// Persist requests not yet handed out in a batch, in production order.
+    unsynced: Vec<(u32, PersistRequest)>,
+    /// The batch being made durable: its number and each shard's last request number in it.
+    in_flight: Option<(u64, Vec<(u32, u64)>)>,
+    next_batch: u64,
+}
+
+impl Engine {
+    /// An engine over each shard's recovered Raft storage (and last snapshot).
+    pub fn new(
+        config: EngineConfig,
+        mut recovered: impl FnMut(u32) -> (MemStorage, Option<Snapshot>),
+        logger: &slog::Logger,
+    ) -> Engine {
+        assert!(config.request_ticks_max > 0, "requests need a deadline");
+        assert!(config.resolved_every_ticks > 0, "resolved pushes need a period");
+        let slots = config
+            .shards
+            .iter()
+            .map(|shard| {
+                let (storage, snapshot) = recovered(*shard);
+                let replica_config = ReplicaConfig {
+                    jitter_seed: config.replica.jitter_seed
+                        ^ u64::from(*shard).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                    ..config.replica.clone()
+                };
+                let slot = Slot {
+                    replica: Replica::new(&replica_config, storage, snapshot, logger),
+                    out: Output::default(),
+                    pending: BTreeMap::new(),
+                    subs: Vec::new(),
+                };
+                (*shard, slot)
+            })
+            .collect();
+        Engine {
+            config,
+            slots,
+            next_request: 1,
+            ticks: 0,
+            unsynced: Vec::new(),
+            in_flight: None,
+            next_batch: 1,
+        }
+    }
+
+    /// Runs one input and everything it makes ready; appends what to do to `commands`.
+    pub fn step(&mut self, input: Input, commands: &mut Commands) {
+        match input {
+            Input::Propose {
+                token,
+                shard,
+                txn,
+                hlc,
+            } => self.request(token, shard, true, commands, |id| ReplicaInput::Propose {
+                id,
+                txn,
+                hlc,
+            }),
+            Input::Read {
+                token,
+                shard,
+                path,
+                target,
+            } => self.request(token, shard, false, commands, |id| ReplicaInput::Read {
+                id,
+                path,
+                target,
+            }),
+            Input::Subscribe {
+                token,
+                shard,
+                path,
+                from,
+                sub,
+                room,
+            } => self.subscribe(token, shard, path, from, sub, room, commands),
+            Input::Unsubscribe { sub } => self.unsubscribe(sub),
+            Input::Peer { shard, message } => {
+                // Messages for shards this core does not own come from a misconfigured peer:
+                // dropping them is what Raft expects of a lossy network.
+                if self.slots.contains_key(&shard) {
+                    self.step_replica(shard, ReplicaInput::Message(message), commands);
+                }
+            }
+            Input::Tick => self.tick(commands),
+            Input::Persisted { batch } => self.persisted(batch, commands),
+        }
+        self.hand_out_batch(commands);
+    }
+
+    fn request(
+        &mut self,
+        token: Token,
+        shard: u32,
+        write: bool,
+        commands: &mut Commands,
+        input: impl FnOnce(u64) -> ReplicaInput,
+    ) {
+        let Some(slot) = self.slots.get_mut(&shard) else {
+            commands
+                .replies
+                .push((token, Err(ReplyError::UnknownShard { shard })));
+            return;
+        };
+        let id = self.next_request;
+        self.next_request += 1;
+        let issued_tick = self.ticks;
+        let previous = slot.pending.insert(
+            id,
+            Pending {
+                token,
+                issued_tick,
+                write,
+            },
+        );
+        assert!(previous.is_none(), "request ids are never reused");
+        self.step_replica(shard, input(id), commands);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn subscribe(
+        &mut self,
+        token: Token,
+        shard: u32,
+        path: String,
+        from: Option<u64>,
+        sub: SubId,
+        room: usize,
+        commands: &mut Commands,
+    ) {
+        let Some(slot) = self.slots.get_mut(&shard) else {
+            commands
+                .replies
+                .push((token, Err(ReplyError::UnknownShard { shard })));
+            return;
+        };
+        // Changes the replica applied but this engine has not published yet go out first,
+        // so the new subscriber's start point is exact.
+        Self::collect(shard, slot, &mut self.unsynced, commands);
+        let subscriber = feeds::start(
+            shard,
+            &mut slot.replica,
+            sub,
+            path,
+            from,
+            room,
+            &mut commands.pushes,
+        );
+        slot.subs.push(subscriber);
+        commands.replies.push((token, Ok(Answer::Subscribed)));
+    }
+
+    fn unsubscribe(&mut self, sub: SubId) {
+        for slot in self.slots.values_mut() {
+            slot.subs.retain(|s| s.id != sub);
+            slot.replica.record_changes = !slot.subs.is_empty();
+        }
+    }
+
+    fn tick(&mut self, commands: &mut Commands) {
+        self.ticks += 1;
+        let resolve = self.ticks % self.config.resolved_every_ticks == 0;
+        let shards: Vec<u32> = self.slots.keys().copied().collect();
+        for shard in shards {
+            self.step_replica(shard, ReplicaInput::Tick, commands);
+            self.expire(shard, commands);
+            let slot = self.slots.get(&shard).expect("own shard");
+            if resolve && !slot.subs.is_empty() {
+                let hlc = slot.replica.applied_hlc();
+                feeds::resolved(hlc, &slot.subs, &mut commands.pushes);
+            }
+        }
+    }
+
+    /// Answers requests past their deadline: a write may still apply later, so its outcome
+    /// is unknown; a read did not happen.
+    fn expire(&mut self, shard: u32, commands: &mut Commands) {
+        let cutoff = self.ticks.saturating_sub(self.config.request_ticks_max);
+        let slot = self.slots.get_mut(&shard).expect("own shard");
+        let expired: Vec<u64> = slot
+            .pending
+            .iter()
+            .filter(|(_, p)| p.issued_tick < cutoff)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            let pending = slot.pending.remove(&id).expect("listed above");
+            let error = match pending.write {
+                true => ReplyError::UnknownOutcome,
+                false => ReplyError::Dropped,
+            };
+            commands.replies.push((pending.token, Err(error)));
+        }
+    }
+
+    fn persisted(&mut self, batch: u64, commands: &mut Commands) {
+        let (number, shards) = self
+            .in_flight
+            .take()
+            .expect("Persisted answers the batch in flight");
+        assert_eq!(number, batch, "batches are made durable in order");
+        for (shard, request_number) in shards {
+            let input = ReplicaInput::Persisted {
+                number: request_number,
+            };
+            self.step_replica(shard, input, commands);
+        }
+    }
+
+    fn step_replica(&mut self, shard: u32, input: ReplicaInput, commands: &mut Commands) {
+        let slot = self.slots.get_mut(&shard).expect("own shard");
+        slot.replica.step(input, &mut slot.out);
+        Self::collect(shard, slot, &mut self.unsynced, commands);
+    }
+
+    /// Moves what a replica step produced into the commands, in the order the module doc
+    /// promises: changes are published before anything later (a resolved push) is added.
+    fn collect(
+        shard: u32,
+        slot: &mut Slot,
+        unsynced: &mut Vec<(u32, PersistRequest)>,
+        commands: &mut Commands,
+    ) {
+        let out = &mut slot.out;
+        commands
+            .messages
+            .extend(out.messages.drain(..).map(|m| (shard, m)));
+        for reply in out.replies.drain(..) {
+            let (id, outcome) = outcome_of(reply);
+            // A request past its deadline was answered already; its late answer is dropped.
+            if let Some(pending) = slot.pending.remove(&id) {
+                commands.replies.push((pending.token, outcome));
+            }
+        }
+        if !out.applied.is_empty() {
+            let applied = std::mem::take(&mut out.applied);
+            feeds::publish(
+                shard,
+                &slot.replica,
+                &slot.subs,
+                applied,
+                &mut commands.pushes,
+            );
+        }
+        unsynced.extend(out.persist.drain(..).map(|p| (shard, p)));
+    }
+
+    /// Hands the driver the next WAL batch when none is in flight.
+    fn hand_out_batch(&mut self, commands: &mut Commands) {
+        if self.in_flight.is_some() || self.unsynced.is_empty() {
+            return;
+        }
+        let mut bytes = 0;
+        let mut take = 0;
+        for (_, request) in &self.unsynced {
+            let size = persist_bytes(request);
+            if take > 0 && bytes + size > WAL_BATCH_BYTES_MAX {
+                break;
+            }
+            bytes += size;
+            take += 1;
+        }
+        let requests: Vec<(u32, PersistRequest)> = self.unsynced.drain(..take).collect();
+        let mut last: Vec<(u32, u64)> = Vec::new();
+        for (shard, request) in &requests {
+            last.retain(|(s, _)| s != shard);
+            last.push((*shard, request.number));
+        }
+        let number = self.next_batch;
+        self.next_batch += 1;
+        self.in_flight = Some((number, last));
+        assert!(commands.wal.is_none(), "one batch per step");
+        commands.wal = Some(WalBatch { number, requests });
+    }
+
+    /// Whether every persist request handed out so far is durable and none waits: the
+    /// moment a WAL rewrite may take each shard's `durable_base`.
+    pub fn is_durable(&self) -> bool {
+        self.in_flight.is_none() && self.unsynced.is_empty()
+    }
+
+    pub fn replica(&self, shard: u32) -> Option<&Replica> {
+        self.slots.get(&shard).map(|s| &s.replica)
+    }
+
+    pub fn replicas(&self) -> impl Iterator<Item = (u32, &Replica)> {
+        self.slots.iter().map(|(id, s)| (*id, &s.replica))
+    }
+
+    /// Requests waiting for an answer, over all shards.
+    pub fn pending_requests(&self) -> usize {
+        self.slots.values().map(|s| s.pending.len()).sum()
+    }
+
+    /// One line per shard: role, term, applied index, leader.
+    pub fn status(&self) -> String {
+        self.slots
+            .iter()
+            .map(|(id, s)| {
+                let r = &s.replica;
+                let role = if r.is_leader() { "leader" } else { "follower" };
+                format!(
+                    "shard {id} role={role} term={} applied={} leader={}\n",
+                    r.term(),
+                    r.applied_index(),
+                    r.leader().unwrap_or(0)
+                )
+            })
+            .collect()
+    }
+
+    /// Checks what must hold between steps (the simulator runs it after every step).
+    pub fn check_invariants(&self) {
+        if let Some((number, shards)) = &self.in_flight {
+            assert!(*number < self.next_batch, "the batch in flight was handed out");
+            assert!(!shards.is_empty(), "a batch persists something");
+        }
+        for (id, slot) in &self.slots {
+            assert!(slot.out.messages.is_empty(), "shard {id}: output collected");
+            assert!(slot.out.persist.is_empty(), "shard {id}: output collected");
+            assert!(
+                slot.pending.keys().all(|r| *r < self.next_request),
+                "shard {id}: pending requests were issued"
+            );
+            assert!(
+                slot.pending
+                    .values()
+                    .all(|p| p.issued_tick + self.config.request_ticks_max >= self.ticks),
+                "shard {id}: no request outlives its deadline"
+            );
+        }
+    }
+}
+
+fn persist_bytes(request: &PersistRequest) -> usize {
+    let entries: usize = request
+        .entries
+        .iter()
+        .map(|e| e.data.len() + e.context.len())
+        .sum();
+    entries + request.snapshot.as_ref().map_or(0, |s| s.data.len())
+}
+
+fn outcome_of(reply: Reply) -> (u64, Outcome) {
+    match reply {
+        Reply::Written {
+            id,
+            index,
+            term,
+            hlc,
+        } => (id, Ok(Answer::Written { index, term, hlc })),
+        Reply::Read { id, value, .. } => (id, Ok(Answer::Value(value))),
+        Reply::Failed { id, error } => (id, Err(error)),
+    }
+}
+
+#[cfg(test)]
+mod tests;
