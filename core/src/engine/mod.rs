@@ -58,6 +58,10 @@ pub struct EngineConfig {
     pub replica: ReplicaConfig,
     pub request_ticks_max: u64,
     pub resolved_every_ticks: u64,
+    /// Test-only must-fail twin of the ordering invariant: publish applied changes one step
+    /// late, so a resolved push can overtake them (the defect the old core loop had). Only
+    /// the simulator's `--inject resolved-before-change` sets it.
+    pub inject_resolved_before_change: bool,
 }
 
 /// What the engine is asked to do.
@@ -149,6 +153,8 @@ struct Slot {
     /// Replica request id → the driver's request.
     pending: BTreeMap<u64, Pending>,
     subs: Vec<Subscriber>,
+    /// Change pushes held back one step (only with `inject_resolved_before_change`).
+    delayed: Vec<(SubId, Push)>,
 }
 
 /// One core's shards and everything between them and the driver.
@@ -188,6 +194,7 @@ impl Engine {
                     out: Output::default(),
                     pending: BTreeMap::new(),
                     subs: Vec::new(),
+                    delayed: Vec::new(),
                 };
                 (*shard, slot)
             })
@@ -296,7 +303,7 @@ impl Engine {
         };
         // Changes the replica applied but this engine has not published yet go out first,
         // so the new subscriber's start point is exact.
-        Self::collect(shard, slot, &mut self.unsynced, commands);
+        Self::collect(shard, slot, &mut self.unsynced, self.config.inject_resolved_before_change, commands);
         let subscriber = feeds::start(
             shard,
             &mut slot.replica,
@@ -322,12 +329,20 @@ impl Engine {
         let resolve = self.ticks % self.config.resolved_every_ticks == 0;
         let shards: Vec<u32> = self.slots.keys().copied().collect();
         for shard in shards {
+            let mark = commands.pushes.len();
             self.step_replica(shard, ReplicaInput::Tick, commands);
             self.expire(shard, commands);
             let slot = self.slots.get(&shard).expect("own shard");
             if resolve && !slot.subs.is_empty() {
                 let hlc = slot.replica.applied_hlc();
-                feeds::resolved(hlc, &slot.subs, &mut commands.pushes);
+                let mut resolved = Vec::new();
+                feeds::resolved(hlc, &slot.subs, &mut resolved);
+                // The injected bug puts them before the changes this tick released.
+                let at = match self.config.inject_resolved_before_change {
+                    true => mark,
+                    false => commands.pushes.len(),
+                };
+                commands.pushes.splice(at..at, resolved);
             }
         }
     }
@@ -370,7 +385,7 @@ impl Engine {
     fn step_replica(&mut self, shard: u32, input: ReplicaInput, commands: &mut Commands) {
         let slot = self.slots.get_mut(&shard).expect("own shard");
         slot.replica.step(input, &mut slot.out);
-        Self::collect(shard, slot, &mut self.unsynced, commands);
+        Self::collect(shard, slot, &mut self.unsynced, self.config.inject_resolved_before_change, commands);
     }
 
     /// Moves what a replica step produced into the commands, in the order the module doc
@@ -379,6 +394,7 @@ impl Engine {
         shard: u32,
         slot: &mut Slot,
         unsynced: &mut Vec<(u32, PersistRequest)>,
+        delay_changes: bool,
         commands: &mut Commands,
     ) {
         let out = &mut slot.out;
@@ -392,15 +408,16 @@ impl Engine {
                 commands.replies.push((pending.token, outcome));
             }
         }
+        let mut changes = Vec::new();
         if !out.applied.is_empty() {
             let applied = std::mem::take(&mut out.applied);
-            feeds::publish(
-                shard,
-                &slot.replica,
-                &slot.subs,
-                applied,
-                &mut commands.pushes,
-            );
+            feeds::publish(shard, &slot.replica, &slot.subs, applied, &mut changes);
+        }
+        if delay_changes {
+            commands.pushes.append(&mut slot.delayed);
+            slot.delayed = changes;
+        } else {
+            commands.pushes.append(&mut changes);
         }
         unsynced.extend(out.persist.drain(..).map(|p| (shard, p)));
     }

@@ -7,6 +7,7 @@ use super::*;
 use crate::hlc::Timestamp;
 use crate::op::{Op, Prop};
 use raft::Storage;
+use std::collections::BTreeSet;
 
 fn logger() -> slog::Logger {
     slog::Logger::root(slog::Discard, slog::o!())
@@ -207,5 +208,99 @@ fn a_follower_refuses_proposals_and_names_no_leader_yet() {
             id: 9,
             error: ReplyError::NotLeader { leader: None }
         }]
+    );
+}
+
+fn follower(id: u64, seed: u64, nonce: u64) -> Replica {
+    let config = ReplicaConfig {
+        jitter_seed: seed,
+        boot_nonce: nonce,
+        ..ReplicaConfig::new(id, vec![1, 2, 3])
+    };
+    Replica::new(&config, MemStorage::new(), None, &logger())
+}
+
+/// Ticks a lone follower until it starts a (pre-)vote; returns how many ticks that took.
+fn ticks_until_campaign(replica: &mut Replica) -> usize {
+    for tick in 1..=100 {
+        let mut out = Output::default();
+        replica.step(Input::Tick, &mut out);
+        let campaigning = out.messages.iter().any(|m| {
+            matches!(
+                m.get_msg_type(),
+                MessageType::MsgRequestPreVote | MessageType::MsgRequestVote
+            )
+        });
+        if campaigning {
+            return tick;
+        }
+    }
+    panic!("never campaigned");
+}
+
+#[test]
+fn election_timeouts_are_jittered_from_the_driver_seed_and_replay_exactly() {
+    let timeouts: Vec<usize> = (1..=20).map(|seed| follower(1, seed, 0).election_timeout()).collect();
+    assert!(timeouts.iter().all(|t| (10..20).contains(t)), "{timeouts:?}");
+    let distinct: BTreeSet<usize> = timeouts.iter().copied().collect();
+    assert!(distinct.len() >= 4, "timeouts are spread: {timeouts:?}");
+    assert_eq!(follower(1, 7, 0).election_timeout(), follower(1, 7, 0).election_timeout());
+    // The drawn timeout is the one raft-rs uses: a follower campaigns exactly then.
+    for seed in [3, 11, 19] {
+        let mut replica = follower(1, seed, 0);
+        let expected = replica.election_timeout();
+        assert_eq!(ticks_until_campaign(&mut replica), expected, "seed {seed}");
+    }
+}
+
+fn message(kind: MessageType, from: u64, to: u64, term: u64) -> Message {
+    let mut m = Message::default();
+    m.set_msg_type(kind);
+    (m.from, m.to, m.term) = (from, to, term);
+    m
+}
+
+fn read_index_response(to: u64, context: Vec<u8>) -> Input {
+    let mut m = message(MessageType::MsgReadIndexResp, 1, to, 1);
+    m.index = 0;
+    m.entries = vec![Entry {
+        data: context.into(),
+        ..Default::default()
+    }]
+    .into();
+    Input::Message(Box::new(m))
+}
+
+fn read_context(nonce: u64, id: u64) -> Vec<u8> {
+    [nonce.to_le_bytes(), id.to_le_bytes()].concat()
+}
+
+#[test]
+fn a_read_index_answer_meant_for_a_previous_boot_does_not_serve_a_new_read() {
+    let mut replica = follower(2, 1, 42);
+    let mut out = Output::default();
+    // A heartbeat makes node 1 this follower's leader in term 1.
+    replica.step(
+        Input::Message(Box::new(message(MessageType::MsgHeartbeat, 1, 2, 1))),
+        &mut out,
+    );
+    assert_eq!(replica.leader(), Some(1));
+    let read = Input::Read {
+        id: 1,
+        path: "/root".into(),
+        target: ReadTarget::Prop("x".into()),
+    };
+    replica.step(read, &mut out);
+    // The same request id from the previous boot (nonce 41), answered late: ignored.
+    replica.step(read_index_response(2, read_context(41, 1)), &mut out);
+    assert!(out.replies.is_empty(), "{:?}", out.replies);
+    // An answer for a read id nobody is waiting for: ignored too.
+    replica.step(read_index_response(2, read_context(42, 9)), &mut out);
+    assert!(out.replies.is_empty(), "{:?}", out.replies);
+    replica.step(read_index_response(2, read_context(42, 1)), &mut out);
+    assert!(
+        matches!(out.replies.as_slice(), [Reply::Read { id: 1, .. }]),
+        "{:?}",
+        out.replies
     );
 }
