@@ -94,6 +94,7 @@ pub async fn run(
         },
         request_ticks_max: REQUEST_TICKS_DEFAULT,
         resolved_every_ticks: RESOLVED_EVERY_TICKS,
+        inject_resolved_before_change: false,
     };
     let mut engine = Engine::new(
         engine_config,

@@ -9,7 +9,7 @@ mod client_port;
 mod core_loop;
 mod gateway_backend;
 mod router;
-mod wal_records;
+pub mod wal_records;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
