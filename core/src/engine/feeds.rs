@@ -14,7 +14,8 @@
 //!   after (defect 7 of issue 9 was a resolved push overtaking the changes of its wake-up).
 
 use crate::hlc::Timestamp;
-use crate::op::Op;
+use super::mirror;
+use crate::op::{is_within, Op};
 use crate::replica::{Applied, Replica};
 use crate::value::Value;
 
@@ -53,9 +54,6 @@ pub(super) struct Subscriber {
     after: u64,
 }
 
-fn touching(ops: &[Op], path: &str) -> Vec<Op> {
-    ops.iter().filter(|op| op.touches(path)).cloned().collect()
-}
 
 fn snapshot(shard: u32, replica: &Replica, path: &str, resync: bool) -> Push {
     let (tree, index, hlc) = replica.snapshot_of(path);
@@ -96,17 +94,33 @@ pub(super) fn start(
         .map(|changes| {
             changes
                 .into_iter()
-                .filter_map(|(index, hlc, txn)| {
-                    let ops = touching(&txn.ops, &path);
-                    (!ops.is_empty()).then_some(Push::Change {
-                        shard,
-                        index,
-                        hlc: hlc.as_u64(),
-                        ops,
-                    })
+                .map(|(index, hlc, txn)| {
+                    // The log does not hold what relocated nodes looked like: a catch-up
+                    // over a relocation into the subtree becomes a snapshot instead.
+                    let arrives = txn.ops.iter().any(|op| {
+                        mirror::relocation(op).is_some_and(|(source, dest)| {
+                            !is_within(source, &path)
+                                && (is_within(&dest, &path) || is_within(&path, &dest))
+                        })
+                    });
+                    let ops = mirror::ops_for(&txn.ops, &[], &path);
+                    (!arrives).then_some((index, hlc, ops))
                 })
-                .collect::<Vec<_>>()
+                .collect::<Option<Vec<_>>>()
+                .map(|changes| {
+                    changes
+                        .into_iter()
+                        .filter(|(_, _, ops)| !ops.is_empty())
+                        .map(|(index, hlc, ops)| Push::Change {
+                            shard,
+                            index,
+                            hlc: hlc.as_u64(),
+                            ops,
+                        })
+                        .collect::<Vec<_>>()
+                })
         })
+        .flatten()
         .filter(|catch_up| catch_up.len() <= room);
     match catch_up {
         Some(catch_up) => pushes.extend(catch_up.into_iter().map(|p| (id, p))),
@@ -131,8 +145,13 @@ pub(super) fn publish(
         for sub in subs {
             match &change {
                 Applied::Txn { index, .. } | Applied::Reset { index } if *index <= sub.after => {}
-                Applied::Txn { index, hlc, txn } => {
-                    let ops = touching(&txn.ops, &sub.path);
+                Applied::Txn {
+                    index,
+                    hlc,
+                    txn,
+                    landed,
+                } => {
+                    let ops = mirror::ops_for(&txn.ops, landed, &sub.path);
                     if !ops.is_empty() {
                         let push = Push::Change {
                             shard,

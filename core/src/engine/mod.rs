@@ -19,6 +19,7 @@
 //! - Pushes of one step are ordered: applied changes first, then resolved timestamps.
 
 mod feeds;
+pub mod mirror;
 
 use std::collections::BTreeMap;
 

@@ -4,6 +4,7 @@ use raft::prelude::Entry;
 use raft::Storage;
 
 use super::{entry_hlc, Applied, Output, ReadTarget, Replica, Reply, ReplyError};
+use crate::engine::mirror;
 use crate::hlc::Timestamp;
 use crate::op::Txn;
 use crate::path::NodePath;
@@ -46,11 +47,25 @@ impl Replica {
                     Err(_) => {
                         self.rejected.insert(entry.index);
                     }
-                    Ok(()) if self.record_changes => out.applied.push(Applied::Txn {
-                        index: entry.index,
-                        hlc,
-                        txn,
-                    }),
+                    Ok(()) if self.record_changes => {
+                        // What relocated nodes look like now: a mirror that never saw them
+                        // gets them as creates (`engine::mirror`).
+                        let landed = txn
+                            .ops
+                            .iter()
+                            .enumerate()
+                            .filter_map(|(i, op)| {
+                                let (_, dest) = mirror::relocation(op)?;
+                                Some((i, mirror::creates_of(&self.tree, &dest)))
+                            })
+                            .collect();
+                        out.applied.push(Applied::Txn {
+                            index: entry.index,
+                            hlc,
+                            txn,
+                            landed,
+                        })
+                    }
                     Ok(()) => {}
                 }
                 Some(result)

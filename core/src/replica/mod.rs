@@ -206,6 +206,9 @@ pub enum Applied {
         index: u64,
         hlc: Timestamp,
         txn: Txn,
+        /// For each rename or move (by op index): `Create` ops of the relocated subtree as
+        /// it was after the transaction (`engine::mirror`).
+        landed: Vec<(usize, Vec<crate::op::Op>)>,
     },
     /// A snapshot from the leader replaced the tree up to `index`: subscribers must resync.
     Reset { index: u64 },
