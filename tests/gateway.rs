@@ -613,3 +613,234 @@ fn a_property_of_a_missing_node_is_not_found_but_an_unset_one_is_null() {
         assert_eq!(field(&push, "tree"), Some(&Value::Nil));
     });
 }
+
+/// A bare WebSocket client on a blocking socket that writes frames exactly as given, as a
+/// browser does with a large message (the Rust client sends each message as one frame).
+struct RawWs {
+    stream: std::net::TcpStream,
+}
+
+/// WebSocket opcodes (RFC 6455 §5.2).
+const CONTINUATION: u8 = 0x0;
+const TEXT: u8 = 0x1;
+const BINARY: u8 = 0x2;
+const CLOSE: u8 = 0x8;
+const PING: u8 = 0x9;
+const PONG: u8 = 0xa;
+
+impl RawWs {
+    fn connect(url: &str) -> RawWs {
+        use std::io::{Read, Write};
+        let rest = url.strip_prefix("ws://").expect("a ws:// URL");
+        let (host, path) = rest.split_once('/').expect("a path");
+        let mut stream = std::net::TcpStream::connect(host).expect("connect");
+        // Not synchronisation: a server that never answers fails the test instead of
+        // hanging it.
+        let patience = Some(std::time::Duration::from_secs(60));
+        stream.set_read_timeout(patience).expect("timeout");
+        write!(
+            stream,
+            "GET /{path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .expect("handshake");
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8];
+            stream.read_exact(&mut byte).expect("handshake reply");
+            head.push(byte[0]);
+        }
+        assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+        RawWs { stream }
+    }
+
+    /// Sends one frame, masked as a client must (RFC 6455 §5.3).
+    fn send(&mut self, fin: bool, opcode: u8, payload: &[u8]) {
+        use std::io::Write;
+        let mut frame = vec![(u8::from(fin) << 7) | opcode];
+        match payload.len() {
+            len if len < 126 => frame.push(0x80 | len as u8),
+            len if len <= 0xffff => {
+                frame.push(0x80 | 126);
+                frame.extend((len as u16).to_be_bytes());
+            }
+            len => {
+                frame.push(0x80 | 127);
+                frame.extend((len as u64).to_be_bytes());
+            }
+        }
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        frame.extend(mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.stream.write_all(&frame).expect("send a frame");
+    }
+
+    /// The next data or close frame from the server, as (opcode, payload); pings and pongs
+    /// are skipped. The server sends unmasked, unfragmented frames.
+    fn receive(&mut self) -> (u8, Vec<u8>) {
+        use std::io::Read;
+        loop {
+            let mut head = [0u8; 2];
+            self.stream.read_exact(&mut head).expect("a frame header");
+            let len = match head[1] & 0x7f {
+                126 => {
+                    let mut n = [0u8; 2];
+                    self.stream.read_exact(&mut n).expect("a 16-bit length");
+                    usize::from(u16::from_be_bytes(n))
+                }
+                127 => {
+                    let mut n = [0u8; 8];
+                    self.stream.read_exact(&mut n).expect("a 64-bit length");
+                    usize::try_from(u64::from_be_bytes(n)).expect("a length that fits")
+                }
+                n => usize::from(n),
+            };
+            let mut payload = vec![0u8; len];
+            self.stream
+                .read_exact(&mut payload)
+                .expect("a frame payload");
+            match head[0] & 0x0f {
+                PING | PONG => continue,
+                opcode => return (opcode, payload),
+            }
+        }
+    }
+
+    /// The next message, which must be a binary Godot 4 Variant.
+    fn receive_value(&mut self) -> Value {
+        let (opcode, payload) = self.receive();
+        assert_eq!(opcode, BINARY, "a binary message, not {payload:?}");
+        codec::decode(&payload, GodotVersion::V4).expect("a Variant")
+    }
+
+    /// The close code the server closed with.
+    fn receive_close_code(&mut self) -> u16 {
+        let (opcode, payload) = self.receive();
+        assert_eq!(opcode, CLOSE, "a close frame, not {payload:?}");
+        u16::from_be_bytes([payload[0], payload[1]])
+    }
+}
+
+#[test]
+fn a_request_sent_as_several_frames_gets_the_normal_reply() {
+    let cluster = LocalCluster::start("fragments", &[]);
+    let a = Value::PackedByteArray(vec![1; 40_000]);
+    let b = Value::PackedByteArray(vec![2; 40_000]);
+    let request = enc(&[
+        ("id", Value::Int(1)),
+        ("op", s("create")),
+        ("parent", s("/root")),
+        ("name", s("Big")),
+        ("class", s("Node")),
+        ("props", dict(&[("a", a.clone()), ("b", b.clone())])),
+    ]);
+    assert!(request.len() > 64 * 1024, "{} bytes", request.len());
+    let mut raw = RawWs::connect(&cluster.urls[0]);
+    // Chromium's first frame of a large message carries 65,464 bytes; then a continuation,
+    // a ping between fragments (RFC 6455 §5.4 allows control frames there) and the last.
+    raw.send(false, BINARY, &request[..65_464]);
+    raw.send(false, CONTINUATION, &request[65_464..70_000]);
+    raw.send(true, PING, b"between fragments");
+    raw.send(true, CONTINUATION, &request[70_000..]);
+    let reply = raw.receive_value();
+    assert_eq!(field(&reply, "id"), Some(&Value::Int(1)), "{reply:?}");
+    assert_eq!(field(&reply, "ok"), Some(&Value::Bool(true)), "{reply:?}");
+    assert!(int(field(&reply, "index")) > 0);
+    // The next message on the session, fragmented too, starts afresh.
+    let get = enc(&[
+        ("id", Value::Int(2)),
+        ("op", s("get")),
+        ("path", s("/root/Big")),
+        ("prop", s("b")),
+    ]);
+    raw.send(false, BINARY, &get[..5]);
+    raw.send(false, CONTINUATION, &get[5..10]);
+    raw.send(true, CONTINUATION, &get[10..]);
+    let reply = raw.receive_value();
+    assert_eq!(field(&reply, "id"), Some(&Value::Int(2)), "{reply:?}");
+    assert_eq!(field(&reply, "value"), Some(&b));
+    // Committed whole: another server reads it.
+    run(async {
+        let mut c = connect(&cluster.urls[1]).await;
+        assert_eq!(c.get_prop("/root/Big", "a").await.expect("get"), a);
+    });
+}
+
+#[test]
+fn an_oversized_or_out_of_sequence_fragmented_message_closes_the_session() {
+    let cluster = LocalCluster::start("fragments-bad", &["--max-message-bytes", "100000"]);
+    // Over the limit before its last frame: refused at once, as an oversized frame is
+    // (1009), without waiting for (or buffering) the rest.
+    let mut raw = RawWs::connect(&cluster.urls[0]);
+    raw.send(false, BINARY, &[0; 60_000]);
+    raw.send(false, CONTINUATION, &[0; 60_000]);
+    assert_eq!(raw.receive_close_code(), 1009, "message too big");
+    // Fragmented text is refused as text frames are (1003).
+    let mut raw = RawWs::connect(&cluster.urls[0]);
+    raw.send(false, TEXT, b"hel");
+    assert_eq!(raw.receive_close_code(), 1003, "unsupported data");
+    // A continuation without a first frame is a protocol error (1002).
+    let mut raw = RawWs::connect(&cluster.urls[0]);
+    raw.send(true, CONTINUATION, b"lo");
+    assert_eq!(raw.receive_close_code(), 1002, "protocol error");
+    // The server goes on serving other sessions.
+    run(async {
+        let mut c = connect(&cluster.urls[0]).await;
+        c.tree("/root").await.expect("tree");
+    });
+}
+
+/// An Array nested `depth` deep (`[]` is 1).
+fn nested(depth: usize) -> Value {
+    (1..depth).fold(Value::Array(vec![]), |inner, _| Value::Array(vec![inner]))
+}
+
+#[test]
+fn an_oversized_value_is_too_large_and_the_session_keeps_working() {
+    let cluster = LocalCluster::start("too-large", &[]);
+    run(async {
+        let mut c = connect(&cluster.urls[0]).await;
+        c.create("/root", "Keep", "Node", vec![])
+            .await
+            .expect("create");
+        // One past each default tree limit (core::Limits), in a message under 1 MiB.
+        let cases = [
+            ("nesting 33 deep", nested(33)),
+            ("a 65,537-byte String", s(&"x".repeat(65_537))),
+            (
+                "a 65,537-element PackedByteArray",
+                Value::PackedByteArray(vec![0; 65_537]),
+            ),
+            (
+                "a 300,048-byte value",
+                Value::Array(vec![Value::PackedByteArray(vec![0; 60_000]); 5]),
+            ),
+        ];
+        for (what, value) in cases {
+            let props = vec![("v".to_owned(), value)];
+            assert_eq!(
+                code(c.set("/root/Keep", props).await),
+                "too_large",
+                "{what}"
+            );
+        }
+        // A value treesync cannot store at any size (a Godot 4 Object) is invalid_value.
+        c.send_bytes(vec![0x18, 0, 0, 0]).await.expect("send");
+        let reply = c.receive().await.expect("a reply, not a closed session");
+        assert_eq!(
+            field(&reply, "error"),
+            Some(&s("invalid_value")),
+            "{reply:?}"
+        );
+        // The session keeps working, and nothing was stored.
+        assert_eq!(
+            c.get_prop("/root/Keep", "v").await.expect("get"),
+            Value::Nil
+        );
+        let within = vec![("v".to_owned(), nested(32))];
+        c.set("/root/Keep", within)
+            .await
+            .expect("a value at the limit");
+    });
+}

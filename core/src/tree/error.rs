@@ -79,13 +79,86 @@ impl TreeError {
             TreeError::InvalidClass { .. } => "invalid_class",
             TreeError::InvalidProperty { .. } => "invalid_property",
             TreeError::InvalidSignal { .. } => "invalid_signal",
-            TreeError::Value { .. } => "invalid_value",
+            TreeError::Value { source, .. } => value_code(source),
             TreeError::TooManyProperties { .. } => "too_many_properties",
             TreeError::TooManyChildren { .. } => "too_many_children",
             TreeError::TooManyNodes { .. } => "too_many_nodes",
             TreeError::TxnTooLarge { .. } => "too_large",
             TreeError::PreconditionFailed { .. } => "precondition_failed",
             TreeError::InTxn { source, .. } => source.code(),
+        }
+    }
+}
+
+/// The code of a refused value. Every `ValueLimitError` is a size or depth limit, which
+/// clients see as `too_large` like an oversized message or transaction (`docs/protocol.md`);
+/// `invalid_value` is for values that are wrong whatever their size. The match is
+/// exhaustive so that a new kind of refusal has to choose.
+fn value_code(error: &ValueLimitError) -> &'static str {
+    match error {
+        ValueLimitError::StringTooLong { .. }
+        | ValueLimitError::ArrayTooLong { .. }
+        | ValueLimitError::TooDeep { .. }
+        | ValueLimitError::TooLarge { .. } => "too_large",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::Limits;
+    use crate::value::Value;
+
+    fn nested(depth: usize) -> Value {
+        (1..depth).fold(Value::Array(vec![]), |inner, _| Value::Array(vec![inner]))
+    }
+
+    /// The code a client sees for `value` as a property, alone and inside a transaction.
+    fn codes(value: &Value) -> (&'static str, &'static str) {
+        let source = Limits::default().check_value(value).expect_err("refused");
+        let alone = TreeError::Value {
+            prop: "p".into(),
+            source,
+        };
+        let in_txn = TreeError::InTxn {
+            index: 0,
+            op: "set",
+            source: Box::new(alone.clone()),
+        };
+        (alone.code(), in_txn.code())
+    }
+
+    #[test]
+    fn every_oversized_value_is_too_large() {
+        let limits = Limits::default();
+        assert_eq!(
+            limits.value_depth_max, 32,
+            "the cases below are one past the defaults"
+        );
+        assert!(limits.check_value(&nested(32)).is_ok());
+        // 5 × (8-byte header + 60,000 bytes) + the Array's 8: 300,048 encoded bytes, each
+        // part within the array limit.
+        let parts = Value::Array(vec![Value::PackedByteArray(vec![0; 60_000]); 5]);
+        assert_eq!(crate::codec::encoded_len_v4(&parts), 300_048);
+        let cases = [
+            ("nesting 33 deep", nested(33)),
+            ("a 65,537-byte String", Value::String("x".repeat(65_537))),
+            (
+                "a 65,537-byte StringName",
+                Value::StringName("x".repeat(65_537)),
+            ),
+            (
+                "a 65,537-element PackedByteArray",
+                Value::PackedByteArray(vec![0; 65_537]),
+            ),
+            (
+                "a 65,537-element Array",
+                Value::Array(vec![Value::Nil; 65_537]),
+            ),
+            ("a 300,048-byte value", parts),
+        ];
+        for (what, value) in cases {
+            assert_eq!(codes(&value), ("too_large", "too_large"), "{what}");
         }
     }
 }

@@ -5,6 +5,7 @@
 //! ignored, so clients may add their own (e.g. for tracing); missing or mistyped ones are
 //! `bad_request`.
 
+use treesync_core::codec::DecodeError;
 use treesync_core::op::{Expect, Op, Precondition, Prop, Txn};
 use treesync_core::path::NodePath;
 use treesync_core::value::dict_field as field;
@@ -45,6 +46,10 @@ pub enum RequestError {
     InvalidPath { path: String, reason: String },
     #[error("message of {bytes} bytes exceeds the limit of {max}")]
     TooLarge { bytes: usize, max: usize },
+    /// Well-formed Godot bytes holding a value treesync does not store (an Object, a
+    /// Callable, a typed Array…): the client's fault, but not garbage.
+    #[error("invalid value: {0}")]
+    InvalidValue(DecodeError),
 }
 
 impl RequestError {
@@ -56,6 +61,20 @@ impl RequestError {
             RequestError::UnknownOp(_) => "unknown_op",
             RequestError::InvalidPath { .. } => "invalid_path",
             RequestError::TooLarge { .. } => "too_large",
+            RequestError::InvalidValue(_) => "invalid_value",
+        }
+    }
+}
+
+impl From<DecodeError> for RequestError {
+    /// A value the session's Godot format can hold but treesync cannot store is
+    /// `invalid_value`; bytes that are no Variant at all are `malformed`.
+    fn from(e: DecodeError) -> Self {
+        match e {
+            DecodeError::Unsupported { .. } | DecodeError::UnsupportedFlags { .. } => {
+                RequestError::InvalidValue(e)
+            }
+            other => RequestError::Malformed(other.to_string()),
         }
     }
 }
@@ -394,6 +413,20 @@ mod tests {
             );
         }
         assert_eq!(parse(&Value::Int(4), &Limits::default()).0, None);
+    }
+
+    #[test]
+    fn unstorable_values_are_invalid_value_and_garbage_is_malformed() {
+        use treesync_core::codec::{decode, GodotVersion};
+        // Type ids: Object 24, Callable 25 (Godot 4); 255 is no type at all.
+        for (bytes, code) in [
+            ([0x18, 0, 0, 0], "invalid_value"),
+            ([0x19, 0, 0, 0], "invalid_value"),
+            ([0xff, 0, 0, 0], "malformed"),
+        ] {
+            let e = decode(&bytes, GodotVersion::V4).expect_err("refused");
+            assert_eq!(RequestError::from(e).code(), code, "{bytes:?}");
+        }
     }
 
     #[test]

@@ -1,4 +1,8 @@
 //! One actix actor per WebSocket session: decode, validate, ask the backend, answer.
+//!
+//! A message may arrive as several frames (RFC 6455 §5.4): Chromium, hence every Godot 4
+//! web export, sends messages above 64 KiB that way. `Fragments` reassembles them up to
+//! `message_bytes_max` before the message is handled like a single-frame one.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,6 +13,7 @@ use std::collections::BTreeMap;
 use actix::{
     Actor, ActorContext, ActorFutureExt, AsyncContext, SpawnHandle, StreamHandler, WrapFuture,
 };
+use actix_http::ws::Item;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use actix_web_actors::ws;
 use futures_util::stream::{self, StreamExt};
@@ -64,6 +69,7 @@ async fn open(
         in_flight: 0,
         subs: BTreeMap::new(),
         next_sub: 1,
+        fragments: Fragments::default(),
     };
     ws::WsResponseBuilder::new(session, &req, stream)
         .frame_size(frame_max)
@@ -76,6 +82,80 @@ struct Session {
     in_flight: usize,
     subs: BTreeMap<i64, Subscription>,
     next_sub: i64,
+    /// The fragmented message being received, if any.
+    fragments: Fragments,
+}
+
+/// A binary message arriving as several frames, reassembled (RFC 6455 §5.4).
+///
+/// # Invariants
+/// - The buffer never holds more than the `max` given to `push` (its capacity at most
+///   twice that): a message growing past it is refused before the frame that would take
+///   it over is copied, so a session's memory stays bounded.
+/// - Between messages (and after a refusal) there is no buffer.
+#[derive(Debug, Default)]
+struct Fragments {
+    /// The frames so far; `None` between messages.
+    buffer: Option<Vec<u8>>,
+}
+
+/// Why a fragmented message closes the session.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+enum FragmentError {
+    #[error("fragmented text messages are not part of the protocol: send binary Godot Variants")]
+    Text,
+    #[error("a continuation frame without a first frame")]
+    NotStarted,
+    #[error("a new fragmented message started before the previous one ended")]
+    Started,
+    #[error("a fragmented message of {bytes}+ bytes exceeds the limit of {max}")]
+    TooLarge { bytes: usize, max: usize },
+}
+
+impl FragmentError {
+    /// The close code: as for a single text frame, a protocol error, or an oversized frame.
+    fn close_code(&self) -> ws::CloseCode {
+        match self {
+            FragmentError::Text => ws::CloseCode::Unsupported,
+            FragmentError::NotStarted | FragmentError::Started => ws::CloseCode::Protocol,
+            FragmentError::TooLarge { .. } => ws::CloseCode::Size,
+        }
+    }
+}
+
+impl Fragments {
+    /// Adds one frame of a fragmented message; returns the whole message after its last
+    /// frame. A message over `max` bytes closes the session, where a single frame that
+    /// size is answered `too_large`: its bytes are not kept, so it could not be answered
+    /// under its id, and its sender is told at once instead of after sending the rest.
+    fn push(&mut self, item: Item, max: usize) -> Result<Option<Vec<u8>>, FragmentError> {
+        let (data, last) = match item {
+            Item::FirstText(_) => return Err(FragmentError::Text),
+            Item::FirstBinary(data) => {
+                // actix's codec already refuses this; checked again so that the buffer
+                // of one message can never be prefixed to another.
+                if self.buffer.is_some() {
+                    self.buffer = None;
+                    return Err(FragmentError::Started);
+                }
+                self.buffer = Some(Vec::new());
+                (data, false)
+            }
+            Item::Continue(data) => (data, false),
+            Item::Last(data) => (data, true),
+        };
+        let buffer = self.buffer.as_mut().ok_or(FragmentError::NotStarted)?;
+        let bytes = buffer.len().saturating_add(data.len());
+        if bytes > max {
+            self.buffer = None;
+            return Err(FragmentError::TooLarge { bytes, max });
+        }
+        buffer.extend_from_slice(&data);
+        if !last {
+            return Ok(None);
+        }
+        Ok(self.buffer.take())
+    }
 }
 
 /// One subscription of a session.
@@ -128,7 +208,7 @@ impl Session {
         }
         let message = match codec::decode(bytes, self.version) {
             Ok(v) => v,
-            Err(e) => return self.refuse(ctx, None, &RequestError::Malformed(e.to_string())),
+            Err(e) => return self.refuse(ctx, None, &RequestError::from(e)),
         };
         let (id, request) = parse(&message, &limits.tree);
         let request = match request {
@@ -294,11 +374,14 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
     fn handle(&mut self, message: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
         match message {
             Ok(ws::Message::Binary(bytes)) => self.on_message(&bytes, ctx),
-            Ok(ws::Message::Continuation(_)) => close(
-                ctx,
-                ws::CloseCode::Unsupported,
-                "fragmented messages are not supported: send each Variant as one binary frame",
-            ),
+            Ok(ws::Message::Continuation(item)) => {
+                let max = self.shared.limits.message_bytes_max;
+                match self.fragments.push(item, max) {
+                    Ok(Some(message)) => self.on_message(&message, ctx),
+                    Ok(None) => {}
+                    Err(e) => close(ctx, e.close_code(), &e.to_string()),
+                }
+            }
             Ok(ws::Message::Text(_)) => close(
                 ctx,
                 ws::CloseCode::Unsupported,
@@ -393,5 +476,76 @@ fn outcome(request: &Request, response: Response) -> Outcome {
             Err(("unavailable".into(), message))
         }
         (_, Response::Value(None)) => Ok(vec![("value", Value::Nil)]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn first(data: &[u8]) -> Item {
+        Item::FirstBinary(data.to_vec().into())
+    }
+
+    fn more(data: &[u8]) -> Item {
+        Item::Continue(data.to_vec().into())
+    }
+
+    fn last(data: &[u8]) -> Item {
+        Item::Last(data.to_vec().into())
+    }
+
+    #[test]
+    fn fragments_reassemble_into_one_message_then_start_afresh() {
+        let mut fragments = Fragments::default();
+        assert_eq!(fragments.push(first(b"ab"), 8), Ok(None));
+        assert_eq!(fragments.push(more(b"cd"), 8), Ok(None));
+        assert_eq!(fragments.push(more(b""), 8), Ok(None));
+        assert_eq!(fragments.push(last(b"ef"), 8), Ok(Some(b"abcdef".to_vec())));
+        assert!(fragments.buffer.is_none(), "no buffer between messages");
+        // Exactly the limit is allowed, and a message may be just a first and a last frame.
+        assert_eq!(fragments.push(first(b"1234"), 8), Ok(None));
+        assert_eq!(
+            fragments.push(last(b"5678"), 8),
+            Ok(Some(b"12345678".to_vec()))
+        );
+    }
+
+    #[test]
+    fn a_fragmented_message_over_the_limit_is_refused_before_it_is_buffered() {
+        let mut fragments = Fragments::default();
+        assert_eq!(fragments.push(first(b"1234"), 8), Ok(None));
+        assert_eq!(
+            fragments.push(more(b"56789"), 8),
+            Err(FragmentError::TooLarge { bytes: 9, max: 8 })
+        );
+        assert!(fragments.buffer.is_none(), "the partial message is dropped");
+        let first_over = Fragments::default().push(first(&[0; 9]), 8);
+        assert_eq!(
+            first_over,
+            Err(FragmentError::TooLarge { bytes: 9, max: 8 })
+        );
+        assert_eq!(
+            FragmentError::TooLarge { bytes: 9, max: 8 }.close_code(),
+            ws::CloseCode::Size
+        );
+    }
+
+    #[test]
+    fn text_fragments_and_frames_out_of_sequence_are_refused() {
+        let text = Fragments::default().push(Item::FirstText(b"hi".to_vec().into()), 8);
+        assert_eq!(text, Err(FragmentError::Text));
+        assert_eq!(FragmentError::Text.close_code(), ws::CloseCode::Unsupported);
+        for orphan in [more(b"x"), last(b"x")] {
+            let mut fragments = Fragments::default();
+            assert_eq!(fragments.push(orphan, 8), Err(FragmentError::NotStarted));
+        }
+        let mut fragments = Fragments::default();
+        assert_eq!(fragments.push(first(b"a"), 8), Ok(None));
+        assert_eq!(fragments.push(first(b"b"), 8), Err(FragmentError::Started));
+        assert!(fragments.buffer.is_none());
+        for e in [FragmentError::NotStarted, FragmentError::Started] {
+            assert_eq!(e.close_code(), ws::CloseCode::Protocol);
+        }
     }
 }
