@@ -19,6 +19,8 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
             "--first" => first = value(flag, args.next())?,
             "--seed" => single = Some(value::<u64>(flag, args.next())?),
             "--steps" => template.steps = value(flag, args.next())?,
+            "--crash-per-mille" => template.crash_per_mille = value(flag, args.next())?,
+            "--corrupt-per-mille" => template.corrupt_per_mille = value(flag, args.next())?,
             "--inject" => template.inject = Some(value::<Bug>(flag, args.next())?),
             "--trace" => trace = Some(value::<String>(flag, args.next())?),
             other => return Err(format!("unknown option {other:?}")),

@@ -66,7 +66,10 @@ fn embedded_single_server_writes_and_reads() {
     // Without a rewrite the log would start with the leader's lone first entry; a rewrite
     // starts it with one record holding every entry kept.
     let image = std::fs::read(dir.join("core-0.wal")).expect("the WAL exists");
-    let (first, _) = treesync_actors::storage::format::decode_at(&image).expect("a record");
+    let header = treesync_actors::storage::header::decode_header(&image).expect("a header");
+    let records = &image[treesync_actors::storage::header::FILE_HEADER_BYTES..];
+    let (first, _) =
+        treesync_actors::storage::format::decode_at(records, header.salt).expect("a record");
     let merged = match &first {
         Record::Entries { entries, .. } => entries.len(),
         _ => 0,
@@ -75,7 +78,7 @@ fn embedded_single_server_writes_and_reads() {
         merged > 50,
         "the WAL was rewritten (its first record holds {merged} entries)"
     );
-    let recovery = treesync_actors::storage::recovery::recover(&image);
+    let recovery = treesync_actors::storage::recovery::recover(&image).expect("a valid log");
     let log = &recovery.shards[&0];
     let last = log.entries.last().map_or(0, |e| e.index);
     assert!(

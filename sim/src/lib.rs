@@ -1,31 +1,36 @@
-//! treesync-sim: deterministic simulation of one treesync shard (FoundationDB-style).
+//! treesync-sim: deterministic simulation of a treesync cluster (FoundationDB-style).
 //!
-//! The whole group — three `core::replica::Replica`s — runs on one thread over a simulated
-//! network (loss, duplication, delay and reordering, partitions), simulated disks (a crash
-//! loses every write not yet fsynced), jittered ticks and skewed wall clocks (up to 400 ms
-//! apart, feeding each node's HLC), driven by one seed. Clients write
-//! and read registers. Each run checks:
-//! - election safety: at most one leader per term;
-//! - state machine safety: replicas that applied the same index applied the same log
-//!   (hash chain of applied entries);
-//! - durability: every acknowledged write is in every replica's committed log after a heal
-//!   phase (no faults, everyone restarted);
-//! - liveness after healing: a leader exists and all replicas applied the same index;
-//! - linearizability per key (see `history`);
-//! - HLC order: applied timestamps strictly increase along the log, across leader changes
-//!   and skewed clocks (asserted by every replica as it applies).
+//! Three servers, each with two cores and eight shards (shard `s` on core `s mod 2`), run
+//! on one thread. Every core is the shipped engine (`treesync_core::engine::Engine`) and
+//! every core's WAL is bytes written with the shipped record format and read back by the
+//! shipped recovery (`treesync_actors::storage`), so the simulator tests the code that
+//! ships, not a copy of its loop. One seed drives: a lossy network (loss, duplication,
+//! delay, reordering, partitions), WAL faults (lost unsynced writes, torn last writes,
+//! a corrupted record before the tail, EIO on fsync), crashes of one server, a majority
+//! and all of them, jittered ticks, skewed and jumping wall clocks, and clients running
+//! every tree op. Each run checks, after every step:
+//! - every engine's `check_invariants()`;
+//! - election safety per shard: at most one leader per term;
+//! - state machine safety per shard: replicas that applied the same index hold the same
+//!   hash chain of applied entries, and an acknowledged write's (index, term) is what
+//!   replicas applied there;
+//! - feeds: a subscriber never receives a change with an HLC at or below a resolved
+//!   timestamp it was already sent, and changes arrive in index order;
+//! - a server whose WAL was corrupted before its tail refuses to start (never truncates);
+//!
+//! and at the end, after a heal phase: liveness (every shard has a leader and all replicas
+//! applied the same index) and linearizability of every register from the clients'
+//! invoke/complete times alone (`linearizability`), final reads included.
 //!
 //! `Bug` turns on a deliberate bug so anyone can watch a check catch it.
 //!
-//! Replicas compact their logs every 32 entries, so lagging or restarted replicas are often
-//! caught up by a tree snapshot rather than by entries.
-//!
-//! With `SimOptions::trace` a run also records its Raft steps as spec actions (`trace`), for
-//! TLC to check against `specs/RaftLeaderElectionTrace.tla`.
-//!
-//! Not simulated yet: several shards per node.
+//! With `SimOptions::trace` a run uses one core and one shard and records its Raft steps
+//! as spec actions (`trace`), for TLC to check against `specs/RaftLeaderElectionTrace.tla`.
 
-mod history;
+mod checks;
+mod clients;
+mod disk;
+mod linearizability;
 mod rng;
 pub mod trace;
 mod world;
@@ -33,8 +38,8 @@ mod world;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-pub use history::{check as check_history, Event, Kind, Outcome};
-use world::{World, KEYS};
+pub use linearizability::{check as check_history, OpKind, Operation, Violation};
+use world::World;
 
 /// A deliberate bug, for showing that the checks catch it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,16 +50,29 @@ pub enum Bug {
     StaleRead,
     /// A restart loses the vote of the persisted hard state (as `RaftLeaderElectionBuggy`).
     ForgetVote,
+    /// Recovery truncates the WAL at a corrupted record wherever it is (the old behaviour:
+    /// every later record, acknowledged entries and votes included, is silently lost).
+    TruncateCorruptMiddle,
+    /// Resolved timestamps are pushed before the changes applied in the same tick.
+    ResolvedBeforeChange,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 3] = [Bug::AckBeforeFsync, Bug::StaleRead, Bug::ForgetVote];
+    pub const ALL: [Bug; 5] = [
+        Bug::AckBeforeFsync,
+        Bug::StaleRead,
+        Bug::ForgetVote,
+        Bug::TruncateCorruptMiddle,
+        Bug::ResolvedBeforeChange,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Bug::AckBeforeFsync => "ack-before-fsync",
             Bug::StaleRead => "stale-read",
             Bug::ForgetVote => "forget-vote",
+            Bug::TruncateCorruptMiddle => "truncate-corrupt-middle",
+            Bug::ResolvedBeforeChange => "resolved-before-change",
         }
     }
 }
@@ -77,8 +95,11 @@ pub struct SimOptions {
     pub steps: u64,
     /// Time units of the heal phase (no faults, no new client traffic).
     pub heal_steps: u64,
-    /// Chance per time unit (per mille) of crashing a node.
+    /// Chance per time unit (per mille) of a crash (of one, a majority or all servers).
     pub crash_per_mille: u64,
+    /// Chance per crash (per mille) that a record before the WAL's tail is corrupted on one
+    /// server's disk (at most one server per run, so a majority stays whole).
+    pub corrupt_per_mille: u64,
     pub inject: Option<Bug>,
     /// Record a trace for `specs/RaftLeaderElectionTrace.tla`. Such runs differ: no log
     /// compaction, and crashes only of nodes whose writes are all durable (see `trace`).
@@ -89,9 +110,10 @@ impl SimOptions {
     pub fn new(seed: u64) -> SimOptions {
         SimOptions {
             seed,
-            steps: 1500,
-            heal_steps: 600,
-            crash_per_mille: 8,
+            steps: 1000,
+            heal_steps: 400,
+            crash_per_mille: 6,
+            corrupt_per_mille: 100,
             inject: None,
             trace: false,
         }
@@ -99,7 +121,7 @@ impl SimOptions {
 }
 
 /// The result of one seed.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct SeedReport {
     pub seed: u64,
     /// The first violated property, if any.
@@ -107,8 +129,12 @@ pub struct SeedReport {
     pub writes_acked: usize,
     pub reads_ok: usize,
     pub crashes: u64,
+    /// Servers that refused to start because a record before their WAL's tail was corrupt.
+    pub refused_starts: u64,
     /// Times a lagging replica was caught up by a snapshot.
     pub snapshots_installed: u64,
+    /// Feed pushes the subscribers received.
+    pub pushes: u64,
     /// The recorded trace (runs with `SimOptions::trace`).
     pub trace: Option<trace::TraceRecorder>,
 }
@@ -119,8 +145,15 @@ impl fmt::Display for SeedReport {
             Some(v) => write!(f, "seed {}: FAILED: {v}", self.seed),
             None => write!(
                 f,
-                "seed {}: ok ({} writes acknowledged, {} reads, {} crashes, {} snapshots installed)",
-                self.seed, self.writes_acked, self.reads_ok, self.crashes, self.snapshots_installed
+                "seed {}: ok ({} writes acknowledged, {} reads, {} crashes, {} refused starts, \
+                 {} snapshots installed, {} pushes)",
+                self.seed,
+                self.writes_acked,
+                self.reads_ok,
+                self.crashes,
+                self.refused_starts,
+                self.snapshots_installed,
+                self.pushes
             ),
         }
     }
@@ -140,11 +173,7 @@ pub fn run_seed(options: &SimOptions) -> SeedReport {
             SeedReport {
                 seed,
                 violation: Some(format!("panic: {message}")),
-                writes_acked: 0,
-                reads_ok: 0,
-                crashes: 0,
-                snapshots_installed: 0,
-                trace: None,
+                ..SeedReport::default()
             }
         }
     }
@@ -159,70 +188,8 @@ fn simulate(options: &SimOptions) -> SeedReport {
     for _ in 0..options.heal_steps {
         world.step(false);
     }
-    let violation = world.violation.clone().or_else(|| final_checks(&mut world));
-    let writes_acked = world
-        .events
-        .iter()
-        .filter(|e| {
-            matches!(
-                (e.kind, e.outcome),
-                (Kind::Write { .. }, Outcome::Ok { .. })
-            )
-        })
-        .count();
-    let reads_ok = world
-        .events
-        .iter()
-        .filter(|e| matches!((e.kind, e.outcome), (Kind::Read { .. }, Outcome::Ok { .. })))
-        .count();
-    SeedReport {
-        seed: options.seed,
-        violation,
-        writes_acked,
-        reads_ok,
-        crashes: world.crashes,
-        snapshots_installed: world.total_snapshots_installed(),
-        trace: world.trace.take(),
-    }
-}
-
-fn final_checks(world: &mut World) -> Option<String> {
-    let applied = world.applied();
-    if !world.has_leader() || applied.iter().any(|a| *a != applied[0]) {
-        return Some(format!(
-            "liveness: after healing, leader={} applied={applied:?}; {}",
-            world.has_leader(),
-            world.debug_state()
-        ));
-    }
-    // Linearizable reads of every key after healing: a lost write shows up here too.
-    for key in 0..KEYS {
-        if !world.final_read(key) {
-            return Some("liveness: no idle client for the final reads".into());
-        }
-        for _ in 0..200 {
-            if world.idle() {
-                break;
-            }
-            world.step(false);
-        }
-    }
-    let committed = match world.committed_values() {
-        Ok(c) => c,
-        Err(e) => return Some(e),
-    };
-    for e in &world.events {
-        if let (Kind::Write { value }, Outcome::Ok { index }) = (e.kind, e.outcome) {
-            if committed.get(&value) != Some(&index) {
-                return Some(format!("durability: acknowledged write {value} at index {index} is not in the committed log"));
-            }
-        }
-    }
-    world.violation.clone().or_else(|| {
-        history::check(&world.events, &committed)
-            .err()
-            .map(|e| format!("linearizability: {e}"))
-    })
+    let violation = world.violation().or_else(|| world.final_checks());
+    world.report(violation)
 }
 
 /// Runs `seeds` consecutive seeds from `first`; returns every report.

@@ -10,7 +10,7 @@ impl Rng {
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0.next()
+        self.0.next_u64()
     }
 
     /// Uniform in `low..=high`.

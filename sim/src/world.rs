@@ -1,115 +1,71 @@
-//! The simulated cluster: three replicas of one shard, a lossy network, disks that lose
-//! what was not fsynced on a crash, jittered clocks, and clients writing and reading
-//! registers. One `Rng` drives every choice, so a seed replays exactly.
+//! The simulated cluster: servers of shipped engines (one per core), their WAL bytes, a
+//! lossy network between them, jittered ticks, skewed and jumping clocks, and clients.
+//! One `Rng` drives every choice, so a seed replays exactly.
 
 use std::cell::Cell;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::rc::Rc;
 
-use raft::prelude::{ConfState, Entry, HardState, Message, Snapshot};
-use raft::storage::MemStorage;
-use treesync_core::hlc::{Hlc, WallClock, MAX_OFFSET_MS_DEFAULT};
-use treesync_core::op::{Op, Prop, Txn};
-use treesync_core::replica::{
-    Input, Output, PersistRequest, RaftView, ReadTarget, Replica, ReplicaConfig, Reply,
+use raft::prelude::{Message, MessageType};
+use treesync_core::engine::{
+    Answer, Commands, Engine, EngineConfig, Input, Outcome, RESOLVED_EVERY_TICKS,
 };
-use treesync_core::{wire, Value};
+use treesync_core::hlc::{Hlc, WallClock, MAX_OFFSET_MS_DEFAULT};
+use treesync_core::replica::{RaftView, ReplicaConfig};
 
-use crate::history::{Event, Kind, Outcome};
+use crate::checks::Observer;
+use crate::clients::{Clients, Request, What, KEYS};
+use crate::disk::{storage_of, SimWal};
 use crate::rng::Rng;
 use crate::trace::TraceRecorder;
-use crate::{Bug, SimOptions};
+use crate::{Bug, SeedReport, SimOptions};
 
-pub const NODES: u64 = 3;
-pub const KEYS: usize = 3;
-const CLIENTS: usize = 3;
-const CLIENT_TIMEOUT: u64 = 80;
+pub const SERVERS: u64 = 3;
 /// Bound on inputs one external event may cascade into (ack-before-fsync feeds back).
 const CASCADE_MAX: usize = 64;
+/// Engine request deadline in the simulation (ticks): below the clients' timeout.
+const REQUEST_TICKS: u64 = 60;
+/// Entries between snapshots: small, so lagging replicas are often caught up by snapshot.
+const COMPACT_ENTRIES: u64 = 16;
+/// Largest clock skew between servers, below the HLC's max offset.
+const SKEW_MS_MAX: u64 = 400;
+const _: () = assert!(SKEW_MS_MAX < MAX_OFFSET_MS_DEFAULT);
 
-/// Durable state of one node: what survived its last fsync.
-#[derive(Default)]
-struct Disk {
-    snapshot: Option<Snapshot>,
-    /// The durable log after the snapshot.
-    entries: BTreeMap<u64, Entry>,
-    hard_state: HardState,
-    /// Committed entries up to here were copied into the world's oracle.
-    recorded: u64,
-}
-
-impl Disk {
-    fn write(&mut self, request: &PersistRequest) {
-        if let Some(snapshot) = &request.snapshot {
-            self.snapshot = Some(snapshot.clone());
-            self.entries.clear();
-            self.recorded = self.recorded.max(snapshot.get_metadata().index);
-        }
-        if let Some(first) = request.entries.first() {
-            let expected = self
-                .entries
-                .keys()
-                .next_back()
-                .map_or(self.snapshot_index(), |i| *i)
-                + 1;
-            assert!(
-                first.index <= expected,
-                "contiguous log: {} after {}",
-                first.index,
-                expected - 1
-            );
-            self.entries.split_off(&first.index);
-            for e in &request.entries {
-                self.entries.insert(e.index, e.clone());
-            }
-        }
-        if let Some(hs) = &request.hard_state {
-            self.hard_state = hs.clone();
-        }
-    }
-
-    fn snapshot_index(&self) -> u64 {
-        self.snapshot.as_ref().map_or(0, |s| s.get_metadata().index)
-    }
-}
-
-/// A node's wall clock: simulated time (5 ms per unit) plus this node's fixed skew.
+/// A server's wall clock: simulated time (5 ms per unit) plus its skew, which jumps.
 struct SimWall {
     time: Rc<Cell<u64>>,
-    skew_ms: u64,
+    skew_ms: Rc<Cell<u64>>,
 }
 
 impl WallClock for SimWall {
     fn now_ms(&self) -> u64 {
-        1_000_000 + self.time.get() * 5 + self.skew_ms
+        1_000_000 + self.time.get() * 5 + self.skew_ms.get()
     }
 }
 
-/// Largest clock skew between nodes, below the HLC's max offset.
-const SKEW_MS_MAX: u64 = 400;
-const _: () = assert!(SKEW_MS_MAX < MAX_OFFSET_MS_DEFAULT);
+struct Core {
+    engine: Option<Engine>,
+    wal: SimWal,
+}
 
-struct Node {
-    replica: Option<Replica>,
+struct Server {
+    cores: Vec<Core>,
     hlc: Hlc<SimWall>,
-    disk: Disk,
-    /// Written but not yet fsynced: lost on a crash.
-    fsyncs: VecDeque<(u64, PersistRequest)>,
+    skew_ms: Rc<Cell<u64>>,
+    up: bool,
     down_until: u64,
-    /// Raft's state when the node crashed (trace runs compare the recovered state).
+    /// Refused to start (a record before its WAL's tail is corrupt): stays down.
+    refused: Option<String>,
+    /// Raft's state of shard 0 when the server crashed (trace runs).
     crashed: Option<RaftView>,
+    boots: u64,
 }
 
-struct Pending {
-    request: u64,
-    event: usize,
-    deadline: u64,
-}
-
-struct Client {
-    pending: Option<Pending>,
-    leader_hint: u64,
+/// Where a token's answer goes.
+enum Route {
+    Client,
+    Subscription,
 }
 
 pub struct World {
@@ -117,196 +73,333 @@ pub struct World {
     rng: Rng,
     now: u64,
     time: Rc<Cell<u64>>,
-    nodes: Vec<Node>,
-    network: BinaryHeap<Reverse<(u64, u64, u64, u64)>>,
-    in_flight: BTreeMap<u64, Message>,
-    message_seq: u64,
+    cores: usize,
+    shards: u32,
+    servers: Vec<Server>,
+    /// (due, seq) → (from, to, shard, message).
+    network: BinaryHeap<Reverse<(u64, u64)>>,
+    in_flight: BTreeMap<u64, (u64, u64, u32, Message)>,
+    seq: u64,
     isolated: Option<(u64, u64)>,
-    clients: Vec<Client>,
-    requests: BTreeMap<u64, usize>,
-    next_request: u64,
-    pub events: Vec<Event>,
-    leaders: BTreeMap<u64, u64>,
-    digests: BTreeMap<u64, u64>,
-    /// Every entry some node durably holds as committed, by index: the committed log, kept
-    /// whole even after every replica compacted it.
-    oracle: BTreeMap<u64, Entry>,
+    clients: Clients,
+    routes: BTreeMap<u64, Route>,
+    /// Subscription id → (server, shard) it mirrors.
+    subs: BTreeMap<u64, (u64, u32)>,
+    next_token: u64,
+    observer: Observer,
     faults_on: bool,
-    pub crashes: u64,
-    /// Snapshots installed by replicas that were replaced on restart (live ones are summed
-    /// at the end).
-    pub snapshots_installed: u64,
-    pub violation: Option<String>,
+    corrupted_once: bool,
+    /// A server to crash once the current step is routed (BUGGIFY points).
+    crash_after_step: Option<u64>,
+    crashes: u64,
+    refused_starts: u64,
+    snapshots_installed: u64,
     logger: slog::Logger,
-    /// Spec-level events, when recording a trace (`SimOptions::trace`).
     pub trace: Option<TraceRecorder>,
-}
-
-/// Entries between snapshots in the simulation: small, so lagging replicas are often caught
-/// up by snapshot instead of by entries.
-const COMPACT_ENTRIES: u64 = 32;
-
-fn config(id: u64, options: &SimOptions) -> ReplicaConfig {
-    ReplicaConfig {
-        // Trace runs keep whole logs: snapshots are not in the spec.
-        compact_entries: if options.trace {
-            1 << 40
-        } else {
-            COMPACT_ENTRIES
-        },
-        ..ReplicaConfig::new(id, (1..=NODES).collect())
-    }
 }
 
 impl World {
     pub fn new(options: SimOptions) -> World {
-        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let (cores, shards) = if options.trace { (1, 1) } else { (2, 8) };
         let mut rng = Rng::new(options.seed);
         let time = Rc::new(Cell::new(0));
-        let nodes = (1..=NODES)
-            .map(|id| Node {
-                replica: Some(Replica::new(
-                    &config(id, &options),
-                    MemStorage::new(),
-                    None,
-                    &logger,
-                )),
-                hlc: Hlc::new(
-                    SimWall {
-                        time: time.clone(),
-                        skew_ms: rng.range(0, SKEW_MS_MAX),
-                    },
-                    MAX_OFFSET_MS_DEFAULT,
-                ),
-                disk: Disk::default(),
-                fsyncs: VecDeque::new(),
-                down_until: 0,
-                crashed: None,
+        let servers = (1..=SERVERS)
+            .map(|_| {
+                let skew_ms = Rc::new(Cell::new(rng.range(0, SKEW_MS_MAX)));
+                let wall = SimWall {
+                    time: time.clone(),
+                    skew_ms: skew_ms.clone(),
+                };
+                Server {
+                    cores: (0..cores)
+                        .map(|_| Core {
+                            engine: None,
+                            wal: SimWal::new(rng.next_u64()),
+                        })
+                        .collect(),
+                    hlc: Hlc::new(wall, MAX_OFFSET_MS_DEFAULT),
+                    skew_ms,
+                    up: false,
+                    down_until: 0,
+                    refused: None,
+                    crashed: None,
+                    boots: 0,
+                }
             })
             .collect();
-        let clients = (0..CLIENTS)
-            .map(|_| Client {
-                pending: None,
-                leader_hint: rng.range(1, NODES),
-            })
-            .collect();
-        let trace = options.trace.then(TraceRecorder::default);
-        World {
+        let clients = Clients::new(SERVERS, &mut rng, shards);
+        let mut world = World {
+            trace: options.trace.then(TraceRecorder::default),
             options,
             rng,
             now: 0,
             time,
-            nodes,
+            cores,
+            shards,
+            servers,
             network: BinaryHeap::new(),
             in_flight: BTreeMap::new(),
-            message_seq: 0,
+            seq: 0,
             isolated: None,
             clients,
-            requests: BTreeMap::new(),
-            next_request: 1,
-            events: Vec::new(),
-            leaders: BTreeMap::new(),
-            digests: BTreeMap::new(),
-            oracle: BTreeMap::new(),
+            routes: BTreeMap::new(),
+            subs: BTreeMap::new(),
+            next_token: 1,
+            observer: Observer::default(),
             faults_on: true,
+            corrupted_once: false,
+            crash_after_step: None,
             crashes: 0,
+            refused_starts: 0,
             snapshots_installed: 0,
-            violation: None,
-            logger,
-            trace,
+            logger: slog::Logger::root(slog::Discard, slog::o!()),
+        };
+        for id in 1..=SERVERS {
+            world.boot(id);
+        }
+        world
+    }
+
+    fn server(&mut self, id: u64) -> &mut Server {
+        &mut self.servers[(id - 1) as usize]
+    }
+
+    fn token(&mut self, route: Route) -> u64 {
+        let token = self.next_token;
+        self.next_token += 1;
+        self.routes.insert(token, route);
+        token
+    }
+
+    fn engine_config(&self, id: u64, core: usize, boots: u64) -> EngineConfig {
+        let compact_entries = if self.options.trace {
+            1 << 40
+        } else {
+            COMPACT_ENTRIES
+        };
+        let seed = self.options.seed;
+        EngineConfig {
+            shards: (0..self.shards)
+                .filter(|s| *s as usize % self.cores == core)
+                .collect(),
+            replica: ReplicaConfig {
+                compact_entries,
+                jitter_seed: seed ^ (id << 48) ^ (boots << 32) ^ core as u64,
+                boot_nonce: boots,
+                ..ReplicaConfig::new(id, (1..=SERVERS).collect())
+            },
+            request_ticks_max: REQUEST_TICKS,
+            resolved_every_ticks: RESOLVED_EVERY_TICKS,
+            inject_resolved_before_change: self.options.inject == Some(Bug::ResolvedBeforeChange),
         }
     }
 
-    fn node(&mut self, id: u64) -> &mut Node {
-        &mut self.nodes[(id - 1) as usize]
+    /// Starts server `id` from its disks, as a process start replays its WALs; a corrupt
+    /// WAL makes it refuse, and it stays down.
+    fn boot(&mut self, id: u64) {
+        let truncate = self.options.inject == Some(Bug::TruncateCorruptMiddle);
+        let peers: Vec<u64> = (1..=SERVERS).collect();
+        let boots = self.server(id).boots + 1;
+        let mut engines = Vec::new();
+        for core in 0..self.cores {
+            let config = self.engine_config(id, core, boots);
+            let server = &mut self.servers[(id - 1) as usize];
+            let mut recovery = match server.cores[core].wal.recover(truncate) {
+                Ok(r) => r,
+                Err(why) => {
+                    server.refused = Some(format!("core {core}: {why}"));
+                    self.refused_starts += 1;
+                    return;
+                }
+            };
+            if self.options.inject == Some(Bug::ForgetVote) {
+                for log in recovery.shards.values_mut() {
+                    if let Some(hs) = log.hard_state.as_mut() {
+                        hs.vote = 0;
+                    }
+                }
+            }
+            let engine = Engine::new(config, |s| storage_of(&recovery, s, &peers), &self.logger);
+            for (shard, replica) in engine.replicas() {
+                let view = replica.raft_view();
+                self.observer.recovered(id, shard, view.term, view.vote);
+            }
+            engines.push(engine);
+        }
+        let server = self.server(id);
+        server.boots = boots;
+        server.up = true;
+        for (core, engine) in engines.into_iter().enumerate() {
+            server.cores[core].engine = Some(engine);
+        }
+        if let (Some(trace), Some(crashed)) = (
+            self.trace.as_mut(),
+            self.servers[(id - 1) as usize].crashed.take(),
+        ) {
+            let view = self.servers[(id - 1) as usize].cores[0]
+                .engine
+                .as_ref()
+                .and_then(|e| e.replica(0))
+                .expect("trace runs have shard 0")
+                .raft_view();
+            trace.restart(id, &crashed, &view);
+        }
+        for shard in 0..self.shards {
+            let token = self.token(Route::Subscription);
+            self.subs.insert(token, (id, shard));
+            self.observer.subscribed(id, shard);
+            let input = Input::Subscribe {
+                token,
+                shard,
+                path: "/root".into(),
+                from: None,
+                sub: token,
+                room: usize::MAX,
+            };
+            self.run(id, shard as usize % self.cores, input);
+        }
     }
 
-    /// Steps node `id` with `input` and routes everything it produces.
-    fn run(&mut self, id: u64, input: Input) {
-        let mut inputs = vec![input];
+    fn crash(&mut self, id: u64) {
+        let down_for = self.rng.range(5, 40);
+        let now = self.now;
+        let mut installed = 0;
+        let server = &mut self.servers[(id - 1) as usize];
+        server.crashed = server.cores[0]
+            .engine
+            .as_ref()
+            .and_then(|e| e.replica(0))
+            .map(|r| r.raft_view());
+        for core in &mut server.cores {
+            if let Some(engine) = core.engine.take() {
+                installed += engine
+                    .replicas()
+                    .map(|(_, r)| r.snapshots_installed)
+                    .sum::<u64>();
+            }
+            core.wal.crash(&mut self.rng);
+        }
+        server.up = false;
+        server.down_until = now + down_for;
+        self.crashes += 1;
+        self.snapshots_installed += installed;
+    }
+
+    /// Steps core `core` of server `id` with `input` and routes everything it produces.
+    fn run(&mut self, id: u64, core: usize, input: Input) {
+        let mut inputs = VecDeque::from([input]);
         for _ in 0..CASCADE_MAX {
-            let Some(input) = inputs.pop() else { return };
-            let mut out = Output::default();
+            let Some(input) = inputs.pop_front() else {
+                return;
+            };
             let tracing = self.trace.is_some();
-            let Some(replica) = self.nodes[(id - 1) as usize].replica.as_mut() else {
+            let server = &mut self.servers[(id - 1) as usize];
+            let Some(engine) = server.cores[core].engine.as_mut() else {
                 return;
             };
             let traced = tracing.then(|| {
                 let message = match &input {
-                    Input::Message(m) => Some((**m).clone()),
+                    Input::Peer { message, .. } => Some((**message).clone()),
                     _ => None,
                 };
-                (message, replica.raft_view())
+                (message, engine.replica(0).expect("shard 0").raft_view())
             });
-            replica.step(input, &mut out);
+            let mut commands = Commands::default();
+            engine.step(input, &mut commands);
+            engine.check_invariants();
             if let (Some((message, before)), Some(trace)) = (traced, self.trace.as_mut()) {
-                let after = replica.raft_view();
-                trace.step(id, message.as_ref(), &before, &after, &out.messages);
+                let after = engine.replica(0).expect("shard 0").raft_view();
+                let sent: Vec<Message> = commands.messages.iter().map(|(_, m)| m.clone()).collect();
+                trace.step(id, message.as_ref(), &before, &after, &sent);
             }
-            self.observe(id);
-            for message in out.messages {
-                self.send(message);
+            self.observe(id, core);
+            if let Some(persisted) = self.route(id, core, commands) {
+                inputs.push_back(persisted);
             }
-            for request in out.persist {
-                let due = self.now + self.rng.range(1, 4);
-                let node = self.node(id);
-                let due = node.fsyncs.back().map_or(due, |(d, _)| due.max(*d));
-                if self.options.inject == Some(Bug::AckBeforeFsync) {
-                    inputs.push(Input::Persisted {
-                        number: request.number,
-                    });
+            if let Some(victim) = self.crash_after_step.take() {
+                if self.server(victim).up {
+                    self.crash(victim);
+                    let quick = self.now + self.rng.range(1, 4);
+                    self.server(victim).down_until = quick;
                 }
-                self.node(id).fsyncs.push_back((due, request));
-            }
-            for reply in out.replies {
-                self.on_reply(reply);
+                return;
             }
         }
         panic!("input cascade longer than {CASCADE_MAX}");
     }
 
-    /// Records leadership and applied digests after every step (the safety checks).
-    fn observe(&mut self, id: u64) {
-        let replica = self.nodes[(id - 1) as usize]
-            .replica
+    fn observe(&mut self, id: u64, core: usize) {
+        let engine = self.servers[(id - 1) as usize].cores[core]
+            .engine
             .as_ref()
-            .expect("observed nodes are up");
-        let (term, leader, applied, digest) = (
-            replica.term(),
-            replica.is_leader(),
-            replica.applied_index(),
-            replica.digest(),
-        );
-        if leader {
-            let first = *self.leaders.entry(term).or_insert(id);
-            if first != id && self.violation.is_none() {
-                self.violation = Some(format!(
-                    "election safety: nodes {first} and {id} both led term {term}"
-                ));
-            }
-        }
-        if applied > 0 {
-            let first = *self.digests.entry(applied).or_insert(digest);
-            if first != digest && self.violation.is_none() {
-                self.violation = Some(format!(
-                    "state machine safety: node {id} applied a different log up to index {applied}"
-                ));
-            }
+            .expect("observed engines run");
+        for (shard, r) in engine.replicas() {
+            let applied = (r.applied_index(), r.digest());
+            self.observer
+                .replica(id, shard, r.term(), r.is_leader(), applied);
         }
     }
 
-    fn send(&mut self, message: Message) {
+    /// Executes a step's commands; returns `Persisted` when the bug acknowledges a write
+    /// before its fsync.
+    fn route(&mut self, id: u64, core: usize, commands: Commands) -> Option<Input> {
+        for (shard, message) in commands.messages {
+            // BUGGIFY: crash right after granting a vote (a vote must survive the restart).
+            let granted =
+                message.get_msg_type() == MessageType::MsgRequestVoteResponse && !message.reject;
+            if granted {
+                self.observer.voted(id, shard, message.term, message.to);
+                if self.faults_on && !self.options.trace && self.rng.chance(100) {
+                    self.crash_after_step = Some(id);
+                }
+            }
+            self.send(id, shard, message);
+        }
+        for (token, outcome) in commands.replies {
+            self.answer(token, &outcome);
+        }
+        for (sub, push) in commands.pushes {
+            if let Some((server, shard)) = self.subs.get(&sub).copied() {
+                self.observer.push(server, shard, &push);
+            }
+        }
+        let batch = commands.wal?;
+        let due = self.now + self.rng.range(1, 3);
+        let eio = self.faults_on && !self.options.trace && self.rng.chance(2);
+        let number = batch.number;
+        self.server(id).cores[core].wal.write(&batch, due, eio);
+        (self.options.inject == Some(Bug::AckBeforeFsync))
+            .then_some(Input::Persisted { batch: number })
+    }
+
+    fn answer(&mut self, token: u64, outcome: &Outcome) {
+        match self.routes.remove(&token) {
+            Some(Route::Client) => {
+                if let Some((shard, index, term)) =
+                    self.clients.answer(token, outcome, self.now, &mut self.rng)
+                {
+                    self.observer.acknowledged(shard, index, term);
+                }
+            }
+            Some(Route::Subscription) => {
+                assert_eq!(outcome, &Ok(Answer::Subscribed), "subscriptions start");
+            }
+            None => {}
+        }
+    }
+
+    fn send(&mut self, from: u64, shard: u32, message: Message) {
         let faults = self.faults_on;
         if faults && self.rng.chance(20) {
             return; // lost
         }
         let copies = if faults && self.rng.chance(20) { 2 } else { 1 };
         for _ in 0..copies {
-            let at = self.now + self.rng.range(1, 4);
-            self.message_seq += 1;
-            self.network
-                .push(Reverse((at, self.message_seq, message.from, message.to)));
-            self.in_flight.insert(self.message_seq, message.clone());
+            let at = self.now + self.rng.range(1, 3);
+            self.seq += 1;
+            self.network.push(Reverse((at, self.seq)));
+            self.in_flight
+                .insert(self.seq, (from, message.to, shard, message.clone()));
         }
     }
 
@@ -315,241 +408,170 @@ impl World {
     }
 
     fn deliver_messages(&mut self) {
-        while let Some(Reverse((at, seq, from, to))) = self.network.peek().copied() {
+        while let Some(Reverse((at, seq))) = self.network.peek().copied() {
             if at > self.now {
                 break;
             }
             self.network.pop();
-            let message = self
+            let (from, to, shard, message) = self
                 .in_flight
                 .remove(&seq)
                 .expect("every queued message is stored");
-            if !self.cut_off(from, to) {
-                self.run(to, Input::Message(Box::new(message)));
+            if !self.cut_off(from, to) && self.server(to).up {
+                let core = shard as usize % self.cores;
+                let message = Box::new(message);
+                self.run(to, core, Input::Peer { shard, message });
             }
         }
     }
 
     fn complete_fsyncs(&mut self) {
-        let now = self.now;
-        for id in 1..=NODES {
-            while self
-                .node(id)
-                .fsyncs
-                .front()
-                .is_some_and(|(due, _)| *due <= now)
-            {
-                let (_, request) = self.node(id).fsyncs.pop_front().expect("front exists");
-                self.node(id).disk.write(&request);
-                self.record_committed(id);
+        for id in 1..=SERVERS {
+            for core in 0..self.cores {
+                let due = self.server(id).cores[core]
+                    .wal
+                    .unsynced
+                    .as_ref()
+                    .map(|w| (w.due, w.eio));
+                let Some((_, eio)) = due.filter(|(due, _)| *due <= self.now) else {
+                    continue;
+                };
+                if eio {
+                    // The real WAL stops the process on a failed fsync (never retries it).
+                    self.crash(id);
+                    break;
+                }
+                let number = self.server(id).cores[core].wal.sync();
                 if self.options.inject != Some(Bug::AckBeforeFsync) {
-                    self.run(
-                        id,
-                        Input::Persisted {
-                            number: request.number,
-                        },
-                    );
+                    self.run(id, core, Input::Persisted { batch: number });
                 }
             }
         }
     }
 
-    fn crash(&mut self, id: u64) {
-        let down_for = self.rng.range(5, 40);
-        let now = self.now;
-        let node = self.node(id);
-        let installed = node.replica.as_ref().map_or(0, |r| r.snapshots_installed);
-        node.crashed = node.replica.as_ref().map(Replica::raft_view);
-        node.replica = None;
-        node.fsyncs.clear(); // un-fsynced writes are lost
-        node.down_until = now + down_for;
-        self.crashes += 1;
-        self.snapshots_installed += installed;
-    }
-
-    /// Rebuilds a replica from its disk, as a process restart replays its WAL.
-    fn restart(&mut self, id: u64) {
-        let storage = MemStorage::new();
-        let disk = &self.nodes[(id - 1) as usize].disk;
-        {
-            let mut core = storage.wl();
-            core.set_conf_state(ConfState::from(((1..=NODES).collect::<Vec<_>>(), vec![])));
-            if let Some(snapshot) = &disk.snapshot {
-                core.apply_snapshot(snapshot.clone())
-                    .expect("a fresh storage takes any snapshot");
-            }
-            let entries: Vec<Entry> = disk.entries.values().cloned().collect();
-            core.append(&entries)
-                .expect("the disk log is contiguous after its snapshot");
-            let mut hard_state = disk.hard_state.clone();
-            if self.options.inject == Some(Bug::ForgetVote) {
-                hard_state.vote = 0;
-            }
-            core.set_hardstate(hard_state);
-        }
-        let config = config(id, &self.options);
-        let replica = Replica::new(&config, storage, disk.snapshot.clone(), &self.logger);
-        let crashed = self.node(id).crashed.take();
-        if let (Some(trace), Some(crashed)) = (self.trace.as_mut(), crashed) {
-            trace.restart(id, &crashed, &replica.raft_view());
-        }
-        self.node(id).replica = Some(replica);
-    }
-
     fn faults(&mut self) {
-        for id in 1..=NODES {
-            if self.node(id).replica.is_none() && self.now >= self.node(id).down_until {
-                self.restart(id);
+        for id in 1..=SERVERS {
+            let now = self.now;
+            let s = self.server(id);
+            if !s.up && s.refused.is_none() && now >= s.down_until {
+                self.boot(id);
             }
         }
         if !self.faults_on {
             return;
         }
-        let all_up = self.nodes.iter().all(|n| n.replica.is_some());
+        let all_up = self.servers.iter().all(|s| s.up);
         if all_up && self.rng.chance(self.options.crash_per_mille) {
-            let id = self.rng.range(1, NODES);
-            // Trace runs crash a node only when its disk holds all it wrote: the spec's
-            // persisted state is then exactly the replica's (see `trace`).
-            if !self.options.trace || self.node(id).fsyncs.is_empty() {
-                self.crash(id);
-            }
+            self.crash_some();
         }
         if self.isolated.is_none_or(|(_, until)| self.now >= until) && self.rng.chance(3) {
-            let (node, length) = (self.rng.range(1, NODES), self.rng.range(10, 80));
+            let (node, length) = (self.rng.range(1, SERVERS), self.rng.range(10, 80));
             self.isolated = Some((node, self.now + length));
+        }
+        if self.rng.chance(2) {
+            // A clock jump, forwards or back, staying within the skew bound.
+            let id = self.rng.range(1, SERVERS);
+            let skew = self.rng.range(0, SKEW_MS_MAX);
+            self.server(id).skew_ms.set(skew);
+        }
+    }
+
+    /// Crashes one server (mostly), a majority, or all of them.
+    fn crash_some(&mut self) {
+        let first = self.rng.range(1, SERVERS);
+        if self.options.trace {
+            // The spec's persisted state is the replica's only when nothing is unsynced.
+            let idle = self
+                .server(first)
+                .cores
+                .iter()
+                .all(|c| c.wal.unsynced.is_none());
+            if idle {
+                self.crash(first);
+            }
+            return;
+        }
+        let count = match self.rng.range(0, 9) {
+            0 => SERVERS,
+            1 | 2 => SERVERS / 2 + 1,
+            _ => 1,
+        };
+        let victims: Vec<u64> = (0..count).map(|i| (first - 1 + i) % SERVERS + 1).collect();
+        for id in &victims {
+            self.crash(*id);
+        }
+        if !self.corrupted_once && self.rng.chance(self.options.corrupt_per_mille) {
+            let core = self.rng.range(0, self.cores as u64 - 1) as usize;
+            let server = &mut self.servers[(first - 1) as usize];
+            self.corrupted_once = server.cores[core].wal.corrupt_before_tail(&mut self.rng);
         }
     }
 
     fn ticks(&mut self) {
-        for id in 1..=NODES {
-            // Jitter: clocks tick at slightly different rates, which also spreads elections.
-            if self.node(id).replica.is_some() && self.rng.chance(800) {
-                self.run(id, Input::Tick);
+        for id in 1..=SERVERS {
+            // Jitter: clocks tick at slightly different rates.
+            if self.server(id).up && self.rng.chance(800) {
+                for core in 0..self.cores {
+                    self.run(id, core, Input::Tick);
+                }
             }
         }
     }
 
     fn clients(&mut self, issue: bool) {
-        for c in 0..CLIENTS {
-            if let Some(p) = &self.clients[c].pending {
-                if self.now >= p.deadline {
-                    let p = self.clients[c].pending.take().expect("checked");
-                    self.requests.remove(&p.request);
-                    self.finish(p.event, Outcome::Unknown, None);
-                    self.clients[c].leader_hint = self.rng.range(1, NODES);
-                }
-                continue;
+        self.clients.expire(self.now, &mut self.rng);
+        if !issue {
+            return;
+        }
+        while let Some(c) = self.clients.idle() {
+            if !self.rng.chance(300) {
+                return;
             }
-            if issue && self.rng.chance(300) {
-                let key = self.rng.range(0, KEYS as u64 - 1) as usize;
-                let write = self.rng.chance(600);
-                self.issue(c, key, write);
-            }
+            let token = self.token(Route::Client);
+            let request = self
+                .clients
+                .issue(c, token, self.now, &mut self.rng, self.shards);
+            self.send_request(token, request);
         }
     }
 
-    fn issue(&mut self, client: usize, key: usize, write: bool) {
-        let request = self.next_request;
-        self.next_request += 1;
-        let node = self.clients[client].leader_hint;
-        let value = request as i64;
-        let kind = if write {
-            Kind::Write { value }
-        } else {
-            Kind::Read { value: None }
-        };
-        self.events.push(Event {
-            key,
-            kind,
-            invoke: self.now,
-            complete: u64::MAX,
-            outcome: Outcome::Unknown,
-        });
-        let event = self.events.len() - 1;
-        self.clients[client].pending = Some(Pending {
-            request,
-            event,
-            deadline: self.now + CLIENT_TIMEOUT,
-        });
-        self.requests.insert(request, client);
-        let prop = format!("k{key}");
-        if write {
-            let txn = Txn::single(Op::Set {
-                path: "/root".into(),
-                props: vec![Prop::new(prop, Value::Int(value))],
-            });
-            let hlc = self.node(node).hlc.now();
-            self.run(
-                node,
+    fn send_request(&mut self, token: u64, request: Request) {
+        let Request {
+            shard,
+            server,
+            what,
+        } = request;
+        let core = shard as usize % self.cores;
+        if !self.server(server).up {
+            return; // nobody answers: the client times out
+        }
+        let input = match what {
+            What::Write(txn) => {
+                let hlc = self.server(server).hlc.now();
                 Input::Propose {
-                    id: request,
+                    token,
+                    shard,
                     txn,
                     hlc,
-                },
-            );
-        } else if self.options.inject == Some(Bug::StaleRead) {
-            let value = self
-                .node(node)
-                .replica
-                .as_ref()
-                .map(|r| r.read_local_unsafe("/root", &ReadTarget::Prop(prop.clone())));
-            if let Some(value) = value {
-                self.on_reply(Reply::Read {
-                    id: request,
-                    index: 0,
-                    value,
-                });
-            }
-        } else {
-            self.run(
-                node,
-                Input::Read {
-                    id: request,
-                    path: "/root".into(),
-                    target: ReadTarget::Prop(prop),
-                },
-            );
-        }
-    }
-
-    fn on_reply(&mut self, reply: Reply) {
-        let id = match &reply {
-            Reply::Written { id, .. } | Reply::Read { id, .. } | Reply::Failed { id, .. } => *id,
-        };
-        let Some(client) = self.requests.remove(&id) else {
-            return;
-        };
-        let pending = self.clients[client]
-            .pending
-            .take()
-            .expect("a request has a pending op");
-        match reply {
-            Reply::Written { index, .. } => self.finish(pending.event, Outcome::Ok { index }, None),
-            Reply::Read { value, .. } => {
-                let value = match value {
-                    Some(Value::Int(v)) => Some(v),
-                    _ => None,
-                };
-                self.finish(pending.event, Outcome::Ok { index: 0 }, Some(value));
-            }
-            Reply::Failed { error, .. } => {
-                if let treesync_core::replica::ReplyError::NotLeader { leader: Some(l) } = error {
-                    self.clients[client].leader_hint = l;
-                } else {
-                    self.clients[client].leader_hint = self.rng.range(1, NODES);
                 }
-                self.finish(pending.event, Outcome::Failed, None);
             }
-        }
-    }
-
-    fn finish(&mut self, event: usize, outcome: Outcome, read: Option<Option<i64>>) {
-        let e = &mut self.events[event];
-        e.complete = self.now;
-        e.outcome = outcome;
-        if let (Kind::Read { value }, Some(v)) = (&mut e.kind, read) {
-            *value = v;
-        }
+            What::Read { path, target } if self.options.inject == Some(Bug::StaleRead) => {
+                let engine = self.server(server).cores[core].engine.as_ref().expect("up");
+                let value = engine
+                    .replica(shard)
+                    .expect("own shard")
+                    .read_local_unsafe(&path, &target);
+                self.answer(token, &Ok(Answer::Value(value)));
+                return;
+            }
+            What::Read { path, target } => Input::Read {
+                token,
+                shard,
+                path,
+                target,
+            },
+        };
+        self.run(server, core, input);
     }
 
     /// One unit of simulated time.
@@ -569,102 +591,91 @@ impl World {
         self.isolated = None;
     }
 
-    /// Durable committed log of node `id`: value written → index.
-    /// Copies node `id`'s newly committed durable entries into the oracle; two nodes
-    /// holding different committed entries at one index violate state machine safety.
-    fn record_committed(&mut self, id: u64) {
-        let disk = &mut self.nodes[(id - 1) as usize].disk;
-        let commit = disk.hard_state.commit;
-        if commit <= disk.recorded {
-            return;
-        }
-        for (index, entry) in disk.entries.range(disk.recorded + 1..=commit) {
-            let known = self.oracle.entry(*index).or_insert_with(|| entry.clone());
-            if (known.term != entry.term || known.data != entry.data) && self.violation.is_none() {
-                self.violation = Some(format!(
-                    "state machine safety: node {id} committed a different entry at {index}"
+    pub fn violation(&self) -> Option<String> {
+        self.observer.violation.clone()
+    }
+
+    fn leader_of(&self, shard: u32) -> Option<u64> {
+        let core = shard as usize % self.cores;
+        (1..=SERVERS).find(|id| {
+            self.servers[(*id - 1) as usize].cores[core]
+                .engine
+                .as_ref()
+                .and_then(|e| e.replica(shard))
+                .is_some_and(|r| r.is_leader())
+        })
+    }
+
+    /// Liveness after healing, then final reads of every register, then linearizability.
+    pub fn final_checks(&mut self) -> Option<String> {
+        for shard in 0..self.shards {
+            let core = shard as usize % self.cores;
+            let applied: Vec<u64> = self
+                .servers
+                .iter()
+                .filter(|s| s.up)
+                .filter_map(|s| s.cores[core].engine.as_ref()?.replica(shard))
+                .map(|r| r.applied_index())
+                .collect();
+            if self.leader_of(shard).is_none() || applied.iter().any(|a| *a != applied[0]) {
+                return Some(format!(
+                    "liveness: after healing, shard {shard} leader={:?} applied={applied:?}",
+                    self.leader_of(shard)
                 ));
             }
         }
-        disk.recorded = disk
-            .recorded
-            .max(commit.min(disk.entries.keys().next_back().copied().unwrap_or(0)));
-    }
-
-    /// The committed log: value written → index.
-    pub fn committed_values(&self) -> Result<BTreeMap<i64, u64>, String> {
-        let mut out = BTreeMap::new();
-        for entry in self.oracle.values().filter(|e| !e.data.is_empty()) {
-            let txn = wire::decode_txn_unaligned(&entry.data)
-                .expect("the simulator only proposes valid txns");
-            for op in &txn.ops {
-                if let Op::Set { props, .. } = op {
-                    for prop in props {
-                        if let Value::Int(v) = prop.value {
-                            out.insert(v, entry.index);
-                        }
+        for shard in 0..self.shards {
+            for key in 0..KEYS {
+                let Some(server) = self.leader_of(shard) else {
+                    return Some(format!("liveness: shard {shard} lost its leader"));
+                };
+                for _ in 0..200 {
+                    if self.clients.idle().is_some() {
+                        break;
                     }
+                    self.step(false);
                 }
+                let Some(c) = self.clients.idle() else {
+                    return Some("liveness: no idle client for the final reads".into());
+                };
+                let token = self.token(Route::Client);
+                let request = self
+                    .clients
+                    .final_read(c, token, self.now, shard, key, server);
+                self.send_request(token, request);
             }
         }
-        Ok(out)
+        for _ in 0..200 {
+            if self.clients.all_idle() {
+                break;
+            }
+            self.step(false);
+        }
+        self.violation().or_else(|| {
+            crate::linearizability::check(&self.clients.checked_history())
+                .err()
+                .map(|v| format!("linearizability: {v}"))
+        })
     }
 
-    pub fn applied(&self) -> Vec<u64> {
-        self.nodes
+    pub fn report(&mut self, violation: Option<String>) -> SeedReport {
+        let live: u64 = self
+            .servers
             .iter()
-            .map(|n| n.replica.as_ref().map_or(0, Replica::applied_index))
-            .collect()
-    }
-
-    /// Every replica's Raft internals, for failure reports.
-    pub fn debug_state(&self) -> String {
-        let states: Vec<String> = self
-            .nodes
-            .iter()
-            .map(|n| {
-                n.replica
-                    .as_ref()
-                    .map_or("down".into(), Replica::debug_state)
-            })
-            .collect();
-        states.join(" | ")
-    }
-
-    /// Snapshots installed from leaders so far, by every replica.
-    pub fn total_snapshots_installed(&self) -> u64 {
-        self.snapshots_installed
-            + self
-                .nodes
-                .iter()
-                .filter_map(|n| n.replica.as_ref())
-                .map(|r| r.snapshots_installed)
-                .sum::<u64>()
-    }
-
-    pub fn has_leader(&self) -> bool {
-        self.nodes
-            .iter()
-            .any(|n| n.replica.as_ref().is_some_and(Replica::is_leader))
-    }
-
-    /// Issues one linearizable read of `key` from an idle client; returns false if none is idle.
-    pub fn final_read(&mut self, key: usize) -> bool {
-        let Some(c) = self.clients.iter().position(|c| c.pending.is_none()) else {
-            return false;
-        };
-        let leader = (1..=NODES).find(|id| {
-            self.nodes[(*id - 1) as usize]
-                .replica
-                .as_ref()
-                .is_some_and(Replica::is_leader)
-        });
-        self.clients[c].leader_hint = leader.unwrap_or(1);
-        self.issue(c, key, false);
-        true
-    }
-
-    pub fn idle(&self) -> bool {
-        self.clients.iter().all(|c| c.pending.is_none())
+            .flat_map(|s| s.cores.iter())
+            .filter_map(|c| c.engine.as_ref())
+            .flat_map(|e| e.replicas().map(|(_, r)| r.snapshots_installed))
+            .sum();
+        SeedReport {
+            seed: self.options.seed,
+            violation,
+            writes_acked: self.clients.writes_acked,
+            reads_ok: self.clients.reads_ok,
+            crashes: self.crashes,
+            refused_starts: self.refused_starts,
+            snapshots_installed: self.snapshots_installed + live,
+            pushes: self.observer.pushes,
+            trace: self.trace.take(),
+        }
     }
 }

@@ -1,5 +1,5 @@
-//! The simulator in the test command: clean seeds pass, and each injected bug is caught by
-//! some seed (so the checks can fail).
+//! The simulator in the test command: clean seeds pass, a seed replays exactly, and each
+//! injected bug is caught by the property that should catch it (so the checks can fail).
 
 use treesync_sim::{run_seed, run_seeds, Bug, SimOptions};
 
@@ -15,9 +15,19 @@ fn failures(first: u64, seeds: u64, inject: Option<Bug>) -> Vec<String> {
         .collect()
 }
 
+/// Asserts that some of the first `seeds` seeds fail with `property` when `bug` is on.
+fn caught_by(bug: Bug, seeds: u64, property: &str) {
+    let failed = failures(1, seeds, Some(bug));
+    assert!(
+        failed.iter().any(|f| f.contains(property)),
+        "{} was not caught by {property:?} in {seeds} seeds: {failed:#?}",
+        bug.name()
+    );
+}
+
 #[test]
 fn clean_seeds_pass() {
-    let failed = failures(1, 40, None);
+    let failed = failures(1, 30, None);
     assert!(failed.is_empty(), "{failed:#?}");
 }
 
@@ -25,40 +35,46 @@ fn clean_seeds_pass() {
 fn a_seed_replays_exactly() {
     let a = run_seed(&SimOptions::new(7));
     let b = run_seed(&SimOptions::new(7));
-    assert_eq!(
-        (a.writes_acked, a.reads_ok, a.crashes),
-        (b.writes_acked, b.reads_ok, b.crashes)
-    );
+    assert_eq!(a.to_string(), b.to_string());
     assert!(
-        a.writes_acked > 20 && a.reads_ok > 10,
+        a.writes_acked > 20 && a.reads_ok > 10 && a.pushes > 100,
         "the run did real work: {a}"
     );
 }
 
 #[test]
-fn lagging_replicas_are_caught_up_by_snapshots() {
-    let template = SimOptions::new(0);
-    let installed: u64 = run_seeds(1, 20, &template)
-        .iter()
-        .map(|r| r.snapshots_installed)
-        .sum();
-    assert!(installed > 0, "no seed exercised snapshot transfer");
-}
-
-#[test]
-fn stale_reads_are_caught() {
-    let failed = failures(1, 40, Some(Bug::StaleRead));
+fn runs_exercise_snapshots_crashes_and_refused_starts() {
+    let reports = run_seeds(1, 40, &SimOptions::new(0));
+    let sum = |f: fn(&treesync_sim::SeedReport) -> u64| reports.iter().map(f).sum::<u64>();
+    assert!(sum(|r| r.snapshots_installed) > 0, "no snapshot transfer");
+    assert!(sum(|r| r.crashes) > 40, "too few crashes");
     assert!(
-        failed.iter().any(|f| f.contains("linearizability")),
-        "no seed caught stale reads: {failed:?}"
+        sum(|r| r.refused_starts) > 0,
+        "no corrupted WAL was refused"
     );
 }
 
 #[test]
-fn ack_before_fsync_is_caught() {
-    let failed = failures(1, 100, Some(Bug::AckBeforeFsync));
-    assert!(
-        !failed.is_empty(),
-        "no seed caught acknowledging before fsync"
-    );
+fn stale_reads_are_caught_by_the_linearizability_check() {
+    caught_by(Bug::StaleRead, 40, "linearizability");
+}
+
+#[test]
+fn acknowledging_before_fsync_is_caught() {
+    caught_by(Bug::AckBeforeFsync, 20, "FAILED");
+}
+
+#[test]
+fn forgetting_the_vote_is_caught_by_the_vote_durability_check() {
+    caught_by(Bug::ForgetVote, 10, "vote durability");
+}
+
+#[test]
+fn truncating_at_a_corrupt_middle_record_is_caught() {
+    caught_by(Bug::TruncateCorruptMiddle, 60, "FAILED");
+}
+
+#[test]
+fn resolved_before_change_is_caught_by_the_feed_check() {
+    caught_by(Bug::ResolvedBeforeChange, 10, "resolved order");
 }

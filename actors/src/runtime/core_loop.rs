@@ -113,7 +113,15 @@ pub async fn run(
             None => Some(wait(&inbox, &peer_rx, next_tick).await),
         };
         let mut commands = Commands::default();
-        drain(first, &inbox, &peer_rx, &mut engine, &mut routes, &hlc, &mut commands);
+        drain(
+            first,
+            &inbox,
+            &peer_rx,
+            &mut engine,
+            &mut routes,
+            &hlc,
+            &mut commands,
+        );
         if Instant::now() >= next_tick {
             next_tick = Instant::now() + config.tick;
             engine.step(Input::Tick, &mut commands);

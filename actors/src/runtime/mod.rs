@@ -125,9 +125,27 @@ impl ServerHandle {
     }
 }
 
-/// Starts a server.
+/// Makes any panic, on any thread, stop the whole process (after the default report).
+///
+/// Why: each core is a thread owning its shards. A panic used to end only that executor
+/// while the gateway and the other cores kept serving: a half-alive server that accepts
+/// requests for shards nobody runs, holds its peers' votes hostage and never restarts.
+/// Fail-stop is what Raft assumes of a crashed server, and a supervisor restarts it from
+/// its WAL. (`panic = "abort"` in the profiles would do the same for the binary but also
+/// for the simulator, which reports a panic per seed and goes on.)
+pub fn fail_stop_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        eprintln!("treesync: a thread panicked; stopping the process (fail-stop)");
+        std::process::abort();
+    }));
+}
+
+/// Starts a server. Installs `fail_stop_on_panic` first.
 pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
     validate(&config)?;
+    fail_stop_on_panic();
     std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
         path: config.data_dir.display().to_string(),
         source,

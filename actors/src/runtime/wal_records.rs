@@ -94,4 +94,3 @@ pub fn to_records(shard: u32, request: &PersistRequest, records: &mut Vec<Record
         });
     }
 }
-

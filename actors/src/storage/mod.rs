@@ -1,9 +1,16 @@
 //! Durable storage of shard replicas: one write-ahead log per core shared by its shards.
 //!
-//! Today: the on-disk record format (`format`) and recovery from a log image (`recovery`),
-//! including detection and truncation of a torn or corrupt tail. The glommio `DmaFile`
-//! writer with group commit comes next (issue 4).
+//! - `header`: the file header (format version, cluster id, checksum salt).
+//! - `format`: one checksummed record; `batch`: one append's records as bytes.
+//! - `recovery`: replaying a log image, a pure function of its bytes: a torn tail is cut,
+//!   corruption before it is refused.
+//! - `wal`: the glommio `DmaFile` writer with group commit (one fdatasync per batch).
+//!
+//! A simulator can build disk images with `header::FileHeader` and `batch::encode_batch`
+//! (or `batch::encode_image`) and replay them with `recovery::recover`.
 
+pub mod batch;
 pub mod format;
+pub mod header;
 pub mod recovery;
 pub mod wal;

@@ -1,20 +1,49 @@
 //! Rebuilding every shard's log and hard state from a WAL image at startup.
 //!
-//! Records are replayed in order; the first record that is truncated or fails its checksum
-//! ends the valid log (a torn tail from a crash mid-write): recovery reports where, and the
-//! caller truncates the file there before appending. Nothing after a bad record is applied,
-//! even if later bytes happen to look valid.
+//! `recover` is a pure function of the file's bytes, so the simulator runs this very code
+//! over a simulated disk (torn last writes, damaged records, lost unsynced writes).
+//!
+//! What recovery relies on, from how `Wal` writes:
+//! - The file starts with its header (`header`), durable before the file got its name.
+//! - Each `Wal::append` writes one batch at the end of the log, in one or more writes, then
+//!   one `fdatasync`; the next batch is written only after that sync returned. Every record
+//!   carries `batch_start`, the offset of its batch's first record.
+//! - After the log the file holds zeros (preallocated, or cut at open), never stale records.
 //!
 //! # Invariants
-//! - Each shard's recovered entries are contiguous; an entries record starting at index i
-//!   replaces the entries at and after i (Raft's log overwrite).
-//! - Only records wholly before `valid_len` were applied.
+//! - **Torn tail.** A crash can leave only the last batch partly on disk, with any of its
+//!   blocks missing (writes are unordered until the sync). So at the first record that fails
+//!   its framing or checksum, at offset X: if every record after X (a valid checksum with this
+//!   file's salt) belongs to the batch X is in (its `batch_start` is X, or that of the record
+//!   before X), or none exists, the bytes from X on are a torn tail; recovery ends there and
+//!   `Wal::open` cuts them. A recovered torn batch is a prefix of its whole records.
+//! - **Corruption.** If a record of another batch follows X, that later batch proves the one
+//!   holding X was synced before it: `recover` fails with `Corruption::FollowedByValid` and
+//!   the server refuses to start (DESIGN.md, "Durability and recovery"). A record that
+//!   passes its checksum but does not decode, does not continue its shard's log or claims a
+//!   wrong batch is corruption wherever it is: a torn write cannot produce a valid checksum.
+//! - Damage inside the last batch reads like a torn write and is cut, although that batch may
+//!   have been acknowledged: only a later write proves a batch durable, and a commit mark
+//!   would cost a second sync per append. With `fsync` off (benchmarks) nothing holds.
+//! - Each shard's entries are contiguous from its snapshot's index + 1 (or 1); an entries
+//!   record starting at index i replaces the entries at and after i (Raft's log overwrite).
+//! - A shard with a snapshot has a hard state whose commit is at least the snapshot's index
+//!   and whose term is at least the snapshot's term: a snapshot holds only committed entries
+//!   (Raft paper §7), and raft-rs panics on a hard state below its snapshot. A crash between
+//!   a snapshot record and its hard state record leaves it below; recovery raises it, and
+//!   `ShardLog::check_invariants` asserts it.
 
 use std::collections::BTreeMap;
 
-use super::format::{decode_at, Record, RecordError, WalEntry, WalHardState, WalSnapshot};
+use thiserror::Error;
 
-/// One shard's recovered durable state.
+use super::format::{
+    check_at, decode_frame, Frame, Record, RecordError, WalEntry, WalHardState, WalSnapshot,
+    RECORD_ALIGN_BYTES, RECORD_MAGIC,
+};
+use super::header::{decode_header, HeaderError, FILE_HEADER_BYTES};
+
+/// One shard's recovered durable state. See the module's invariants.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ShardLog {
     /// The last snapshot received; `entries` continue after its index.
@@ -33,67 +62,167 @@ pub struct TornTail {
 /// The result of replaying a WAL image.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Recovery {
+    /// The cluster the file belongs to (from its header).
+    pub cluster_id: u64,
+    /// The salt of the file's record checksums (from its header).
+    pub salt: u64,
     pub shards: BTreeMap<u64, ShardLog>,
-    /// Bytes of valid records; the file is truncated to this length.
+    /// Bytes of header and valid records; the file is cut to this length.
     pub valid_len: usize,
+    /// Physical records replayed.
     pub records: usize,
     pub torn: Option<TornTail>,
 }
 
+/// Why a WAL image cannot be trusted. The server must not start on it.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecoveryError {
+    #[error("file header: {0}")]
+    Header(#[from] HeaderError),
+    #[error("corrupt record at byte {offset}: {reason}")]
+    Corrupt { offset: u64, reason: Corruption },
+}
+
+/// What is wrong with a corrupt record.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Corruption {
+    #[error(
+        "{error}, yet a later write's record follows at byte {next_offset} \
+         (its batch starts at byte {next_batch_start}), so this one had been synced"
+    )]
+    FollowedByValid {
+        error: RecordError,
+        next_offset: u64,
+        next_batch_start: u64,
+    },
+    #[error("checksummed but undecodable: {0}")]
+    Undecodable(RecordError),
+    #[error("claims its batch starts at byte {found}, neither its own offset nor {previous:?}")]
+    BatchStart { found: u64, previous: Option<u64> },
+    #[error(
+        "shard {shard}: entries from {first} neither continue nor overwrite its log \
+         {base}..={last}"
+    )]
+    Discontinuous {
+        shard: u64,
+        first: u64,
+        base: u64,
+        last: u64,
+    },
+}
+
 /// Replays `bytes` (a whole WAL file).
-pub fn recover(bytes: &[u8]) -> Recovery {
-    let mut recovery = Recovery::default();
-    let mut offset = 0;
+pub fn recover(bytes: &[u8]) -> Result<Recovery, RecoveryError> {
+    let header = decode_header(bytes)?;
+    let mut recovery = Recovery {
+        cluster_id: header.cluster_id,
+        salt: header.salt,
+        ..Recovery::default()
+    };
+    let mut offset = FILE_HEADER_BYTES;
+    let mut previous_batch = None;
     while offset < bytes.len() {
         // Preallocated space reads as zeros: a clean end of the log, not a torn record.
         if bytes[offset..].iter().all(|b| *b == 0) {
             break;
         }
-        match decode_at(&bytes[offset..]) {
-            Ok((record, len)) => {
-                if let Err(reason) = apply(&mut recovery.shards, record) {
-                    recovery.torn = Some(TornTail { offset, reason });
-                    break;
-                }
-                offset += len;
-                recovery.records += 1;
-            }
+        let frame = match check_at(&bytes[offset..], header.salt) {
+            Ok(frame) => frame,
             Err(reason) => {
-                recovery.torn = Some(TornTail { offset, reason });
+                let torn = torn_tail(bytes, header.salt, offset, previous_batch, reason)?;
+                recovery.torn = Some(torn);
                 break;
             }
+        };
+        let corrupt = |reason| RecoveryError::Corrupt {
+            offset: offset as u64,
+            reason,
+        };
+        let batch = frame.header.batch_start;
+        if batch != offset as u64 && Some(batch) != previous_batch {
+            return Err(corrupt(Corruption::BatchStart {
+                found: batch,
+                previous: previous_batch,
+            }));
         }
+        let record = decode_frame(&frame).map_err(|e| corrupt(Corruption::Undecodable(e)))?;
+        apply(&mut recovery.shards, record).map_err(corrupt)?;
+        previous_batch = Some(batch);
+        offset += frame.len;
+        recovery.records += 1;
     }
     recovery.valid_len = offset;
-    recovery
+    for log in recovery.shards.values_mut() {
+        commit_snapshot(log);
+        log.check_invariants();
+    }
+    Ok(recovery)
 }
 
-/// Applies one record; a checksummed record that would leave a gap in a shard's log is
-/// treated like corruption (the writer never produces one).
-fn apply(shards: &mut BTreeMap<u64, ShardLog>, record: Record) -> Result<(), RecordError> {
+/// Decides whether the bad record at `offset` starts a torn tail or is corruption (see the
+/// module's invariants); `previous_batch` is the batch of the last good record.
+fn torn_tail(
+    bytes: &[u8],
+    salt: u64,
+    offset: usize,
+    previous_batch: Option<u64>,
+    reason: RecordError,
+) -> Result<TornTail, RecoveryError> {
+    assert_eq!(offset % RECORD_ALIGN_BYTES, 0, "records start aligned");
+    let mut torn_batch = None;
+    let mut at = offset + RECORD_ALIGN_BYTES;
+    while let Some((found, frame)) = next_frame(bytes, salt, at) {
+        let batch = frame.header.batch_start;
+        let same = match torn_batch {
+            Some(torn) => batch == torn,
+            None => batch == offset as u64 || Some(batch) == previous_batch,
+        };
+        if !same {
+            return Err(RecoveryError::Corrupt {
+                offset: offset as u64,
+                reason: Corruption::FollowedByValid {
+                    error: reason,
+                    next_offset: found as u64,
+                    next_batch_start: batch,
+                },
+            });
+        }
+        torn_batch = Some(batch);
+        at = found + frame.len;
+    }
+    Ok(TornTail { offset, reason })
+}
+
+/// The first record of this file (its checksum valid with `salt`) at an aligned offset at or
+/// after `from`. The magic is compared first, so scanning zeros costs one compare per word.
+fn next_frame(bytes: &[u8], salt: u64, from: usize) -> Option<(usize, Frame<'_>)> {
+    let magic = RECORD_MAGIC.to_le_bytes();
+    (from..bytes.len())
+        .step_by(RECORD_ALIGN_BYTES)
+        .filter(|at| bytes[*at..].starts_with(&magic))
+        .find_map(|at| check_at(&bytes[at..], salt).ok().map(|frame| (at, frame)))
+}
+
+/// Applies one checksummed record. One that would leave a gap in a shard's log is
+/// corruption: the writer never produces one.
+fn apply(shards: &mut BTreeMap<u64, ShardLog>, record: Record) -> Result<(), Corruption> {
     match record {
         Record::Entries { shard, entries } => {
             let log = shards.entry(shard).or_default();
             let first = entries[0].index;
-            let base = log.snapshot.as_ref().map_or(1, |s| s.index + 1);
-            let keep = match log.entries.first() {
-                Some(head) if first > head.index => (first - head.index) as usize,
-                _ => 0,
-            };
-            let continues = match keep {
-                0 => first == base,
-                k => log
-                    .entries
-                    .get(k - 1)
-                    .is_some_and(|last| last.index + 1 == first),
-            };
-            if !continues {
-                let message = format!(
-                    "shard {shard}: entries from {first} do not continue the log (base {base})"
-                );
-                return Err(RecordError::Payload(message));
+            let base = log.base();
+            let last = log.entries.last().map_or(base - 1, |e| e.index);
+            if first < base || first > last + 1 {
+                return Err(Corruption::Discontinuous {
+                    shard,
+                    first,
+                    base,
+                    last,
+                });
             }
-            log.entries.truncate(keep);
+            log.entries.truncate((first - base) as usize);
             log.entries.extend(entries);
         }
         Record::HardState { shard, state } => {
@@ -108,222 +237,59 @@ fn apply(shards: &mut BTreeMap<u64, ShardLog>, record: Record) -> Result<(), Rec
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use proptest::prelude::*;
+/// Raises the hard state to the snapshot: a snapshot is committed by definition. (The
+/// runtime persists a snapshot and its hard state in one batch, but a torn batch can keep
+/// the first without the second.)
+fn commit_snapshot(log: &mut ShardLog) {
+    let Some(snapshot) = &log.snapshot else {
+        return;
+    };
+    let state = log.hard_state.get_or_insert_with(WalHardState::default);
+    if state.term < snapshot.term {
+        // The vote was cast in an older term. No vote in the snapshot's term can have been
+        // sent: it would have been persisted in a later hard state record than this one.
+        state.term = snapshot.term;
+        state.vote = 0;
+    }
+    state.commit = state.commit.max(snapshot.index);
+}
 
-    use super::super::format::{encode, Record, WalEntry, WalHardState};
-    use super::*;
+impl ShardLog {
+    /// The index of the first entry the log may hold.
+    fn base(&self) -> u64 {
+        self.snapshot.as_ref().map_or(1, |s| s.index + 1)
+    }
 
-    fn entry(index: u64, term: u64) -> WalEntry {
-        WalEntry {
-            index,
-            term,
-            entry_type: 0,
-            data: vec![1, 2, 3],
-            context: vec![],
+    /// Panics if the recovered log breaks the module's invariants (a bug in recovery).
+    pub fn check_invariants(&self) {
+        if let Some(first) = self.entries.first() {
+            assert_eq!(first.index, self.base(), "entries start after the snapshot");
         }
-    }
-
-    fn image(records: &[Record]) -> (Vec<u8>, Vec<usize>) {
-        let mut bytes = Vec::new();
-        let mut ends = Vec::new();
-        for r in records {
-            encode(r, &mut bytes);
-            ends.push(bytes.len());
-        }
-        (bytes, ends)
-    }
-
-    fn sample() -> Vec<Record> {
-        vec![
-            Record::Entries {
-                shard: 1,
-                entries: vec![entry(1, 1), entry(2, 1), entry(3, 1)],
-            },
-            Record::HardState {
-                shard: 1,
-                state: WalHardState {
-                    term: 1,
-                    vote: 1,
-                    commit: 2,
-                },
-            },
-            Record::Entries {
-                shard: 2,
-                entries: vec![entry(1, 1)],
-            },
-            // A new leader overwrote index 3 onwards on shard 1.
-            Record::Entries {
-                shard: 1,
-                entries: vec![entry(3, 2), entry(4, 2)],
-            },
-            Record::HardState {
-                shard: 1,
-                state: WalHardState {
-                    term: 2,
-                    vote: 3,
-                    commit: 4,
-                },
-            },
-        ]
-    }
-
-    #[test]
-    fn zeros_after_the_log_are_a_clean_end() {
-        let (mut bytes, ends) = image(&sample());
-        bytes.extend(std::iter::repeat_n(0u8, 4096));
-        let recovery = recover(&bytes);
-        assert_eq!(recovery.torn, None);
-        assert_eq!(recovery.valid_len, ends[ends.len() - 1]);
-        bytes.push(1);
-        assert!(
-            recover(&bytes).torn.is_some(),
-            "a non-zero byte after the zeros is garbage"
+        debug_assert!(
+            self.entries
+                .windows(2)
+                .all(|w| w[1].index == w[0].index + 1),
+            "entries are contiguous"
         );
-    }
-
-    #[test]
-    fn a_snapshot_replaces_the_log_and_entries_continue_after_it() {
-        use super::super::format::WalSnapshot;
-        let snapshot = WalSnapshot {
-            index: 10,
-            term: 3,
-            voters: vec![1, 2, 3],
-            data: vec![9; 40],
-        };
-        let records = vec![
-            Record::Entries {
-                shard: 1,
-                entries: vec![entry(1, 1), entry(2, 1)],
-            },
-            Record::Snapshot {
-                shard: 1,
-                snapshot: snapshot.clone(),
-            },
-            Record::Entries {
-                shard: 1,
-                entries: vec![entry(11, 3), entry(12, 3)],
-            },
-        ];
-        let recovery = recover(&image(&records).0);
-        assert_eq!(recovery.torn, None);
-        let log = &recovery.shards[&1];
-        assert_eq!(log.snapshot.as_ref(), Some(&snapshot));
-        assert_eq!(
-            log.entries.iter().map(|e| e.index).collect::<Vec<_>>(),
-            [11, 12]
-        );
-        let gap = vec![
-            records[1].clone(),
-            Record::Entries {
-                shard: 1,
-                entries: vec![entry(13, 3)],
-            },
-        ];
-        assert!(
-            recover(&image(&gap).0).torn.is_some(),
-            "entries must continue right after the snapshot"
-        );
-    }
-
-    #[test]
-    fn a_gap_is_treated_as_corruption() {
-        let records = vec![
-            Record::Entries {
-                shard: 1,
-                entries: vec![entry(1, 1)],
-            },
-            Record::Entries {
-                shard: 1,
-                entries: vec![entry(5, 1)],
-            },
-        ];
-        let (bytes, ends) = image(&records);
-        let recovery = recover(&bytes);
-        assert_eq!(recovery.records, 1);
-        assert_eq!(recovery.valid_len, ends[0]);
-        assert!(matches!(
-            recovery.torn,
-            Some(TornTail {
-                reason: RecordError::Payload(_),
-                ..
-            })
-        ));
-    }
-
-    #[test]
-    fn replays_overwrites_and_hard_states() {
-        let (bytes, _) = image(&sample());
-        let recovery = recover(&bytes);
-        assert_eq!(recovery.torn, None);
-        assert_eq!(recovery.valid_len, bytes.len());
-        let shard1 = &recovery.shards[&1];
-        assert_eq!(
-            shard1
-                .entries
-                .iter()
-                .map(|e| (e.index, e.term))
-                .collect::<Vec<_>>(),
-            [(1, 1), (2, 1), (3, 2), (4, 2)]
-        );
-        assert_eq!(
-            shard1.hard_state,
-            Some(WalHardState {
-                term: 2,
-                vote: 3,
-                commit: 4
-            })
-        );
-        assert_eq!(recovery.shards[&2].entries.len(), 1);
-    }
-
-    #[test]
-    fn a_crash_at_any_byte_recovers_exactly_the_whole_records_before_it() {
-        let records = sample();
-        let (bytes, ends) = image(&records);
-        for cut in 0..=bytes.len() {
-            let recovery = recover(&bytes[..cut]);
-            let whole = ends.iter().filter(|end| **end <= cut).count();
-            assert_eq!(recovery.records, whole, "cut at {cut}");
-            assert_eq!(
-                recovery.valid_len,
-                if whole == 0 { 0 } else { ends[whole - 1] }
+        if let Some(snapshot) = &self.snapshot {
+            let state = self
+                .hard_state
+                .expect("recovery gives a shard with a snapshot a hard state");
+            assert!(
+                state.commit >= snapshot.index,
+                "commit {} below the snapshot index {}",
+                state.commit,
+                snapshot.index
             );
-            assert_eq!(
-                recovery.torn.is_some(),
-                cut != recovery.valid_len,
-                "cut at {cut}"
+            assert!(
+                state.term >= snapshot.term,
+                "term {} below the snapshot term {}",
+                state.term,
+                snapshot.term
             );
-            assert_eq!(
-                recovery,
-                recover(&image(&records[..whole]).0[..]).with_torn(recovery.torn.clone())
-            );
-        }
-    }
-
-    impl Recovery {
-        fn with_torn(mut self, torn: Option<TornTail>) -> Recovery {
-            self.torn = torn;
-            self
-        }
-    }
-
-    proptest! {
-        /// Garbage after (or instead of) valid records: recovery never panics and applies
-        /// nothing past the first bad byte.
-        #[test]
-        fn garbage_tails_are_cut_off(garbage in proptest::collection::vec(any::<u8>(), 0..300), keep in 0usize..6) {
-            let records = sample();
-            let (valid, ends) = image(&records[..keep.min(records.len())]);
-            let mut bytes = valid.clone();
-            bytes.extend(&garbage);
-            let recovery = recover(&bytes);
-            prop_assert!(recovery.valid_len >= valid.len());
-            prop_assert!(recovery.records >= ends.len());
-            if !garbage.is_empty() && recovery.valid_len == valid.len() {
-                prop_assert!(recovery.torn.is_some());
-            }
         }
     }
 }
+
+#[cfg(test)]
+mod recovery_test;

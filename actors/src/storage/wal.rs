@@ -7,24 +7,46 @@
 //! # Invariants
 //! - `append` returns only after the batch is durable (unless fsync is off, which is for
 //!   benchmarks only and reported loudly at open).
+//! - A batch goes at the end of the log, in writes of at most `WRITE_BYTES_MAX`, then one
+//!   sync; the next batch is written only after it. Recovery's torn-tail rule rests on this
+//!   (`recovery`).
 //! - The file is written in whole aligned blocks: the last partial block is rewritten with
 //!   the new records after it, padded with zeros, so the log on disk is always
-//!   `records… zeros…`.
-//! - Opening truncates a torn or corrupt tail (and everything after it) before the first
-//!   append, so a later crash can never expose stale bytes past the valid log.
+//!   `header records… zeros…`.
+//! - A file gets its name only once its header (and base, for a rewrite) is durable: it is
+//!   written as `<path>.next`, synced, renamed, and the directory synced.
+//! - Opening syncs the file before reading it, refuses a log with a bad header, of another
+//!   cluster or corrupt before its tail, and cuts a torn tail before the first append, so a
+//!   later crash can never expose stale bytes past the valid log.
+//! - After a failed write or sync every append is refused (`WalError::Poisoned`) and no
+//!   sync is retried: the kernel may have dropped the dirty pages and marked them clean, so
+//!   a second sync could succeed over lost data (PostgreSQL's "fsyncgate"). Only a restart,
+//!   which syncs and re-reads the file, recovers.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use glommio::io::{DmaFile, OpenOptions};
 use thiserror::Error;
 
-use super::format::{encode, Record};
-use super::recovery::{recover, Recovery};
+use super::batch::encode_batch;
+use super::format::{EncodeError, Record, HEADER_BYTES, PAYLOAD_BYTES_MAX};
+use super::header::{random_salt, FileHeader, HeaderError, FILE_HEADER_BYTES};
+use super::recovery::{recover, Corruption, Recovery, RecoveryError};
 
 /// Bytes preallocated at a time (preallocated files halve fdatasync time here: MACHINE.md).
 pub const PREALLOCATE_BYTES: u64 = 64 * 1024 * 1024;
-/// Largest batch one append may write.
-pub const BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Largest single write; a larger batch is written in several before its one sync.
+pub const WRITE_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Largest encoded batch one append may hold in memory.
+pub const BATCH_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// Capacity the in-memory tail keeps after a large batch.
+const TAIL_CAPACITY_KEEP_BYTES: usize = 1024 * 1024;
+
+const _: () = assert!(
+    BATCH_BYTES_MAX >= 2 * (PAYLOAD_BYTES_MAX as usize + HEADER_BYTES),
+    "a batch holds at least two records of the largest size"
+);
+const _: () = assert!(WRITE_BYTES_MAX % 4096 == 0, "writes are whole blocks");
 
 /// Options of a WAL.
 #[derive(Clone, Copy, Debug)]
@@ -32,6 +54,18 @@ pub struct WalOptions {
     /// `fdatasync` after every batch. Off only for benchmarks: acknowledged writes can be lost.
     pub fsync: bool,
     pub preallocate_bytes: u64,
+    /// The cluster the log belongs to: written into a new file, checked at open.
+    pub cluster_id: u64,
+    #[cfg(test)]
+    pub(crate) faults: Faults,
+}
+
+/// Test-only fault injection.
+#[cfg(test)]
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Faults {
+    /// The n-th `fdatasync` of a `Wal` (from 0, the first at open or creation) fails with EIO.
+    pub(crate) eio_at_sync: Option<u32>,
 }
 
 impl Default for WalOptions {
@@ -39,26 +73,58 @@ impl Default for WalOptions {
         WalOptions {
             fsync: true,
             preallocate_bytes: PREALLOCATE_BYTES,
+            cluster_id: 0,
+            #[cfg(test)]
+            faults: Faults::default(),
         }
     }
 }
 
-/// Why the WAL failed. Any I/O error is fatal for the core's shards: the caller stops them.
+/// Why the WAL failed. Every error is fatal for the core's shards: the caller stops them.
+/// After `Encode` and `BatchTooLarge` the log is unchanged; after a failed write or sync it
+/// refuses further appends (`Poisoned`).
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum WalError {
-    #[error("WAL I/O on {path}: {source}")]
+    #[error("WAL {op} on {path}: {source}")]
     Io {
         path: String,
+        op: &'static str,
         source: glommio::GlommioError<()>,
     },
-    #[error("reading WAL {path}: {source}")]
-    Read {
+    #[error("WAL {op} on {path}: {source}")]
+    Fs {
         path: String,
+        op: &'static str,
         source: std::io::Error,
     },
-    #[error("batch of {bytes} bytes exceeds the limit of {max}")]
-    BatchTooLarge { bytes: usize, max: usize },
+    #[error("WAL {path}: batch of {bytes} bytes exceeds the limit of {max}")]
+    BatchTooLarge {
+        path: String,
+        bytes: usize,
+        max: usize,
+    },
+    #[error("WAL {path}: {source}")]
+    Encode { path: String, source: EncodeError },
+    #[error("WAL {path} is not a WAL this build reads ({reason}); refusing to start")]
+    Header { path: String, reason: HeaderError },
+    #[error("WAL {path} belongs to cluster {found}, not this server's cluster {expected}")]
+    ClusterMismatch {
+        path: String,
+        expected: u64,
+        found: u64,
+    },
+    #[error(
+        "WAL {path} is corrupt at byte {offset}: {reason}; refusing to start \
+         (restore this replica from its peers)"
+    )]
+    Corrupt {
+        path: String,
+        offset: u64,
+        reason: Corruption,
+    },
+    #[error("WAL {path} refuses writes after a failed write or sync; restart to recover")]
+    Poisoned { path: String },
 }
 
 /// An open write-ahead log.
@@ -66,151 +132,279 @@ pub struct Wal {
     file: DmaFile,
     path: String,
     options: WalOptions,
+    /// Seeds every record checksum of this file (from its header).
+    salt: u64,
     /// Bytes from `block_start` to the end of the valid log (the partial last block).
     tail: Vec<u8>,
     block_start: u64,
     allocated: u64,
+    /// A write or sync failed: nothing may be written or synced again.
+    poisoned: bool,
+    #[cfg(test)]
+    syncs: u32,
 }
 
 impl Wal {
     /// Opens (or creates) the log at `path`, replays it, and truncates any torn tail.
     pub async fn open(path: &Path, options: WalOptions) -> Result<(Wal, Recovery), WalError> {
         let name = path.display().to_string();
-        let io = |source| WalError::Io {
-            path: name.clone(),
-            source,
-        };
-        // A rewrite that crashed before its rename left a partial `.next` file: discard it.
-        let _ = std::fs::remove_file(next_path(path)); // absent in the normal case
-                                                       // Replay with one blocking read: this happens once, at startup, before the core serves
-                                                       // anything. (glommio's DMA reads return EOPNOTSUPP on this kernel; writes work.)
-        let image = match std::fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(source) => return Err(WalError::Read { path: name, source }),
-        };
+        // A create or rewrite that crashed before its rename left a partial `.next`.
+        remove_if_present(&next_path(path))?;
+        match std::fs::metadata(path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let wal = Wal::create(path, options, &[]).await?;
+                let recovery = Recovery {
+                    cluster_id: options.cluster_id,
+                    salt: wal.salt,
+                    valid_len: FILE_HEADER_BYTES,
+                    ..Recovery::default()
+                };
+                return Ok((wal, recovery));
+            }
+            Err(source) => return Err(fs(&name, "stat", source)),
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
             .dma_open(path)
             .await
-            .map_err(io)?;
-        let size = image.len() as u64;
-        let recovery = recover(&image);
+            .map_err(|source| io(&name, "open", source))?;
+        let mut wal = Wal::new(file, name, options, 0);
+        // Sync before trusting what the read below returns: after a failed sync in an earlier
+        // run the kernel may still hold unwritten pages or metadata of this file, or an
+        // unreported error (then the start fails here). Best effort: Linux reports an error
+        // once, which is why the run that saw it poisoned its log instead of retrying.
+        wal.sync("fdatasync before replay").await?;
+        // One blocking read: this happens once, at startup, before the core serves
+        // anything. (glommio's DMA reads return EOPNOTSUPP on this kernel; writes work.)
+        let image = std::fs::read(path).map_err(|source| fs(&wal.path, "read", source))?;
+        let recovery = recover(&image).map_err(|e| wal.refused(e))?;
+        if recovery.cluster_id != options.cluster_id {
+            return Err(WalError::ClusterMismatch {
+                path: wal.path,
+                expected: options.cluster_id,
+                found: recovery.cluster_id,
+            });
+        }
         let valid = recovery.valid_len as u64;
-        let block_start = file.align_down(valid);
-        let tail = image[block_start as usize..valid as usize].to_vec();
-        let mut wal = Wal {
-            file,
-            path: name.clone(),
-            options,
-            tail,
-            block_start,
-            allocated: size,
-        };
+        wal.salt = recovery.salt;
+        wal.block_start = wal.file.align_down(valid);
+        wal.tail = image[wal.block_start as usize..recovery.valid_len].to_vec();
+        wal.allocated = image.len() as u64;
         if let Some(torn) = &recovery.torn {
-            tracing::warn!(path = %name, offset = torn.offset, reason = %torn.reason, "WAL tail is torn or corrupt: truncating it");
-            // Cut everything after the valid log; it is refilled with zeros by preallocation.
-            wal.file
-                .truncate(file_len_after(valid, &wal.file))
-                .await
-                .map_err(io)?;
-            wal.allocated = file_len_after(valid, &wal.file);
-            wal.write_tail().await?;
+            tracing::warn!(path = %wal.path, offset = torn.offset, reason = %torn.reason,
+                "WAL ends in a torn write: cutting it");
+            // Cut everything after the valid log; preallocation refills it with zeros.
+            let cut = wal.file.align_up(valid);
+            let truncate = wal.file.truncate(cut).await;
+            truncate.map_err(|source| io(&wal.path, "truncate", source))?;
+            wal.allocated = cut;
+            wal.write_out().await?;
+            wal.sync("fdatasync after cutting the tail").await?;
         }
         if !options.fsync {
-            tracing::warn!(path = %wal.path, "WAL fsync is OFF: acknowledged writes can be lost on a crash (benchmarks only)");
+            tracing::warn!(
+                path = %wal.path,
+                "WAL fsync is OFF: acknowledged writes can be lost on a crash (benchmarks only)"
+            );
         }
         Ok((wal, recovery))
     }
 
+    fn new(file: DmaFile, path: String, options: WalOptions, salt: u64) -> Wal {
+        Wal {
+            file,
+            path,
+            options,
+            salt,
+            tail: Vec::new(),
+            block_start: 0,
+            allocated: 0,
+            poisoned: false,
+            #[cfg(test)]
+            syncs: 0,
+        }
+    }
+
+    /// Creates the log at `path` holding `base` (one batch): written to `<path>.next`, made
+    /// durable, then renamed over `path`, so a crash leaves the old file or the new one.
+    async fn create(path: &Path, options: WalOptions, base: &[Record]) -> Result<Wal, WalError> {
+        let next = next_path(path);
+        remove_if_present(&next)?;
+        let name = next.display().to_string();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .dma_open(&next)
+            .await
+            .map_err(|source| io(&name, "create", source))?;
+        let salt = random_salt();
+        let mut wal = Wal::new(file, name, options, salt);
+        wal.tail = FileHeader::new(options.cluster_id, salt)
+            .to_bytes()
+            .to_vec();
+        let start = FILE_HEADER_BYTES as u64;
+        // Streamed record by record: the rename makes the base atomic, so it may be larger
+        // than a batch.
+        for record in base {
+            encode_batch(std::slice::from_ref(record), salt, start, &mut wal.tail)
+                .map_err(|source| wal.encode_error(source))?;
+            if wal.tail.len() >= WRITE_BYTES_MAX {
+                wal.reserve().await?;
+                wal.write_out().await?;
+            }
+        }
+        wal.reserve().await?;
+        wal.write_out().await?;
+        // Even with fsync off: a file is named only once durable.
+        wal.sync("fdatasync").await?;
+        std::fs::rename(&next, path).map_err(|source| fs(&wal.path, "rename", source))?;
+        wal.path = path.display().to_string();
+        // The new name is durable only once the directory is.
+        sync_dir(path).map_err(|source| fs(&wal.path, "fsync of the directory", source))?;
+        Ok(wal)
+    }
+
     /// Appends a batch of records and makes it durable with one `fdatasync`.
     pub async fn append(&mut self, records: &[Record]) -> Result<(), WalError> {
-        let before = self.tail.len();
-        for record in records {
-            encode(record, &mut self.tail);
+        if self.poisoned {
+            return Err(self.poisoned_error());
         }
+        if records.is_empty() {
+            return Ok(());
+        }
+        let before = self.tail.len();
+        let start = self.len();
+        encode_batch(records, self.salt, start, &mut self.tail)
+            .map_err(|source| self.encode_error(source))?;
         let bytes = self.tail.len() - before;
         if bytes > BATCH_BYTES_MAX {
             self.tail.truncate(before);
             return Err(WalError::BatchTooLarge {
+                path: self.path.clone(),
                 bytes,
                 max: BATCH_BYTES_MAX,
             });
         }
-        let end = self.block_start + self.tail.len() as u64;
-        if end > self.allocated {
-            let target =
-                end.div_ceil(self.options.preallocate_bytes) * self.options.preallocate_bytes;
-            let io = |source| WalError::Io {
-                path: self.path.clone(),
-                source,
-            };
-            self.file.pre_allocate(target, false).await.map_err(io)?;
-            self.allocated = target;
+        if let Err(e) = self.reserve().await {
+            self.tail.truncate(before);
+            return Err(e);
         }
-        self.write_tail().await?;
-        // Keep only the new partial block for the next batch.
+        self.write_out().await?;
+        if self.options.fsync {
+            self.sync("fdatasync").await?;
+        }
+        Ok(())
+    }
+
+    /// Preallocates space up to the end of `tail`. Writes nothing: the log is unchanged on
+    /// `Err`.
+    async fn reserve(&mut self) -> Result<(), WalError> {
+        let end = self.len();
+        if end <= self.allocated {
+            return Ok(());
+        }
+        let step = self.options.preallocate_bytes.max(1);
+        let target = end.div_ceil(step) * step;
+        let allocate = self.file.pre_allocate(target, false).await;
+        allocate.map_err(|source| io(&self.path, "preallocate", source))?;
+        self.allocated = target;
+        Ok(())
+    }
+
+    /// Writes `tail` at `block_start` in whole blocks, the last one zero-padded, in writes of
+    /// at most `WRITE_BYTES_MAX`, then keeps only the partial last block. Does not sync.
+    async fn write_out(&mut self) -> Result<(), WalError> {
+        let end = self.len();
+        assert!(
+            end <= self.allocated,
+            "space is reserved before it is written"
+        );
+        assert!(
+            self.tail.len() <= BATCH_BYTES_MAX + WRITE_BYTES_MAX,
+            "the tail holds at most a batch"
+        );
+        let total = self.file.align_up(self.tail.len().max(1) as u64) as usize;
+        let step = self.file.align_down(WRITE_BYTES_MAX as u64) as usize;
+        assert!(step > 0, "a write holds at least one block");
+        let mut at = 0;
+        while at < total {
+            let len = step.min(total - at);
+            let mut buffer = self.file.alloc_dma_buffer(len);
+            let bytes = buffer.as_bytes_mut();
+            let data = &self.tail[at.min(self.tail.len())..(at + len).min(self.tail.len())];
+            bytes[..data.len()].copy_from_slice(data);
+            bytes[data.len()..].fill(0);
+            let written = self
+                .file
+                .write_at(buffer, self.block_start + at as u64)
+                .await;
+            let written = written.map_err(|source| {
+                self.poisoned = true;
+                io(&self.path, "write", source)
+            })?;
+            assert_eq!(written, len, "a DMA write of whole blocks completes whole");
+            at += len;
+        }
         let new_start = self.file.align_down(end);
         self.tail.drain(..(new_start - self.block_start) as usize);
         self.block_start = new_start;
+        self.tail.shrink_to(TAIL_CAPACITY_KEEP_BYTES);
         Ok(())
     }
 
-    /// Writes `tail` at `block_start`, zero-padded to whole blocks, then syncs.
-    async fn write_tail(&mut self) -> Result<(), WalError> {
-        let io = |source| WalError::Io {
-            path: self.path.clone(),
-            source,
+    /// `fdatasync`, once: a failure poisons the log, so the same pages are never synced again.
+    async fn sync(&mut self, op: &'static str) -> Result<(), WalError> {
+        assert!(!self.poisoned, "a poisoned log is never synced again");
+        let result = match self.injected_eio() {
+            Some(error) => Err(error),
+            None => self.file.fdatasync().await,
         };
-        let len = self.file.align_up(self.tail.len().max(1) as u64) as usize;
-        let mut buffer = self.file.alloc_dma_buffer(len);
-        let bytes = buffer.as_bytes_mut();
-        bytes[..self.tail.len()].copy_from_slice(&self.tail);
-        bytes[self.tail.len()..].fill(0);
-        let written = self
-            .file
-            .write_at(buffer, self.block_start)
-            .await
-            .map_err(io)?;
-        assert_eq!(written, len, "a DMA write of whole blocks completes whole");
-        if self.options.fsync {
-            self.file.fdatasync().await.map_err(io)?;
-        }
-        Ok(())
+        result.map_err(|source| {
+            self.poisoned = true;
+            tracing::error!(
+                path = %self.path,
+                %source,
+                "WAL sync failed: the log refuses further writes"
+            );
+            io(&self.path, op, source)
+        })
     }
 
-    /// Bytes of valid log in the file.
+    #[cfg(test)]
+    fn injected_eio(&mut self) -> Option<glommio::GlommioError<()>> {
+        let n = self.syncs;
+        self.syncs += 1;
+        const EIO: i32 = 5;
+        (self.options.faults.eio_at_sync == Some(n))
+            .then(|| glommio::GlommioError::IoError(std::io::Error::from_raw_os_error(EIO)))
+    }
+
+    #[cfg(not(test))]
+    fn injected_eio(&mut self) -> Option<glommio::GlommioError<()>> {
+        None
+    }
+
+    /// Bytes of valid log in the file, its header included.
     pub fn len(&self) -> u64 {
         self.block_start + self.tail.len() as u64
     }
 
     /// True when the log holds no record.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len() <= FILE_HEADER_BYTES as u64
     }
 
     /// Replaces the whole log with `base` (each shard's snapshot, later entries and hard
     /// state): written to `<path>.next`, made durable, then renamed over the log, so a crash
     /// at any point leaves either the old log or the new one, never a mix.
     pub async fn rewrite(&mut self, base: &[Record]) -> Result<(), WalError> {
-        let path = std::path::PathBuf::from(&self.path);
-        let next = next_path(&path);
-        let (mut fresh, _) = Wal::open(&next, self.options).await?;
-        fresh.append(base).await?;
-        let rename = |source| WalError::Read {
-            path: self.path.clone(),
-            source,
-        };
-        std::fs::rename(&next, &path).map_err(rename)?;
-        if let Some(dir) = path.parent() {
-            // The rename is durable only once the directory is.
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(rename)?;
+        if self.poisoned {
+            return Err(self.poisoned_error());
         }
-        fresh.path = self.path.clone();
+        let fresh = Wal::create(&PathBuf::from(&self.path), self.options, base).await?;
         let old = std::mem::replace(self, fresh);
         old.close().await
     }
@@ -221,167 +415,74 @@ impl Wal {
         self.file
             .close()
             .await
-            .map_err(|source| WalError::Io { path, source })
+            .map_err(|source| io(&path, "close", source))
+    }
+
+    fn poisoned_error(&self) -> WalError {
+        WalError::Poisoned {
+            path: self.path.clone(),
+        }
+    }
+
+    fn encode_error(&self, source: EncodeError) -> WalError {
+        WalError::Encode {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn refused(&self, error: RecoveryError) -> WalError {
+        let path = self.path.clone();
+        match error {
+            RecoveryError::Header(reason) => WalError::Header { path, reason },
+            RecoveryError::Corrupt { offset, reason } => WalError::Corrupt {
+                path,
+                offset,
+                reason,
+            },
+        }
     }
 }
 
-fn next_path(path: &Path) -> std::path::PathBuf {
+fn io(path: &str, op: &'static str, source: glommio::GlommioError<()>) -> WalError {
+    WalError::Io {
+        path: path.to_owned(),
+        op,
+        source,
+    }
+}
+
+fn fs(path: &str, op: &'static str, source: std::io::Error) -> WalError {
+    WalError::Fs {
+        path: path.to_owned(),
+        op,
+        source,
+    }
+}
+
+fn next_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".next");
     name.into()
 }
 
-fn file_len_after(valid: u64, file: &DmaFile) -> u64 {
-    file.align_up(valid)
+fn remove_if_present(path: &Path) -> Result<(), WalError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(fs(&path.display().to_string(), "remove", e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Makes a new or renamed directory entry durable.
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
-mod tests {
-    use glommio::{LocalExecutorBuilder, Placement};
-
-    use super::super::format::{WalEntry, WalHardState};
-    use super::*;
-
-    /// glommio registers io_uring buffers in locked memory; stay under the 8 MiB limit.
-    fn run<T>(future: impl std::future::Future<Output = T>) -> T {
-        let executor = LocalExecutorBuilder::new(Placement::Unbound)
-            .io_memory(512 * 1024)
-            .make()
-            .expect("executor");
-        executor.run(future)
-    }
-
-    fn entries(shard: u64, from: u64, n: u64) -> Record {
-        let entries = (from..from + n)
-            .map(|i| WalEntry {
-                index: i,
-                term: 1,
-                entry_type: 0,
-                data: vec![7; 100],
-                context: vec![],
-            })
-            .collect();
-        Record::Entries { shard, entries }
-    }
-
-    fn temp_path(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("treesync-wal-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        dir.join("wal")
-    }
-
-    #[test]
-    fn appends_survive_reopen_and_batches_continue_the_log() {
-        let path = temp_path("reopen");
-        run(async {
-            let options = WalOptions {
-                fsync: true,
-                preallocate_bytes: 1024 * 1024,
-            };
-            let (mut wal, recovery) = Wal::open(&path, options).await.expect("open");
-            assert_eq!(recovery.records, 0);
-            for batch in 0..50u64 {
-                let hs = Record::HardState {
-                    shard: 1,
-                    state: WalHardState {
-                        term: 1,
-                        vote: 1,
-                        commit: batch * 3,
-                    },
-                };
-                wal.append(&[entries(1, batch * 3 + 1, 3), hs])
-                    .await
-                    .expect("append");
-            }
-            wal.close().await.expect("close");
-            let (wal, recovery) = Wal::open(&path, options).await.expect("reopen");
-            assert_eq!(recovery.torn, None);
-            assert_eq!(recovery.records, 100);
-            let log = &recovery.shards[&1];
-            assert_eq!(log.entries.len(), 150);
-            assert_eq!(log.hard_state.map(|h| h.commit), Some(147));
-            wal.close().await.expect("close");
-        });
-        let _ = std::fs::remove_dir_all(path.parent().expect("has dir")); // best-effort cleanup
-    }
-
-    #[test]
-    fn rewrite_replaces_the_log_with_its_base_and_appends_continue() {
-        let path = temp_path("rewrite");
-        let options = WalOptions {
-            fsync: true,
-            preallocate_bytes: 1024 * 1024,
-        };
-        run(async {
-            let (mut wal, _) = Wal::open(&path, options).await.expect("open");
-            for i in 0..20 {
-                wal.append(&[entries(1, i * 5 + 1, 5)])
-                    .await
-                    .expect("append");
-            }
-            let big = wal.len();
-            let hs = Record::HardState {
-                shard: 1,
-                state: WalHardState {
-                    term: 2,
-                    vote: 1,
-                    commit: 100,
-                },
-            };
-            wal.rewrite(&[entries(1, 1, 100), hs.clone()])
-                .await
-                .expect("rewrite");
-            assert!(wal.len() < big, "the rewritten log is smaller");
-            wal.append(&[entries(1, 101, 1)])
-                .await
-                .expect("append after rewrite");
-            wal.close().await.expect("close");
-            assert!(
-                !next_path(&path).exists(),
-                "the temporary file was renamed away"
-            );
-            let (_, recovery) = Wal::open(&path, options).await.expect("reopen");
-            assert_eq!(recovery.torn, None);
-            assert_eq!(recovery.shards[&1].entries.len(), 101);
-            assert_eq!(recovery.shards[&1].hard_state.map(|h| h.commit), Some(100));
-        });
-        let _ = std::fs::remove_dir_all(path.parent().expect("has dir")); // best-effort cleanup
-    }
-
-    #[test]
-    fn a_torn_tail_is_cut_and_appending_continues_after_the_valid_log() {
-        let path = temp_path("torn");
-        let options = WalOptions {
-            fsync: true,
-            preallocate_bytes: 1024 * 1024,
-        };
-        run(async {
-            let (mut wal, _) = Wal::open(&path, options).await.expect("open");
-            wal.append(&[entries(1, 1, 5)]).await.expect("append");
-            wal.append(&[entries(1, 6, 5)]).await.expect("append");
-            wal.close().await.expect("close");
-        });
-        // Simulate a torn write: damage the second record's last payload bytes.
-        let mut bytes = std::fs::read(&path).expect("read");
-        let valid = recover(&bytes).valid_len;
-        bytes[valid - 12] ^= 0xFF;
-        std::fs::write(&path, &bytes).expect("write");
-        run(async {
-            let (mut wal, recovery) = Wal::open(&path, options).await.expect("open");
-            assert!(recovery.torn.is_some(), "the damaged record is detected");
-            assert_eq!(
-                recovery.shards[&1].entries.len(),
-                5,
-                "only the first record survives"
-            );
-            wal.append(&[entries(1, 6, 2)])
-                .await
-                .expect("append after cut");
-            wal.close().await.expect("close");
-            let (_, recovery) = Wal::open(&path, options).await.expect("reopen");
-            assert_eq!(recovery.torn, None);
-            assert_eq!(recovery.shards[&1].entries.len(), 7);
-        });
-        let _ = std::fs::remove_dir_all(path.parent().expect("has dir")); // best-effort cleanup
-    }
-}
+mod wal_test;

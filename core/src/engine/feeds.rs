@@ -13,9 +13,9 @@
 //!   applied: changes are published in the step that applied them, resolved pushes only
 //!   after (defect 7 of issue 9 was a resolved push overtaking the changes of its wake-up).
 
-use crate::hlc::Timestamp;
 use super::mirror;
-use crate::op::{is_within, Op};
+use crate::hlc::Timestamp;
+use crate::op::{is_within, Op, Txn};
 use crate::replica::{Applied, Replica};
 use crate::value::Value;
 
@@ -54,7 +54,6 @@ pub(super) struct Subscriber {
     after: u64,
 }
 
-
 fn snapshot(shard: u32, replica: &Replica, path: &str, resync: bool) -> Push {
     let (tree, index, hlc) = replica.snapshot_of(path);
     Push::Snapshot {
@@ -64,6 +63,40 @@ fn snapshot(shard: u32, replica: &Replica, path: &str, resync: bool) -> Push {
         hlc: hlc.as_u64(),
         resync,
     }
+}
+
+/// The pushes that continue a subscriber's stream over logged `changes`, or `None` when
+/// the log cannot: it does not hold what relocated nodes looked like, so a catch-up over a
+/// relocation into the subtree becomes a snapshot instead.
+fn catch_up_pushes(
+    shard: u32,
+    path: &str,
+    changes: Vec<(u64, Timestamp, Txn)>,
+) -> Option<Vec<Push>> {
+    let arrives = |txn: &Txn| {
+        txn.ops.iter().any(|op| {
+            mirror::relocation(op).is_some_and(|(source, dest)| {
+                !is_within(source, path) && (is_within(&dest, path) || is_within(path, &dest))
+            })
+        })
+    };
+    let mut pushes = Vec::new();
+    for (index, hlc, txn) in changes {
+        if arrives(&txn) {
+            return None;
+        }
+        let ops = mirror::ops_for(&txn.ops, &[], path);
+        if !ops.is_empty() {
+            let hlc = hlc.as_u64();
+            pushes.push(Push::Change {
+                shard,
+                index,
+                hlc,
+                ops,
+            });
+        }
+    }
+    Some(pushes)
 }
 
 /// Starts a feed: the changes after `from` if the log still holds them and at most `room`
@@ -91,36 +124,7 @@ pub(super) fn start(
     }
     let catch_up = from
         .and_then(|f| replica.changes_after(f))
-        .map(|changes| {
-            changes
-                .into_iter()
-                .map(|(index, hlc, txn)| {
-                    // The log does not hold what relocated nodes looked like: a catch-up
-                    // over a relocation into the subtree becomes a snapshot instead.
-                    let arrives = txn.ops.iter().any(|op| {
-                        mirror::relocation(op).is_some_and(|(source, dest)| {
-                            !is_within(source, &path)
-                                && (is_within(&dest, &path) || is_within(&path, &dest))
-                        })
-                    });
-                    let ops = mirror::ops_for(&txn.ops, &[], &path);
-                    (!arrives).then_some((index, hlc, ops))
-                })
-                .collect::<Option<Vec<_>>>()
-                .map(|changes| {
-                    changes
-                        .into_iter()
-                        .filter(|(_, _, ops)| !ops.is_empty())
-                        .map(|(index, hlc, ops)| Push::Change {
-                            shard,
-                            index,
-                            hlc: hlc.as_u64(),
-                            ops,
-                        })
-                        .collect::<Vec<_>>()
-                })
-        })
-        .flatten()
+        .and_then(|changes| catch_up_pushes(shard, &path, changes))
         .filter(|catch_up| catch_up.len() <= room);
     match catch_up {
         Some(catch_up) => pushes.extend(catch_up.into_iter().map(|p| (id, p))),

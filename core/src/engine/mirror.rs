@@ -10,6 +10,7 @@
 //!   which the mirror never saw: `Create` ops for every node of it at or below `P`, in
 //!   pre-order, as the tree held them after the transaction (`landed`). Later ops of the
 //!   same transaction below `d` are already reflected there and are left out.
+//!
 //! Every other op is sent when it touches `P` (`Op::touches`).
 
 use crate::op::{is_within, Op, Prop};
@@ -127,8 +128,11 @@ mod tests {
 
     fn tree_with(ops: &[Op]) -> Tree {
         let mut tree = Tree::new(Limits::default());
-        tree.apply_txn(&Txn { ops: ops.to_vec(), ..Txn::single(ops[0].clone()) })
-            .expect("valid setup");
+        tree.apply_txn(&Txn {
+            ops: ops.to_vec(),
+            ..Txn::single(ops[0].clone())
+        })
+        .expect("valid setup");
         tree
     }
 
@@ -141,7 +145,11 @@ mod tests {
         // creates have parents) and the subtree at `sub`.
         let mut ancestors = Vec::new();
         let mut at = String::new();
-        for seg in sub.trim_start_matches("/root").split('/').filter(|s| !s.is_empty()) {
+        for seg in sub
+            .trim_start_matches("/root")
+            .split('/')
+            .filter(|s| !s.is_empty())
+        {
             ancestors.push(create(&format!("/root{at}"), seg));
             at = format!("{at}/{seg}");
         }
@@ -153,7 +161,10 @@ mod tests {
         for op in &start {
             mirror.apply_op(op).expect("mirror setup");
         }
-        let txn = Txn { ops: txn.to_vec(), ..Txn::single(txn[0].clone()) };
+        let txn = Txn {
+            ops: txn.to_vec(),
+            ..Txn::single(txn[0].clone())
+        };
         full.apply_txn(&txn).expect("the txn applies");
         let landed: Vec<(usize, Vec<Op>)> = txn
             .ops
@@ -163,16 +174,29 @@ mod tests {
             .collect();
         let sent = ops_for(&txn.ops, &landed, sub);
         for op in &sent {
-            mirror.apply_op(op).expect("the mirror replays what it is sent");
+            mirror
+                .apply_op(op)
+                .expect("the mirror replays what it is sent");
         }
-        assert_eq!(creates_of(&mirror, sub), creates_of(&full, sub), "mirror of {sub}");
+        assert_eq!(
+            creates_of(&mirror, sub),
+            creates_of(&full, sub),
+            "mirror of {sub}"
+        );
         sent
     }
 
     #[test]
     fn a_rename_landing_exactly_on_the_subscribed_path_is_sent_as_creates() {
-        let setup = [create("/root", "a"), create("/root/a", "kid"), create("/root", "w")];
-        let rename = Op::Rename { path: "/root/a".into(), new_name: "b".into() };
+        let setup = [
+            create("/root", "a"),
+            create("/root/a", "kid"),
+            create("/root", "w"),
+        ];
+        let rename = Op::Rename {
+            path: "/root/a".into(),
+            new_name: "b".into(),
+        };
         let sent = mirror_agrees(&setup, &[rename], "/root/b");
         assert_eq!(sent.len(), 2, "b and its child: {sent:?}");
     }
@@ -185,10 +209,20 @@ mod tests {
             create("/root/x/a", "kid"),
             create("/root", "y"),
         ];
-        let moved = Op::Move { path: "/root/x/a".into(), new_parent: "/root/y".into(), index: None };
-        let set = Op::Set { path: "/root/y/a/kid".into(), props: vec![Prop::new("hp", Value::Int(9))] };
+        let moved = Op::Move {
+            path: "/root/x/a".into(),
+            new_parent: "/root/y".into(),
+            index: None,
+        };
+        let set = Op::Set {
+            path: "/root/y/a/kid".into(),
+            props: vec![Prop::new("hp", Value::Int(9))],
+        };
         let sent = mirror_agrees(&setup, &[moved.clone(), set], "/root/y");
-        assert!(sent.iter().all(|op| matches!(op, Op::Create { .. })), "{sent:?}");
+        assert!(
+            sent.iter().all(|op| matches!(op, Op::Create { .. })),
+            "{sent:?}"
+        );
         // A move landing exactly on the subscribed path, too.
         mirror_agrees(&setup, &[moved], "/root/y/a");
     }
@@ -201,12 +235,25 @@ mod tests {
             create("/root/y", "b"),
             create("/root", "z"),
         ];
-        let out = Op::Move { path: "/root/y/a".into(), new_parent: "/root/z".into(), index: None };
+        let out = Op::Move {
+            path: "/root/y/a".into(),
+            new_parent: "/root/z".into(),
+            index: None,
+        };
         assert_eq!(
             mirror_agrees(&setup, &[out], "/root/y"),
-            vec![Op::Delete { path: "/root/y/a".into() }]
+            vec![Op::Delete {
+                path: "/root/y/a".into()
+            }]
         );
-        let inside = Op::Move { path: "/root/y/a".into(), new_parent: "/root/y/b".into(), index: None };
-        assert_eq!(mirror_agrees(&setup, &[inside.clone()], "/root/y"), vec![inside]);
+        let inside = Op::Move {
+            path: "/root/y/a".into(),
+            new_parent: "/root/y/b".into(),
+            index: None,
+        };
+        assert_eq!(
+            mirror_agrees(&setup, std::slice::from_ref(&inside), "/root/y"),
+            vec![inside]
+        );
     }
 }

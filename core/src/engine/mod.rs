@@ -26,8 +26,8 @@ use std::collections::BTreeMap;
 use raft::prelude::{Message, Snapshot};
 use raft::storage::MemStorage;
 
-pub use feeds::{Push, SubId};
 use feeds::Subscriber;
+pub use feeds::{Push, SubId};
 
 use crate::hlc::Timestamp;
 use crate::op::Txn;
@@ -93,12 +93,19 @@ pub enum Input {
         room: usize,
     },
     /// The driver could not deliver to `sub` (its queue is full or it went away).
-    Unsubscribe { sub: SubId },
+    Unsubscribe {
+        sub: SubId,
+    },
     /// A Raft message from a peer for `shard`.
-    Peer { shard: u32, message: Box<Message> },
+    Peer {
+        shard: u32,
+        message: Box<Message>,
+    },
     Tick,
     /// The WAL batch `batch` is durable.
-    Persisted { batch: u64 },
+    Persisted {
+        batch: u64,
+    },
 }
 
 /// What a request succeeded with.
@@ -179,7 +186,10 @@ impl Engine {
         logger: &slog::Logger,
     ) -> Engine {
         assert!(config.request_ticks_max > 0, "requests need a deadline");
-        assert!(config.resolved_every_ticks > 0, "resolved pushes need a period");
+        assert!(
+            config.resolved_every_ticks > 0,
+            "resolved pushes need a period"
+        );
         let slots = config
             .shards
             .iter()
@@ -304,7 +314,13 @@ impl Engine {
         };
         // Changes the replica applied but this engine has not published yet go out first,
         // so the new subscriber's start point is exact.
-        Self::collect(shard, slot, &mut self.unsynced, self.config.inject_resolved_before_change, commands);
+        Self::collect(
+            shard,
+            slot,
+            &mut self.unsynced,
+            self.config.inject_resolved_before_change,
+            commands,
+        );
         let subscriber = feeds::start(
             shard,
             &mut slot.replica,
@@ -386,7 +402,13 @@ impl Engine {
     fn step_replica(&mut self, shard: u32, input: ReplicaInput, commands: &mut Commands) {
         let slot = self.slots.get_mut(&shard).expect("own shard");
         slot.replica.step(input, &mut slot.out);
-        Self::collect(shard, slot, &mut self.unsynced, self.config.inject_resolved_before_change, commands);
+        Self::collect(
+            shard,
+            slot,
+            &mut self.unsynced,
+            self.config.inject_resolved_before_change,
+            commands,
+        );
     }
 
     /// Moves what a replica step produced into the commands, in the order the module doc
@@ -490,7 +512,10 @@ impl Engine {
     /// Checks what must hold between steps (the simulator runs it after every step).
     pub fn check_invariants(&self) {
         if let Some((number, shards)) = &self.in_flight {
-            assert!(*number < self.next_batch, "the batch in flight was handed out");
+            assert!(
+                *number < self.next_batch,
+                "the batch in flight was handed out"
+            );
             assert!(!shards.is_empty(), "a batch persists something");
         }
         for (id, slot) in &self.slots {

@@ -42,11 +42,19 @@ fn settle(engine: &mut Engine, commands: &mut Commands) -> Commands {
     for _ in 0..100 {
         seen.replies.append(&mut commands.replies);
         seen.pushes.append(&mut commands.pushes);
-        assert!(commands.messages.is_empty(), "a single-server group sends nothing");
+        assert!(
+            commands.messages.is_empty(),
+            "a single-server group sends nothing"
+        );
         let Some(batch) = commands.wal.take() else {
             return seen;
         };
-        engine.step(Input::Persisted { batch: batch.number }, commands);
+        engine.step(
+            Input::Persisted {
+                batch: batch.number,
+            },
+            commands,
+        );
         engine.check_invariants();
     }
     panic!("did not settle");
@@ -59,14 +67,25 @@ fn leader_engine(inject: bool) -> Engine {
         engine.step(Input::Tick, &mut commands);
         settle(&mut engine, &mut commands);
     }
-    assert!(engine.replicas().all(|(_, r)| r.is_leader()), "one server elects itself");
+    assert!(
+        engine.replicas().all(|(_, r)| r.is_leader()),
+        "one server elects itself"
+    );
     engine
 }
 
 fn propose(engine: &mut Engine, token: Token, shard: u32, txn: Txn) -> Commands {
     let mut commands = Commands::default();
     let hlc = Timestamp::new(1_000 + token, 0);
-    engine.step(Input::Propose { token, shard, txn, hlc }, &mut commands);
+    engine.step(
+        Input::Propose {
+            token,
+            shard,
+            txn,
+            hlc,
+        },
+        &mut commands,
+    );
     commands
 }
 
@@ -74,10 +93,18 @@ fn propose(engine: &mut Engine, token: Token, shard: u32, txn: Txn) -> Commands 
 fn a_write_is_answered_only_after_its_batch_is_durable() {
     let mut engine = leader_engine(false);
     let mut commands = propose(&mut engine, 7, 2, set("a", Value::Int(1)));
-    assert!(commands.replies.is_empty(), "nothing is answered before the fsync");
+    assert!(
+        commands.replies.is_empty(),
+        "nothing is answered before the fsync"
+    );
     let batch = commands.wal.take().expect("the entry must be persisted");
     assert!(batch.requests.iter().all(|(shard, _)| *shard == 2));
-    engine.step(Input::Persisted { batch: batch.number }, &mut commands);
+    engine.step(
+        Input::Persisted {
+            batch: batch.number,
+        },
+        &mut commands,
+    );
     let seen = settle(&mut engine, &mut commands);
     assert!(
         matches!(seen.replies.as_slice(), [(7, Ok(Answer::Written { .. }))]),
@@ -92,9 +119,17 @@ fn one_batch_is_in_flight_and_later_writes_wait_for_the_next() {
     let mut first = propose(&mut engine, 1, 0, set("a", Value::Int(1)));
     let batch = first.wal.take().expect("a batch");
     let second = propose(&mut engine, 2, 2, set("b", Value::Int(2)));
-    assert!(second.wal.is_none(), "no second batch while one is in flight");
+    assert!(
+        second.wal.is_none(),
+        "no second batch while one is in flight"
+    );
     let mut commands = Commands::default();
-    engine.step(Input::Persisted { batch: batch.number }, &mut commands);
+    engine.step(
+        Input::Persisted {
+            batch: batch.number,
+        },
+        &mut commands,
+    );
     let next = commands.wal.as_ref().expect("the waiting write goes next");
     assert_eq!(next.number, batch.number + 1);
     assert!(next.requests.iter().any(|(shard, _)| *shard == 2));
@@ -109,7 +144,12 @@ fn twenty_four_one_mib_writes_are_all_answered_in_bounded_batches() {
     let mut commands = Commands::default();
     for token in 0..24 {
         let hlc = Timestamp::new(2_000 + token, 0);
-        let input = Input::Propose { token, shard: (token % 2 * 2) as u32, txn: big(900), hlc };
+        let input = Input::Propose {
+            token,
+            shard: (token % 2 * 2) as u32,
+            txn: big(900),
+            hlc,
+        };
         engine.step(input, &mut commands);
     }
     let mut batches = 0;
@@ -118,12 +158,22 @@ fn twenty_four_one_mib_writes_are_all_answered_in_bounded_batches() {
         let bytes: usize = batch.requests.iter().map(|(_, r)| persist_bytes(r)).sum();
         assert!(bytes <= WAL_BATCH_BYTES_MAX, "batch of {bytes} bytes");
         batches += 1;
-        engine.step(Input::Persisted { batch: batch.number }, &mut commands);
+        engine.step(
+            Input::Persisted {
+                batch: batch.number,
+            },
+            &mut commands,
+        );
         replies.append(&mut commands.replies);
     }
-    assert!(batches >= 3, "about 21 MiB take several batches, took {batches}");
+    assert!(
+        batches >= 3,
+        "about 21 MiB take several batches, took {batches}"
+    );
     assert_eq!(replies.len(), 24);
-    assert!(replies.iter().all(|(_, o)| matches!(o, Ok(Answer::Written { .. }))));
+    assert!(replies
+        .iter()
+        .all(|(_, o)| matches!(o, Ok(Answer::Written { .. }))));
 }
 
 #[test]
@@ -138,7 +188,12 @@ fn a_write_past_its_deadline_is_answered_unknown_outcome_once() {
     assert_eq!(commands.replies, vec![(5, Err(ReplyError::UnknownOutcome))]);
     commands.replies.clear();
     // Its entry still commits later; the late answer is not delivered a second time.
-    engine.step(Input::Persisted { batch: batch.number }, &mut commands);
+    engine.step(
+        Input::Persisted {
+            batch: batch.number,
+        },
+        &mut commands,
+    );
     let seen = settle(&mut engine, &mut commands);
     assert!(seen.replies.is_empty(), "{:?}", seen.replies);
 }
@@ -171,7 +226,12 @@ fn subscribed_run(inject: bool) -> Vec<Push> {
     for token in 0..20 {
         let mut commands = propose(&mut engine, token, 0, set("a", Value::Int(token as i64)));
         let batch = commands.wal.take().expect("a batch");
-        engine.step(Input::Persisted { batch: batch.number }, &mut commands);
+        engine.step(
+            Input::Persisted {
+                batch: batch.number,
+            },
+            &mut commands,
+        );
         engine.step(Input::Tick, &mut commands);
         pushes.extend(settle(&mut engine, &mut commands).pushes);
     }
@@ -195,8 +255,14 @@ fn change_after_resolved(pushes: &[Push]) -> Option<u64> {
 #[test]
 fn resolved_pushes_follow_the_changes_they_cover() {
     let pushes = subscribed_run(false);
-    let changes = pushes.iter().filter(|p| matches!(p, Push::Change { .. })).count();
-    let resolved = pushes.iter().filter(|p| matches!(p, Push::Resolved { .. })).count();
+    let changes = pushes
+        .iter()
+        .filter(|p| matches!(p, Push::Change { .. }))
+        .count();
+    let resolved = pushes
+        .iter()
+        .filter(|p| matches!(p, Push::Resolved { .. }))
+        .count();
     assert_eq!(changes, 20, "every write was pushed");
     assert!(resolved >= 5, "resolved pushes were sent ({resolved})");
     assert_eq!(change_after_resolved(&pushes), None);

@@ -522,7 +522,7 @@ impl Replica {
         }
         self.timeout_drawn_at = now;
         let span = self.election_ticks as u64;
-        self.election_timeout = self.election_ticks + (self.jitter.next() % span) as usize;
+        self.election_timeout = self.election_ticks + (self.jitter.next_u64() % span) as usize;
         debug_assert!(self.election_timeout < 2 * self.election_ticks);
     }
 

@@ -240,11 +240,19 @@ fn ticks_until_campaign(replica: &mut Replica) -> usize {
 
 #[test]
 fn election_timeouts_are_jittered_from_the_driver_seed_and_replay_exactly() {
-    let timeouts: Vec<usize> = (1..=20).map(|seed| follower(1, seed, 0).election_timeout()).collect();
-    assert!(timeouts.iter().all(|t| (10..20).contains(t)), "{timeouts:?}");
+    let timeouts: Vec<usize> = (1..=20)
+        .map(|seed| follower(1, seed, 0).election_timeout())
+        .collect();
+    assert!(
+        timeouts.iter().all(|t| (10..20).contains(t)),
+        "{timeouts:?}"
+    );
     let distinct: BTreeSet<usize> = timeouts.iter().copied().collect();
     assert!(distinct.len() >= 4, "timeouts are spread: {timeouts:?}");
-    assert_eq!(follower(1, 7, 0).election_timeout(), follower(1, 7, 0).election_timeout());
+    assert_eq!(
+        follower(1, 7, 0).election_timeout(),
+        follower(1, 7, 0).election_timeout()
+    );
     // The drawn timeout is the one raft-rs uses: a follower campaigns exactly then.
     for seed in [3, 11, 19] {
         let mut replica = follower(1, seed, 0);

@@ -1,0 +1,159 @@
+//! A simulated core's WAL file: bytes written with the shipped record format
+//! (`treesync_actors::storage::format`) and read back by the shipped recovery, with the
+//! faults a real disk has.
+//!
+//! A batch is "written" when the engine hands it out and durable when its fsync completes
+//! (`due`). A crash before that loses it whole, keeps it whole, or keeps a torn prefix
+//! (a cut anywhere in its bytes): all three happen to real files. Corruption flips one byte
+//! inside an earlier, durable batch: a record before the tail, which recovery must refuse.
+
+use raft::prelude::Snapshot;
+use raft::storage::MemStorage;
+use treesync_actors::runtime::wal_records::{storage_from, to_records};
+use treesync_actors::storage::batch::encode_batch;
+use treesync_actors::storage::header::FileHeader;
+use treesync_actors::storage::recovery::{recover, Recovery, RecoveryError};
+use treesync_core::engine::WalBatch;
+
+use crate::rng::Rng;
+
+/// A batch written but not yet fsynced.
+pub struct Unsynced {
+    pub due: u64,
+    pub number: u64,
+    bytes: Vec<u8>,
+    /// The fsync will fail (EIO): the process stops, as the real WAL makes it.
+    pub eio: bool,
+}
+
+pub struct SimWal {
+    /// The file: its header, then every durable append.
+    durable: Vec<u8>,
+    salt: u64,
+    /// Start offset of every durable append (so corruption can pick one before the tail).
+    appends: Vec<usize>,
+    pub unsynced: Option<Unsynced>,
+}
+
+/// What became of a crashed core's unsynced write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashLoss {
+    Lost,
+    Torn,
+    Kept,
+}
+
+impl SimWal {
+    /// A new file of the simulated cluster (id 1), its header durable.
+    pub fn new(salt: u64) -> SimWal {
+        SimWal {
+            durable: FileHeader::new(1, salt).to_bytes().to_vec(),
+            salt,
+            appends: Vec::new(),
+            unsynced: None,
+        }
+    }
+
+    /// Writes a batch (its fsync completes at `due`).
+    pub fn write(&mut self, batch: &WalBatch, due: u64, eio: bool) {
+        assert!(self.unsynced.is_none(), "one batch in flight per core");
+        let mut records = Vec::new();
+        for (shard, request) in &batch.requests {
+            to_records(*shard, request, &mut records);
+        }
+        let mut bytes = Vec::new();
+        let start = self.durable.len() as u64;
+        encode_batch(&records, self.salt, start, &mut bytes)
+            .expect("simulated batches are within the WAL's limits");
+        self.unsynced = Some(Unsynced {
+            due,
+            number: batch.number,
+            bytes,
+            eio,
+        });
+    }
+
+    /// Completes the unsynced write's fsync: its bytes are durable.
+    pub fn sync(&mut self) -> u64 {
+        let write = self.unsynced.take().expect("a write to sync");
+        assert!(!write.eio, "a failed fsync makes nothing durable");
+        self.append_durable(&write.bytes);
+        write.number
+    }
+
+    fn append_durable(&mut self, bytes: &[u8]) {
+        if !bytes.is_empty() {
+            self.appends.push(self.durable.len());
+            self.durable.extend_from_slice(bytes);
+        }
+    }
+
+    /// A crash: the unsynced write is lost, torn or kept, as `rng` decides.
+    pub fn crash(&mut self, rng: &mut Rng) -> CrashLoss {
+        let Some(write) = self.unsynced.take() else {
+            return CrashLoss::Lost;
+        };
+        match rng.range(0, 2) {
+            0 => CrashLoss::Lost,
+            1 if write.bytes.len() > 1 => {
+                let cut = rng.range(1, write.bytes.len() as u64 - 1) as usize;
+                self.append_durable(&write.bytes[..cut]);
+                CrashLoss::Torn
+            }
+            _ => {
+                self.append_durable(&write.bytes);
+                CrashLoss::Kept
+            }
+        }
+    }
+
+    /// Flips one byte inside a durable append that is not the last one; false when there
+    /// is no such append yet.
+    pub fn corrupt_before_tail(&mut self, rng: &mut Rng) -> bool {
+        if self.appends.len() < 2 {
+            return false;
+        }
+        let which = rng.range(0, self.appends.len() as u64 - 2) as usize;
+        let (start, end) = (self.appends[which], self.appends[which + 1]);
+        let at = rng.range(start as u64, end as u64 - 1) as usize;
+        self.durable[at] ^= 1 << rng.range(0, 7);
+        true
+    }
+
+    /// Runs the shipped recovery over the durable bytes, as `Wal::open` does at start; a
+    /// torn tail is cut off as the real file is. `Err` is the refusal to start.
+    pub fn recover(&mut self, truncate_anywhere: bool) -> Result<Recovery, String> {
+        let recovery = match recover_image(&self.durable) {
+            Ok(r) => r,
+            // The injected bug: the old recovery cut the log at the first bad record.
+            Err((_, valid_len)) if truncate_anywhere => {
+                self.durable.truncate(valid_len);
+                recover_image(&self.durable).map_err(|(why, _)| why)?
+            }
+            Err((why, _)) => return Err(why),
+        };
+        self.durable.truncate(recovery.valid_len);
+        self.appends.retain(|start| *start < recovery.valid_len);
+        Ok(recovery)
+    }
+}
+
+/// The shipped recovery; `Err((why, where the valid prefix ends))` when it refuses.
+fn recover_image(bytes: &[u8]) -> Result<Recovery, (String, usize)> {
+    recover(bytes).map_err(|e| {
+        let valid = match &e {
+            RecoveryError::Corrupt { offset, .. } => *offset as usize,
+            _ => 0,
+        };
+        (e.to_string(), valid)
+    })
+}
+
+/// Each shard's Raft storage as the real runtime rebuilds it from a recovery.
+pub fn storage_of(
+    recovery: &Recovery,
+    shard: u32,
+    peers: &[u64],
+) -> (MemStorage, Option<Snapshot>) {
+    storage_from(recovery.shards.get(&u64::from(shard)), peers.to_vec())
+}
