@@ -151,6 +151,11 @@ impl<C: WallClock> Hlc<C> {
         Ok(ts)
     }
 
+    /// The wall clock's reading now (ms), for observing peers' clock offsets.
+    pub fn clock_now_ms(&self) -> u64 {
+        self.wall()
+    }
+
     /// The last timestamp handed out, without advancing.
     pub fn last(&self) -> Timestamp {
         Timestamp(self.state.load(Ordering::Acquire))

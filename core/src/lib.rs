@@ -16,6 +16,7 @@
 //! [`codec::encode`] / [`codec::decode`], [`hlc::Hlc`], [`shard::ShardMap`], [`wire`].
 #![forbid(unsafe_code)]
 
+pub mod clock_offset;
 pub mod codec;
 pub mod engine;
 pub mod hlc;

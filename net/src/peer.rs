@@ -10,6 +10,11 @@
 //! - Every queue is bounded (`OUTBOUND_BATCHES_MAX`); when a peer is slow or down, batches
 //!   are dropped, which Raft tolerates as message loss. Memory never grows without bound.
 //! - A malformed frame closes the connection; the peer reconnects.
+//! - Every message carries the sender's HLC reading (the receiver merges it with `update`:
+//!   DESIGN.md, "Time"). A message larger than `CHUNK_BYTES` (a snapshot) travels as several
+//!   frames of at most `CHUNK_BYTES`, all but the last tagged `MORE`, reassembled up to
+//!   `MESSAGE_BYTES_MAX`: no message is too large for the frame limit, and none is dropped
+//!   for its size below that bound (a follower far behind used to never catch up).
 //! - An `accept` error never stops the listener unless the listening socket itself is
 //!   unusable (`accept_action`): it is logged and, after a bounded pause, accepting resumes
 //!   (defect 10: one EMFILE or ECONNABORTED used to cut the server off from its peers for
@@ -53,8 +58,26 @@ const EMFILE: i32 = 24;
 const ENOTSOCK: i32 = 88;
 const ENOBUFS: i32 = 105;
 
-/// Raft messages for shards, as received from one connection read.
-pub type InboundBatch = Vec<(u32, Message)>;
+/// Bodies per frame; larger messages are split (`MORE`).
+pub const CHUNK_BYTES: usize = 1024 * 1024;
+/// Largest reassembled message; beyond it the connection is closed as misbehaving.
+pub const MESSAGE_BYTES_MAX: usize = 1024 * 1024 * 1024;
+/// Tag bit of a frame that more frames of the same message follow.
+pub const MORE: u32 = 1 << 31;
+/// Bytes of the sender's HLC reading before each message.
+const HLC_BYTES: usize = 8;
+const _: () = assert!(CHUNK_BYTES <= crate::frame::FRAME_BYTES_MAX as usize);
+
+/// One Raft message for a shard, with the sender's HLC reading when it was sent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Inbound {
+    pub shard: u32,
+    pub sent_hlc: u64,
+    pub message: Message,
+}
+
+/// Raft messages, as received from one connection read.
+pub type InboundBatch = Vec<Inbound>;
 
 /// The address core `core` of the server at `base` listens on.
 pub fn core_addr(base: SocketAddr, core: usize) -> SocketAddr {
@@ -98,19 +121,28 @@ impl Transport {
         })
     }
 
-    /// Buffers a message for its destination (sent at the next `flush`).
-    pub fn send(&mut self, shard: u32, message: &Message) {
+    /// Buffers a message for its destination (sent at the next `flush`), stamped with
+    /// `sent_hlc`, this server's HLC reading.
+    pub fn send(&mut self, shard: u32, message: &Message, sent_hlc: u64) {
+        assert!(shard < MORE, "shard ids stay below the MORE flag");
         if !self.outbound.contains_key(&message.to) {
             return; // not a peer of ours: dropped like a lost message
         }
-        let body = message
-            .write_to_bytes()
+        let mut body = sent_hlc.to_le_bytes().to_vec();
+        message
+            .write_to_vec(&mut body)
             .expect("encoding a Raft message to memory");
-        let batch = self.pending.entry(message.to).or_default();
-        if let Err(e) = push_frame(batch, shard, &body) {
-            // Lost like a dropped message; Raft retries (snapshots beyond this need chunks).
-            tracing::warn!(shard, to = message.to, error = %e, "raft message not sent");
+        if body.len() > MESSAGE_BYTES_MAX {
+            // The receiver would refuse it; Raft sees a lost message (the operator must act).
+            tracing::error!(
+                shard,
+                to = message.to,
+                bytes = body.len(),
+                "raft message too large"
+            );
+            return;
         }
+        push_chunks(self.pending.entry(message.to).or_default(), shard, &body);
     }
 
     /// Hands each destination its batch (one write per destination).
@@ -213,8 +245,75 @@ async fn accept_loop(listener: TcpListener, inbound: flume::Sender<InboundBatch>
     }
 }
 
+/// Appends `body` as frames of at most `CHUNK_BYTES`, all but the last tagged `MORE`.
+pub fn push_chunks(out: &mut Vec<u8>, shard: u32, body: &[u8]) {
+    let mut chunks = body.chunks(CHUNK_BYTES).peekable();
+    while let Some(chunk) = chunks.next() {
+        let tag = if chunks.peek().is_some() {
+            shard | MORE
+        } else {
+            shard
+        };
+        push_frame(out, tag, chunk).expect("chunks are below the frame limit");
+    }
+}
+
+/// Why a peer's stream is closed.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InboundError {
+    #[error("a chunk of shard {got} continues a message of shard {expected}")]
+    MixedChunks { expected: u32, got: u32 },
+    #[error("a message over {MESSAGE_BYTES_MAX} bytes")]
+    TooLarge,
+    #[error("a message without its HLC stamp")]
+    NoStamp,
+    #[error("a malformed Raft message")]
+    Malformed,
+}
+
+/// Reassembles one connection's frames into messages.
+#[derive(Default)]
+pub struct Reassembly {
+    partial: Vec<u8>,
+    shard: Option<u32>,
+}
+
+impl Reassembly {
+    /// Takes one frame; returns the message it completes, if any.
+    pub fn frame(&mut self, tag: u32, body: &[u8]) -> Result<Option<Inbound>, InboundError> {
+        let (shard, more) = (tag & !MORE, tag & MORE != 0);
+        if let Some(expected) = self.shard.filter(|s| *s != shard) {
+            return Err(InboundError::MixedChunks {
+                expected,
+                got: shard,
+            });
+        }
+        if self.partial.len() + body.len() > MESSAGE_BYTES_MAX {
+            return Err(InboundError::TooLarge);
+        }
+        self.partial.extend_from_slice(body);
+        if more {
+            self.shard = Some(shard);
+            return Ok(None);
+        }
+        self.shard = None;
+        let whole = std::mem::take(&mut self.partial);
+        let (stamp, message) = whole
+            .split_at_checked(HLC_BYTES)
+            .ok_or(InboundError::NoStamp)?;
+        let sent_hlc = u64::from_le_bytes(stamp.try_into().expect("8 bytes"));
+        let message = Message::parse_from_bytes(message).map_err(|_| InboundError::Malformed)?;
+        Ok(Some(Inbound {
+            shard,
+            sent_hlc,
+            message,
+        }))
+    }
+}
+
 async fn read_loop(mut stream: TcpStream, inbound: flume::Sender<InboundBatch>) {
     let mut header = [0u8; HEADER_BYTES];
+    let mut reassembly = Reassembly::default();
     while stream.read_exact(&mut header).await.is_ok() {
         let Ok(frame) = parse_header(&header) else {
             return;
@@ -223,15 +322,15 @@ async fn read_loop(mut stream: TcpStream, inbound: flume::Sender<InboundBatch>) 
         if stream.read_exact(&mut body).await.is_err() {
             return;
         }
-        let Ok(message) = Message::parse_from_bytes(&body) else {
-            tracing::warn!("malformed Raft message from a peer: closing the connection");
-            return;
+        let message = match reassembly.frame(frame.tag, &body) {
+            Ok(Some(message)) => message,
+            Ok(None) => continue,
+            Err(error) => {
+                tracing::warn!(%error, "bad frames from a peer: closing the connection");
+                return;
+            }
         };
-        if inbound
-            .send_async(vec![(frame.tag, message)])
-            .await
-            .is_err()
-        {
+        if inbound.send_async(vec![message]).await.is_err() {
             return;
         }
     }
@@ -240,6 +339,67 @@ async fn read_loop(mut stream: TcpStream, inbound: flume::Sender<InboundBatch>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn frames(bytes: &[u8]) -> Vec<(u32, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            let header = parse_header(bytes[at..at + HEADER_BYTES].try_into().expect("8"))
+                .expect("valid header");
+            let start = at + HEADER_BYTES;
+            let end = start + header.len as usize;
+            out.push((header.tag, bytes[start..end].to_vec()));
+            at = end;
+        }
+        out
+    }
+
+    fn snapshot_message(bytes: usize) -> Message {
+        let mut m = Message::default();
+        m.set_msg_type(raft::prelude::MessageType::MsgSnapshot);
+        (m.from, m.to, m.term) = (1, 2, 3);
+        m.mut_snapshot().data = vec![7u8; bytes].into();
+        m
+    }
+
+    #[test]
+    fn a_message_over_the_frame_limit_travels_in_chunks_with_its_hlc() {
+        let message = snapshot_message(crate::frame::FRAME_BYTES_MAX as usize + 3);
+        let mut body = 42u64.to_le_bytes().to_vec();
+        message.write_to_vec(&mut body).expect("encodes");
+        let mut wire = Vec::new();
+        push_chunks(&mut wire, 5, &body);
+        let frames = frames(&wire);
+        assert!(frames.len() > 16, "split into {} frames", frames.len());
+        assert!(frames.iter().all(|(_, b)| b.len() <= CHUNK_BYTES));
+        let mut reassembly = Reassembly::default();
+        let mut done = Vec::new();
+        for (tag, body) in &frames {
+            if let Some(m) = reassembly.frame(*tag, body).expect("valid frames") {
+                done.push(m);
+            }
+        }
+        assert_eq!(done.len(), 1, "one message out of all the frames");
+        assert_eq!((done[0].shard, done[0].sent_hlc), (5, 42));
+        assert_eq!(done[0].message, message);
+    }
+
+    #[test]
+    fn interleaved_or_unstamped_frames_close_the_connection() {
+        let mut reassembly = Reassembly::default();
+        assert_eq!(reassembly.frame(1 | MORE, b"abc"), Ok(None));
+        assert_eq!(
+            reassembly.frame(2, b"def"),
+            Err(InboundError::MixedChunks {
+                expected: 1,
+                got: 2
+            })
+        );
+        assert_eq!(
+            Reassembly::default().frame(1, b"abc"),
+            Err(InboundError::NoStamp)
+        );
+    }
 
     fn os(errno: i32) -> GlommioError<()> {
         GlommioError::IoError(std::io::Error::from_raw_os_error(errno))

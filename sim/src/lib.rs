@@ -133,6 +133,8 @@ pub struct SeedReport {
     pub refused_starts: u64,
     /// Times a lagging replica was caught up by a snapshot.
     pub snapshots_installed: u64,
+    /// Client requests refused because the server's clock was beyond the max offset.
+    pub clock_refusals: u64,
     /// Feed pushes the subscribers received.
     pub pushes: u64,
     /// The recorded trace (runs with `SimOptions::trace`).
@@ -146,14 +148,15 @@ impl fmt::Display for SeedReport {
             None => write!(
                 f,
                 "seed {}: ok ({} writes acknowledged, {} reads, {} crashes, {} refused starts, \
-                 {} snapshots installed, {} pushes)",
+                 {} snapshots installed, {} pushes, {} refused for clock offset)",
                 self.seed,
                 self.writes_acked,
                 self.reads_ok,
                 self.crashes,
                 self.refused_starts,
                 self.snapshots_installed,
-                self.pushes
+                self.pushes,
+                self.clock_refusals
             ),
         }
     }

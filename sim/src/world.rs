@@ -8,10 +8,11 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::rc::Rc;
 
 use raft::prelude::{Message, MessageType};
+use treesync_core::clock_offset::ClockOffsets;
 use treesync_core::engine::{
     Answer, Commands, Engine, EngineConfig, Input, Outcome, RESOLVED_EVERY_TICKS,
 };
-use treesync_core::hlc::{Hlc, WallClock, MAX_OFFSET_MS_DEFAULT};
+use treesync_core::hlc::{Hlc, Timestamp, WallClock, MAX_OFFSET_MS_DEFAULT};
 use treesync_core::replica::{RaftView, ReplicaConfig};
 
 use crate::checks::Observer;
@@ -55,12 +56,27 @@ struct Server {
     skew_ms: Rc<Cell<u64>>,
     up: bool,
     down_until: u64,
+    /// Peers' clock offsets as this server observes them (it may stop serving).
+    offsets: ClockOffsets,
     /// Refused to start (a record before its WAL's tail is corrupt): stays down.
     refused: Option<String>,
     /// Raft's state of shard 0 when the server crashed (trace runs).
     crashed: Option<RaftView>,
     boots: u64,
 }
+
+/// A Raft message on the simulated wire, stamped with its sender's HLC.
+struct Flight {
+    from: u64,
+    to: u64,
+    shard: u32,
+    sent: Timestamp,
+    message: Message,
+}
+
+/// A clock this far beyond the others breaks the max offset (500 ms).
+const BAD_CLOCK_MS: u64 = 1_500;
+const _: () = assert!(BAD_CLOCK_MS > MAX_OFFSET_MS_DEFAULT + SKEW_MS_MAX);
 
 /// Where a token's answer goes.
 enum Route {
@@ -76,9 +92,13 @@ pub struct World {
     cores: usize,
     shards: u32,
     servers: Vec<Server>,
-    /// (due, seq) → (from, to, shard, message).
+    /// (due, seq) → the message in flight.
     network: BinaryHeap<Reverse<(u64, u64)>>,
-    in_flight: BTreeMap<u64, (u64, u64, u32, Message)>,
+    in_flight: BTreeMap<u64, Flight>,
+    /// A server whose clock is beyond the max offset, until when, and its normal skew.
+    bad_clock: Option<(u64, u64, u64)>,
+    /// Requests refused because the server's clock was beyond the max offset.
+    clock_refusals: u64,
     seq: u64,
     isolated: Option<(u64, u64)>,
     clients: Clients,
@@ -121,6 +141,7 @@ impl World {
                     skew_ms,
                     up: false,
                     down_until: 0,
+                    offsets: ClockOffsets::new(MAX_OFFSET_MS_DEFAULT, SERVERS as usize),
                     refused: None,
                     crashed: None,
                     boots: 0,
@@ -139,6 +160,8 @@ impl World {
             servers,
             network: BinaryHeap::new(),
             in_flight: BTreeMap::new(),
+            bad_clock: None,
+            clock_refusals: 0,
             seq: 0,
             isolated: None,
             clients,
@@ -393,13 +416,22 @@ impl World {
         if faults && self.rng.chance(20) {
             return; // lost
         }
+        let sent = self.server(from).hlc.now();
         let copies = if faults && self.rng.chance(20) { 2 } else { 1 };
         for _ in 0..copies {
             let at = self.now + self.rng.range(1, 3);
             self.seq += 1;
             self.network.push(Reverse((at, self.seq)));
-            self.in_flight
-                .insert(self.seq, (from, message.to, shard, message.clone()));
+            let to = message.to;
+            let message = message.clone();
+            let flight = Flight {
+                from,
+                to,
+                shard,
+                sent,
+                message,
+            };
+            self.in_flight.insert(self.seq, flight);
         }
     }
 
@@ -413,15 +445,30 @@ impl World {
                 break;
             }
             self.network.pop();
-            let (from, to, shard, message) = self
+            let Flight {
+                from,
+                to,
+                shard,
+                sent,
+                message,
+            } = self
                 .in_flight
                 .remove(&seq)
                 .expect("every queued message is stored");
-            if !self.cut_off(from, to) && self.server(to).up {
-                let core = shard as usize % self.cores;
-                let message = Box::new(message);
-                self.run(to, core, Input::Peer { shard, message });
+            if self.cut_off(from, to) || !self.server(to).up {
+                continue;
             }
+            // As the runtime's driver: observe the offset, merge the clock, drop what is
+            // beyond the max offset ahead.
+            let server = self.server(to);
+            let local_ms = server.hlc.clock_now_ms();
+            server.offsets.observe(from, sent.wall_ms(), local_ms);
+            if server.hlc.update(sent).is_err() {
+                continue;
+            }
+            let core = shard as usize % self.cores;
+            let message = Box::new(message);
+            self.run(to, core, Input::Peer { shard, message });
         }
     }
 
@@ -472,7 +519,28 @@ impl World {
             // A clock jump, forwards or back, staying within the skew bound.
             let id = self.rng.range(1, SERVERS);
             let skew = self.rng.range(0, SKEW_MS_MAX);
-            self.server(id).skew_ms.set(skew);
+            if self.bad_clock.is_none_or(|(bad, _, _)| bad != id) {
+                self.server(id).skew_ms.set(skew);
+            }
+        }
+        self.bad_clocks();
+    }
+
+    /// Now and then one server's clock runs `BAD_CLOCK_MS` ahead for a while: its peers
+    /// drop its messages, and it must stop serving clients until the clock is fixed.
+    fn bad_clocks(&mut self) {
+        match self.bad_clock {
+            Some((id, until, normal)) if self.now >= until => {
+                self.server(id).skew_ms.set(normal);
+                self.bad_clock = None;
+            }
+            None if !self.options.trace && self.rng.chance(1) => {
+                let (id, length) = (self.rng.range(1, SERVERS), self.rng.range(30, 120));
+                let normal = self.server(id).skew_ms.get();
+                self.server(id).skew_ms.set(normal + BAD_CLOCK_MS);
+                self.bad_clock = Some((id, self.now + length, normal));
+            }
+            _ => {}
         }
     }
 
@@ -545,6 +613,14 @@ impl World {
         if !self.server(server).up {
             return; // nobody answers: the client times out
         }
+        let offsets = &self.server(server).offsets;
+        if !offsets.may_serve() {
+            let (members, beyond) = (offsets.members(), offsets.members() - offsets.within());
+            self.clock_refusals += 1;
+            let error = treesync_core::replica::ReplyError::ClockOffset { beyond, members };
+            self.answer(token, &Err(error));
+            return;
+        }
         let input = match what {
             What::Write(txn) => {
                 let hlc = self.server(server).hlc.now();
@@ -589,6 +665,9 @@ impl World {
     pub fn heal(&mut self) {
         self.faults_on = false;
         self.isolated = None;
+        if let Some((id, _, normal)) = self.bad_clock.take() {
+            self.server(id).skew_ms.set(normal);
+        }
     }
 
     pub fn violation(&self) -> Option<String> {
@@ -673,6 +752,7 @@ impl World {
             reads_ok: self.clients.reads_ok,
             crashes: self.crashes,
             refused_starts: self.refused_starts,
+            clock_refusals: self.clock_refusals,
             snapshots_installed: self.snapshots_installed + live,
             pushes: self.observer.pushes,
             trace: self.trace.take(),

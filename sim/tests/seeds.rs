@@ -43,7 +43,7 @@ fn a_seed_replays_exactly() {
 }
 
 #[test]
-fn runs_exercise_snapshots_crashes_and_refused_starts() {
+fn runs_exercise_snapshots_crashes_refused_starts_and_bad_clocks() {
     let reports = run_seeds(1, 40, &SimOptions::new(0));
     let sum = |f: fn(&treesync_sim::SeedReport) -> u64| reports.iter().map(f).sum::<u64>();
     assert!(sum(|r| r.snapshots_installed) > 0, "no snapshot transfer");

@@ -7,6 +7,7 @@
 
 mod client_port;
 mod core_loop;
+mod driver;
 mod gateway_backend;
 mod router;
 pub mod wal_records;

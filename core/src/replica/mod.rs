@@ -158,6 +158,10 @@ pub enum ReplyError {
     TooLarge { bytes: usize, max: usize },
     #[error("{0} (rejected; nothing changed)")]
     Rejected(TreeError),
+    /// This server's clock is beyond the HLC's max offset from a majority of the cluster:
+    /// it serves nobody until that is fixed (DESIGN.md, "Time"). Nothing happened.
+    #[error("this server's clock is beyond the max offset from {beyond} of {members} servers; not serving")]
+    ClockOffset { beyond: usize, members: usize },
     /// The request reached a core that does not own its shard (a routing bug or a
     /// misconfigured peer): nothing happened.
     #[error("shard {shard} is not served by this core")]
@@ -173,7 +177,7 @@ impl ReplyError {
             ReplyError::UnknownOutcome => "unknown_outcome",
             ReplyError::TooLarge { .. } => "too_large",
             ReplyError::Rejected(e) => e.code(),
-            ReplyError::UnknownShard { .. } => "unavailable",
+            ReplyError::UnknownShard { .. } | ReplyError::ClockOffset { .. } => "unavailable",
         }
     }
 }
