@@ -1,6 +1,7 @@
-//! Three real `treesync serve` processes on loopback: write, `kill -9` the leader, see a new
-//! leader within 2 s, keep writing, restart the killed server, and find every acknowledged
-//! write on all three. Each server's WebSocket gateway then serves reads, and writes when it
+//! Three real `treesync serve` processes on loopback: write, `kill -9` the leader, have a
+//! write accepted within 1 s (DESIGN.md: "a new leader within ~1 s of a leader crash"),
+//! keep writing, restart the killed server and find every acknowledged write on all three;
+//! `FAILOVERS` times. Each server's WebSocket gateway then serves reads, and writes when it
 //! leads (naming the leader otherwise).
 
 use std::collections::BTreeMap;
@@ -43,6 +44,9 @@ impl Drop for Server {
         self.kill9();
     }
 }
+
+/// Kill-and-restart cycles per run.
+const FAILOVERS: usize = 3;
 
 fn base_port() -> u16 {
     20_000 + (std::process::id() % 2_000) as u16 * 10
@@ -189,50 +193,62 @@ fn kill_the_leader_and_lose_nothing() {
         acked.insert(i % 8, i64::from(i));
     }
     let ids: Vec<u64> = servers.iter().map(|s| s.id).collect();
-    let (old_leader, _) = wait_for("a leader", Duration::from_secs(5), || {
-        leader(&mut client, &ids)
-    });
-    servers
-        .iter_mut()
-        .find(|s| s.id == old_leader)
-        .expect("leader is ours")
-        .kill9();
-    let others: Vec<u64> = ids.iter().copied().filter(|id| *id != old_leader).collect();
-    let (new_leader, elapsed) = wait_for("a new leader", Duration::from_secs(5), || {
-        leader(&mut client, &others)
-    });
-    assert_ne!(new_leader, old_leader);
-    eprintln!("server {old_leader} killed; server {new_leader} leads after {elapsed:?}");
-    assert!(
-        elapsed < Duration::from_secs(2),
-        "new leader after {elapsed:?}"
-    );
-    for i in 40..80u32 {
+    let mut failovers = Vec::new();
+    for cycle in 0..FAILOVERS {
+        let (old_leader, _) = wait_for("a leader", Duration::from_secs(5), || {
+            leader(&mut client, &ids)
+        });
+        servers
+            .iter_mut()
+            .find(|s| s.id == old_leader)
+            .expect("leader is ours")
+            .kill9();
+        // From the kill to the first write the survivors accept: election timeout (seeded
+        // jitter, 100-200 ms), pre-vote and vote round trips, the new leader's first commit.
+        let killed = Instant::now();
+        let first = 1_000 + cycle as i64;
         client
-            .write(&set(i % 8, i64::from(i)))
-            .expect("write after the crash");
-        acked.insert(i % 8, i64::from(i));
-    }
-    servers
-        .iter_mut()
-        .find(|s| s.id == old_leader)
-        .expect("ours")
-        .start();
-    for &id in &ids {
-        wait_for(
-            "every write on every server",
-            Duration::from_secs(10),
-            || {
-                acked
-                    .iter()
-                    .all(|(k, v)| {
-                        client.read_at(id, "/root", &format!("k{k}")).ok()
-                            == Some(Some(Value::Int(*v)))
-                    })
-                    .then_some(())
-            },
+            .write(&set(0, first))
+            .expect("a write after the crash");
+        let elapsed = killed.elapsed();
+        acked.insert(0, first);
+        failovers.push(elapsed);
+        eprintln!(
+            "cycle {cycle}: server {old_leader} killed; a write was accepted after {elapsed:?}"
         );
+        assert!(
+            elapsed < Duration::from_secs(1),
+            "a write took {elapsed:?} after the leader was killed"
+        );
+        for i in 40..80u32 {
+            let value = i64::from(i) + 100 * cycle as i64;
+            client
+                .write(&set(i % 8, value))
+                .expect("write after the crash");
+            acked.insert(i % 8, value);
+        }
+        servers
+            .iter_mut()
+            .find(|s| s.id == old_leader)
+            .expect("ours")
+            .start();
+        for &id in &ids {
+            wait_for(
+                "every write on every server",
+                Duration::from_secs(10),
+                || {
+                    acked
+                        .iter()
+                        .all(|(k, v)| {
+                            client.read_at(id, "/root", &format!("k{k}")).ok()
+                                == Some(Some(Value::Int(*v)))
+                        })
+                        .then_some(())
+                },
+            );
+        }
     }
+    eprintln!("failover times (kill to first accepted write): {failovers:?}");
     for (k, v) in &acked {
         assert_eq!(
             client

@@ -43,8 +43,17 @@ enum Wake {
 /// is refused at start rather than replayed into the wrong replicas. Persisting an explicit
 /// identity is the issue "Jepsen-grade proof on real processes".
 fn cluster_id(config: &ServerConfig) -> u64 {
-    let members: Vec<String> = config.peers.iter().map(|(id, a)| format!("{id}={a}")).collect();
-    let layout = format!("{};cores={};shards={}", members.join(","), config.cores, config.shards);
+    let members: Vec<String> = config
+        .peers
+        .iter()
+        .map(|(id, a)| format!("{id}={a}"))
+        .collect();
+    let layout = format!(
+        "{};cores={};shards={}",
+        members.join(","),
+        config.cores,
+        config.shards
+    );
     treesync_core::shard::stable_hash(layout.as_bytes())
 }
 
