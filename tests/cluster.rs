@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use treesync_core::{Op, Prop, Txn, Value};
+use treesync_core::shard::{ShardMap, SHARD_DEPTH_DEFAULT};
+use treesync_core::{Limits, NodePath, Op, Prop, Txn, Value};
 use treesync_net::client::Client;
 use treesync_net::ws_client::{WsClient, WsClientError};
 
@@ -45,6 +46,8 @@ impl Drop for Server {
     }
 }
 
+const SHARDS: u32 = 2;
+
 /// Kill-and-restart cycles per run.
 const FAILOVERS: usize = 3;
 
@@ -77,7 +80,7 @@ fn cluster(dir: &std::path::Path) -> (Vec<Server>, BTreeMap<u64, SocketAddr>) {
                 "--cores",
                 "2",
                 "--shards",
-                "2",
+                &SHARDS.to_string(),
                 "--no-pin",
                 // Tiny, so each WAL is rewritten (snapshots + tails) many times during the test.
                 "--wal-rewrite-bytes",
@@ -105,21 +108,14 @@ fn set(key: u32, value: i64) -> Txn {
 
 /// The server that leads the shard of `/root`, according to the servers themselves.
 fn leader(client: &mut Client, ids: &[u64]) -> Option<u64> {
+    let map = ShardMap::new(SHARDS, SHARD_DEPTH_DEFAULT).expect("a valid shard map");
+    let root = NodePath::parse("/root", &Limits::default()).expect("a valid path");
+    let line = format!("shard {} role=leader", map.shard_of(&root).0);
     ids.iter().copied().find(|id| {
-        client.status(*id).is_ok_and(|s| {
-            s.lines()
-                .any(|l| l.contains("role=leader") && root_shard_line(l))
-        })
+        client
+            .status(*id)
+            .is_ok_and(|s| s.lines().any(|l| l.starts_with(&line)))
     })
-}
-
-/// Status lines look like `shard S role=R term=T applied=A leader=L`; /root's shard is the one
-/// whose leader answered our writes, so any leader line of a shard that applied entries counts.
-fn root_shard_line(line: &str) -> bool {
-    line.split_whitespace()
-        .find_map(|f| f.strip_prefix("applied="))
-        .and_then(|a| a.parse::<u64>().ok())
-        .is_some_and(|a| a > 1)
 }
 
 fn wait_for<T>(
