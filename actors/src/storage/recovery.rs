@@ -32,6 +32,10 @@
 //!   (Raft paper §7), and raft-rs panics on a hard state below its snapshot. A crash between
 //!   a snapshot record and its hard state record leaves it below; recovery raises it, and
 //!   `ShardLog::check_invariants` asserts it.
+//! - A shard's hard-state term is at least the term of its last entry: a torn batch can keep
+//!   entries without the hard state of their term (found by simulator seed 174: a replica at
+//!   term 0 holding term-1 entries rejected a pre-vote and raft-rs panicked). Recovery raises
+//!   the term and clears the vote, which no durable record cast in that term.
 
 use std::collections::BTreeMap;
 
@@ -155,7 +159,7 @@ pub fn recover(bytes: &[u8]) -> Result<Recovery, RecoveryError> {
     }
     recovery.valid_len = offset;
     for log in recovery.shards.values_mut() {
-        commit_snapshot(log);
+        settle_hard_state(log);
         log.check_invariants();
     }
     Ok(recovery)
@@ -237,21 +241,27 @@ fn apply(shards: &mut BTreeMap<u64, ShardLog>, record: Record) -> Result<(), Cor
     Ok(())
 }
 
-/// Raises the hard state to the snapshot: a snapshot is committed by definition. (The
-/// runtime persists a snapshot and its hard state in one batch, but a torn batch can keep
-/// the first without the second.)
-fn commit_snapshot(log: &mut ShardLog) {
-    let Some(snapshot) = &log.snapshot else {
+/// Raises the hard state to what the log shows: a snapshot is committed by definition, and
+/// a replica's term is at least that of every entry it holds. (The runtime persists a
+/// snapshot or entries and their hard state in one batch, but a torn batch can keep the
+/// first without the second; raft-rs then panics at start, or answers a pre-vote at term 0.)
+fn settle_hard_state(log: &mut ShardLog) {
+    let snapshot = log.snapshot.as_ref().map(|s| (s.index, s.term));
+    let last_entry_term = log.entries.last().map(|e| e.term);
+    let floor = snapshot.map(|(_, t)| t).max(last_entry_term);
+    let Some(floor) = floor else {
         return;
     };
     let state = log.hard_state.get_or_insert_with(WalHardState::default);
-    if state.term < snapshot.term {
-        // The vote was cast in an older term. No vote in the snapshot's term can have been
+    if state.term < floor {
+        // The vote was cast in an older term. No vote in the raised term can have been
         // sent: it would have been persisted in a later hard state record than this one.
-        state.term = snapshot.term;
+        state.term = floor;
         state.vote = 0;
     }
-    state.commit = state.commit.max(snapshot.index);
+    if let Some((index, _)) = snapshot {
+        state.commit = state.commit.max(index);
+    }
 }
 
 impl ShardLog {
@@ -271,6 +281,14 @@ impl ShardLog {
                 .all(|w| w[1].index == w[0].index + 1),
             "entries are contiguous"
         );
+        if let (Some(last), Some(state)) = (self.entries.last(), self.hard_state) {
+            assert!(
+                state.term >= last.term,
+                "term {} below the last entry's term {}",
+                state.term,
+                last.term
+            );
+        }
         if let Some(snapshot) = &self.snapshot {
             let state = self
                 .hard_state

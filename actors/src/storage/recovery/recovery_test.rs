@@ -411,3 +411,22 @@ proptest! {
         prop_assert_eq!(recovery, expected);
     }
 }
+
+#[test]
+fn entries_kept_without_their_hard_state_raise_the_term_and_clear_the_vote() {
+    // Shard 1 voted in term 1, then got term-2 entries whose hard state record was torn off;
+    // shard 2 never had a hard state at all.
+    let records = vec![
+        hard_state(1, 1, 3, 0),
+        entries(1, 1, 3, 2),
+        entries(2, 1, 2, 4),
+    ];
+    let recovery = recover(&flat(&records)).expect("valid");
+    let state = |shard| recovery.shards[&shard].hard_state;
+    let expect = |term, vote, commit| Some(WalHardState { term, vote, commit });
+    assert_eq!(state(1), expect(2, 0, 0));
+    assert_eq!(state(2), expect(4, 0, 0));
+    for log in recovery.shards.values() {
+        raft_starts_on(log);
+    }
+}
