@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use treesync_actors::runtime::{self, ServerConfig};
 use treesync_actors::storage::format::Record;
+use treesync_core::api::{Answer, ReplyError};
 use treesync_core::{Op, Prop, Txn, Value};
-use treesync_net::client_proto::Response;
 
 #[test]
 fn embedded_single_server_writes_and_reads() {
@@ -38,16 +38,16 @@ fn embedded_single_server_writes_and_reads() {
     // A single-member group elects itself after one election timeout; until then: NotLeader.
     let mut answer = server.router.propose_blocking(txn.clone());
     for _ in 0..200 {
-        if !matches!(answer, Response::NotLeader { .. }) {
+        if !matches!(answer, Err(ReplyError::NotLeader { .. })) {
             break;
         }
         std::thread::sleep(Duration::from_millis(10)); // waiting for the election
         answer = server.router.propose_blocking(txn.clone());
     }
-    assert!(matches!(answer, Response::Written { .. }), "{answer:?}");
+    assert!(matches!(answer, Ok(Answer::Written { .. })), "{answer:?}");
     assert_eq!(
         server.router.read_blocking("/root", Some("hp")),
-        Response::Value(Some(Value::Int(7)))
+        Ok(Answer::Value(Some(Value::Int(7))))
     );
     for i in 0..200 {
         let txn = Txn::single(Op::Set {
@@ -56,12 +56,12 @@ fn embedded_single_server_writes_and_reads() {
         });
         assert!(matches!(
             server.router.propose_blocking(txn),
-            Response::Written { .. }
+            Ok(Answer::Written { .. })
         ));
     }
     assert_eq!(
         server.router.read_blocking("/root", Some("n")),
-        Response::Value(Some(Value::Int(199)))
+        Ok(Answer::Value(Some(Value::Int(199))))
     );
     // Without a rewrite the log would start with the leader's lone first entry; a rewrite
     // starts it with one record holding every entry kept.
@@ -87,7 +87,7 @@ fn embedded_single_server_writes_and_reads() {
     );
     assert!(matches!(
         server.router.read_blocking("not a path", None),
-        Response::Rejected { code, .. } if code == "invalid_path"
+        Err(ReplyError::InvalidPath { .. })
     ));
     let _ = std::fs::remove_dir_all(&dir); // best-effort cleanup; the server threads end with the test process
 }

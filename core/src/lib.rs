@@ -16,6 +16,7 @@
 //! [`codec::encode`] / [`codec::decode`], [`hlc::Hlc`], [`shard::ShardMap`], [`wire`].
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod clock_offset;
 pub mod codec;
 pub mod engine;

@@ -9,6 +9,7 @@
 //! `STATUS_TEXT` (UTF-8 text: one line per shard), `REJECTED` (`code\nmessage`: the request
 //! was refused and changed nothing; codes as in `docs/protocol.md`).
 
+use treesync_core::api::{Answer, Outcome, ReplyError};
 use treesync_core::codec::{self, GodotVersion};
 use treesync_core::Value;
 
@@ -47,6 +48,23 @@ pub enum Response {
 
 fn u64_at(body: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(body.get(at..at + 8)?.try_into().ok()?))
+}
+
+impl From<Outcome> for Response {
+    /// The framed protocol's view of an outcome: its byte edge, where codes are produced.
+    fn from(outcome: Outcome) -> Response {
+        match outcome {
+            Ok(Answer::Written { index, term, hlc }) => Response::Written {
+                index,
+                term,
+                hlc: hlc.as_u64(),
+            },
+            Ok(Answer::Value(value)) => Response::Value(value),
+            Ok(Answer::Subscribed) => Response::Value(None),
+            Err(ReplyError::NotLeader { leader }) => Response::NotLeader { leader },
+            Err(error) => Response::rejected(error.code(), error.to_string()),
+        }
+    }
 }
 
 impl Response {

@@ -32,6 +32,8 @@ pub struct SimWal {
     salt: u64,
     /// Start offset of every durable append (so corruption can pick one before the tail).
     appends: Vec<usize>,
+    /// The last append is whole (synced, or kept whole by a crash), not a torn piece.
+    last_whole: bool,
     pub unsynced: Option<Unsynced>,
 }
 
@@ -50,6 +52,7 @@ impl SimWal {
             durable: FileHeader::new(1, salt).to_bytes().to_vec(),
             salt,
             appends: Vec::new(),
+            last_whole: true,
             unsynced: None,
         }
     }
@@ -78,6 +81,7 @@ impl SimWal {
         let write = self.unsynced.take().expect("a write to sync");
         assert!(!write.eio, "a failed fsync makes nothing durable");
         self.append_durable(&write.bytes);
+        self.last_whole = true;
         write.number
     }
 
@@ -98,19 +102,23 @@ impl SimWal {
             1 if write.bytes.len() > 1 => {
                 let cut = rng.range(1, write.bytes.len() as u64 - 1) as usize;
                 self.append_durable(&write.bytes[..cut]);
+                self.last_whole = false;
                 CrashLoss::Torn
             }
             _ => {
                 self.append_durable(&write.bytes);
+                self.last_whole = true;
                 CrashLoss::Kept
             }
         }
     }
 
     /// Flips one byte inside a durable append that is not the last one; false when there
-    /// is no such append yet.
+    /// is no such append yet. Only while the last append is whole: a record damaged just
+    /// before a torn piece reads exactly like a torn tail (the format's documented limit,
+    /// `treesync_actors::storage::recovery`), so that case is not one recovery can refuse.
     pub fn corrupt_before_tail(&mut self, rng: &mut Rng) -> bool {
-        if self.appends.len() < 2 {
+        if self.appends.len() < 2 || !self.last_whole {
             return false;
         }
         let which = rng.range(0, self.appends.len() as u64 - 2) as usize;
@@ -134,6 +142,7 @@ impl SimWal {
         };
         self.durable.truncate(recovery.valid_len);
         self.appends.retain(|start| *start < recovery.valid_len);
+        self.last_whole = true;
         Ok(recovery)
     }
 }

@@ -11,10 +11,9 @@
 use std::collections::BTreeMap;
 
 use treesync_core::clock_offset::ClockOffsets;
-use treesync_core::engine::{Answer, Commands, Engine, Input, Outcome, SubId, Token};
+use treesync_core::engine::{Commands, Engine, Input, Outcome, SubId, Token};
 use treesync_core::hlc::{Hlc, Timestamp};
 use treesync_core::replica::ReplyError;
-use treesync_net::client_proto::Response;
 use treesync_net::gateway::Push;
 use treesync_net::peer::{InboundBatch, Transport};
 
@@ -29,7 +28,7 @@ pub struct Driver {
     pub engine: Engine,
     hlc: std::sync::Arc<Hlc<SystemClock>>,
     offsets: ClockOffsets,
-    replies: BTreeMap<Token, flume::Sender<Response>>,
+    replies: BTreeMap<Token, flume::Sender<Outcome>>,
     sinks: BTreeMap<SubId, flume::Sender<Push>>,
     next_token: u64,
 }
@@ -94,7 +93,7 @@ impl Driver {
         let token = self.next_token;
         if let CoreMsg::Status { reply } = msg {
             // Best effort, as every reply: the requester may have gone.
-            let _ = reply.try_send(Response::Status(self.engine.status()));
+            let _ = reply.try_send(self.engine.status());
             return;
         }
         let input = match msg {
@@ -165,12 +164,7 @@ impl Driver {
             }
             transport.flush();
         }
-        for (token, outcome) in commands.replies.drain(..) {
-            if let Some(reply) = self.replies.remove(&token) {
-                // The client may have disconnected; its answer is simply dropped.
-                let _ = reply.try_send(response_of(outcome));
-            }
-        }
+        self.execute_replies(commands);
         let mut gone = Vec::new();
         for (sub, push) in commands.pushes.drain(..) {
             let Some(sink) = self.sinks.get(&sub) else {
@@ -190,17 +184,123 @@ impl Driver {
     }
 }
 
-/// The byte edge's view of an engine outcome.
-fn response_of(outcome: Outcome) -> Response {
-    match outcome {
-        Ok(Answer::Written { index, term, hlc }) => Response::Written {
-            index,
-            term,
-            hlc: hlc.as_u64(),
-        },
-        Ok(Answer::Value(value)) => Response::Value(value),
-        Ok(Answer::Subscribed) => Response::Value(None),
-        Err(ReplyError::NotLeader { leader }) => Response::NotLeader { leader },
-        Err(error) => Response::rejected(error.code(), error.to_string()),
+impl Driver {
+    /// Delivers a step's replies to their requesters.
+    fn execute_replies(&mut self, commands: &mut Commands) {
+        for (token, outcome) in commands.replies.drain(..) {
+            if let Some(reply) = self.replies.remove(&token) {
+                // The client may have disconnected; its answer is simply dropped.
+                let _ = reply.try_send(outcome);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::prelude::{Message, MessageType};
+    use raft::storage::MemStorage;
+    use treesync_core::engine::{EngineConfig, REQUEST_TICKS_DEFAULT, RESOLVED_EVERY_TICKS};
+    use treesync_core::hlc::MAX_OFFSET_MS_DEFAULT;
+    use treesync_core::replica::{ReadTarget, ReplicaConfig};
+    use treesync_net::peer::Inbound;
+
+    fn driver() -> Driver {
+        let config = EngineConfig {
+            shards: vec![0],
+            replica: ReplicaConfig::new(1, vec![1, 2, 3]),
+            request_ticks_max: REQUEST_TICKS_DEFAULT,
+            resolved_every_ticks: RESOLVED_EVERY_TICKS,
+            inject_resolved_before_change: false,
+        };
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let engine = Engine::new(config, |_| (MemStorage::new(), None), &logger);
+        let hlc = std::sync::Arc::new(Hlc::new(SystemClock, MAX_OFFSET_MS_DEFAULT));
+        Driver::new(engine, hlc, ClockOffsets::new(MAX_OFFSET_MS_DEFAULT, 3))
+    }
+
+    fn heartbeat(hlc: u64) -> InboundBatch {
+        let mut message = Message::default();
+        message.set_msg_type(MessageType::MsgHeartbeat);
+        (message.from, message.to, message.term) = (2, 1, 1);
+        vec![Inbound {
+            shard: 0,
+            sent_hlc: hlc,
+            message,
+        }]
+    }
+
+    #[test]
+    fn peer_messages_are_not_starved_by_a_full_client_mailbox() {
+        let mut driver = driver();
+        let (inbox_tx, inbox) = flume::unbounded();
+        let (peer_tx, peers) = flume::unbounded();
+        let (reply, _answers) = flume::unbounded();
+        for _ in 0..3 * DRAIN_MAX {
+            let target = ReadTarget::Prop("x".into());
+            let read = CoreMsg::Read {
+                shard: 0,
+                path: "/root".into(),
+                target,
+                reply: reply.clone(),
+            };
+            inbox_tx.send(read).expect("open");
+        }
+        let now = driver.hlc.now().as_u64();
+        peer_tx.send(heartbeat(now)).expect("open");
+        let mut commands = Commands::default();
+        driver.drain(&inbox, &peers, &mut commands);
+        assert!(
+            peers.is_empty(),
+            "the heartbeat was taken in the same wake-up"
+        );
+        assert_eq!(
+            inbox.len(),
+            2 * DRAIN_MAX,
+            "client input is bounded per wake-up"
+        );
+        assert_eq!(driver.engine.replica(0).expect("shard 0").leader(), Some(2));
+    }
+
+    #[test]
+    fn a_peer_message_beyond_the_max_offset_is_dropped_and_clients_are_refused() {
+        let mut driver = driver();
+        let ahead = Timestamp::new(driver.hlc.clock_now_ms() + 10 * MAX_OFFSET_MS_DEFAULT, 0);
+        let mut commands = Commands::default();
+        driver.peer(heartbeat(ahead.as_u64()), &mut commands);
+        assert_eq!(
+            driver.engine.replica(0).expect("shard 0").leader(),
+            None,
+            "not adopted"
+        );
+        assert!(driver.hlc.last() < ahead, "the clock did not jump");
+        // One peer beyond is not yet a majority; the second makes this server stop serving.
+        let mut other = heartbeat(ahead.as_u64());
+        other[0].message.from = 3;
+        driver.peer(other, &mut commands);
+        let (reply, answers) = flume::unbounded();
+        let target = ReadTarget::Prop("x".into());
+        driver.client(
+            CoreMsg::Read {
+                shard: 0,
+                path: "/root".into(),
+                target,
+                reply,
+            },
+            &mut commands,
+        );
+        driver.execute_replies(&mut commands);
+        match answers.try_recv() {
+            Ok(Err(
+                error @ ReplyError::ClockOffset {
+                    beyond: 2,
+                    members: 3,
+                },
+            )) => {
+                assert_eq!(error.code(), "unavailable");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
     }
 }

@@ -9,20 +9,20 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use treesync_core::api::{Outcome, ReplyError};
 use treesync_core::replica::ReadTarget;
 use treesync_core::Txn;
-use treesync_net::client_proto::Response;
 use treesync_net::gateway::{Backend, BoxFuture, Push};
 
 use super::Router;
 
 impl Backend for Router {
-    fn write(&self, txn: Txn) -> BoxFuture<Response> {
+    fn write(&self, txn: Txn) -> BoxFuture<Outcome> {
         let router = self.clone();
         Box::pin(async move { router.write(txn).await })
     }
 
-    fn read(&self, path: String, target: ReadTarget) -> BoxFuture<Response> {
+    fn read(&self, path: String, target: ReadTarget) -> BoxFuture<Outcome> {
         let router = self.clone();
         Box::pin(async move { router.read(path, target).await })
     }
@@ -32,7 +32,7 @@ impl Backend for Router {
         path: String,
         from: Option<u64>,
         sink: flume::Sender<Push>,
-    ) -> BoxFuture<Response> {
+    ) -> BoxFuture<Outcome> {
         let router = self.clone();
         Box::pin(async move { router.subscribe(path, from, sink).await })
     }
@@ -68,22 +68,22 @@ impl LocalCluster {
         }
     }
 
-    async fn follow<F, Fut>(self, ask: F) -> Response
+    async fn follow<F, Fut>(self, ask: F) -> Outcome
     where
         F: Fn(Router) -> Fut,
-        Fut: std::future::Future<Output = Response>,
+        Fut: std::future::Future<Output = Outcome>,
     {
         let mut server = self.hint.load(Ordering::Relaxed);
-        let mut response = Response::NotLeader { leader: None };
+        let mut response = Err(ReplyError::NotLeader { leader: None });
         for _ in 0..HOPS_MAX {
             let Some(router) = self.routers.get(&server) else {
                 break;
             };
             response = ask(router.clone()).await;
             match response {
-                Response::NotLeader {
+                Err(ReplyError::NotLeader {
                     leader: Some(leader),
-                } if leader != server && self.routers.contains_key(&leader) => {
+                }) if leader != server && self.routers.contains_key(&leader) => {
                     self.hint.store(leader, Ordering::Relaxed);
                     server = leader;
                 }
@@ -95,14 +95,14 @@ impl LocalCluster {
 }
 
 impl Backend for LocalCluster {
-    fn write(&self, txn: Txn) -> BoxFuture<Response> {
+    fn write(&self, txn: Txn) -> BoxFuture<Outcome> {
         Box::pin(self.clone().follow(move |router| {
             let txn = txn.clone();
             async move { router.write(txn).await }
         }))
     }
 
-    fn read(&self, path: String, target: ReadTarget) -> BoxFuture<Response> {
+    fn read(&self, path: String, target: ReadTarget) -> BoxFuture<Outcome> {
         Box::pin(self.clone().follow(move |router| {
             let (path, target) = (path.clone(), target.clone());
             async move { router.read(path, target).await }
@@ -116,13 +116,15 @@ impl Backend for LocalCluster {
         path: String,
         from: Option<u64>,
         sink: flume::Sender<Push>,
-    ) -> BoxFuture<Response> {
+    ) -> BoxFuture<Outcome> {
         let server = self.hint.load(Ordering::Relaxed);
         let router = self.routers.get(&server).cloned();
         Box::pin(async move {
             match router {
                 Some(router) => router.subscribe(path, from, sink).await,
-                None => Response::Error("no server in this process".into()),
+                None => Err(ReplyError::Unavailable {
+                    reason: "no server in this process".into(),
+                }),
             }
         })
     }

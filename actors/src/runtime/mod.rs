@@ -19,11 +19,11 @@ use std::time::Duration;
 
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use thiserror::Error;
+use treesync_core::api::Outcome;
 use treesync_core::hlc::{Hlc, MAX_OFFSET_MS_DEFAULT};
 use treesync_core::replica::ReadTarget;
 use treesync_core::shard::ShardMap;
 use treesync_core::Txn;
-use treesync_net::client_proto::Response;
 use treesync_net::gateway::Push;
 
 pub use gateway_backend::LocalCluster;
@@ -36,24 +36,23 @@ pub enum CoreMsg {
     Propose {
         shard: u32,
         txn: Txn,
-        reply: flume::Sender<Response>,
+        reply: flume::Sender<Outcome>,
     },
     Read {
         shard: u32,
         path: String,
         target: ReadTarget,
-        reply: flume::Sender<Response>,
+        reply: flume::Sender<Outcome>,
     },
-    Status {
-        reply: flume::Sender<Response>,
-    },
+    /// One line per shard of this core (operators, tests).
+    Status { reply: flume::Sender<String> },
     /// Feed `sink` with the subtree at `path` (see `treesync_net::gateway::Backend`).
     Subscribe {
         shard: u32,
         path: String,
         from: Option<u64>,
         sink: flume::Sender<Push>,
-        reply: flume::Sender<Response>,
+        reply: flume::Sender<Outcome>,
     },
 }
 

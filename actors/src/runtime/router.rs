@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
+use treesync_core::api::{Outcome, ReplyError};
 use treesync_core::path::NodePath;
 use treesync_core::replica::ReadTarget;
 use treesync_core::shard::ShardMap;
-use treesync_core::{Limits, Op, Txn};
+use treesync_core::{Limits, Op, TreeError, Txn};
 use treesync_net::client_proto::{self, Response};
 use treesync_net::gateway::Push;
 
@@ -45,69 +46,63 @@ impl Router {
         &self.inboxes[shard as usize % self.inboxes.len()]
     }
 
-    /// The single shard a transaction touches (cross-shard transactions come later).
     /// The single shard a transaction touches (cross-shard transactions come later), or
-    /// the `Rejected` response that refuses it.
-    pub fn shard_of_txn(&self, txn: &Txn) -> Result<u32, Response> {
+    /// why it is refused.
+    pub fn shard_of_txn(&self, txn: &Txn) -> Result<u32, ReplyError> {
         let mut shard = None;
         for op in &txn.ops {
             let s = self.shard_of_path(&op_path(op))?;
             if shard.is_some_and(|first| first != s) {
-                return Err(Response::rejected(
-                    "cross_shard",
-                    "this transaction spans shards; cross-shard transactions are not supported yet",
-                ));
+                return Err(ReplyError::CrossShard);
             }
             shard = Some(s);
         }
-        shard
-            .ok_or_else(|| Response::rejected("bad_request", "a transaction needs at least one op"))
+        shard.ok_or_else(|| ReplyError::BadRequest {
+            reason: "a transaction needs at least one op".into(),
+        })
     }
 
-    /// The shard owning `path`, or the `Rejected` response for an invalid path.
-    pub fn shard_of_path(&self, path: &str) -> Result<u32, Response> {
-        let path = NodePath::parse(path, &self.limits)
-            .map_err(|e| Response::rejected("invalid_path", e.to_string()))?;
+    /// The shard owning `path`, or why the path is refused.
+    pub fn shard_of_path(&self, path: &str) -> Result<u32, ReplyError> {
+        let path = NodePath::parse(path, &self.limits).map_err(|e| ReplyError::InvalidPath {
+            reason: e.to_string(),
+        })?;
         Ok(self.shard_map.shard_of(&path).0)
     }
 
+    /// Sends a request to `core` and waits for its answer. A request the core never took
+    /// did not happen; one it took and then dropped unanswered (the core stopped) is a
+    /// write whose outcome is unknown, or a read that did not happen. The engine answers
+    /// every request it took by its deadline, so this wait is bounded while the core runs.
     async fn ask(
         &self,
         core: &flume::Sender<CoreMsg>,
-        make: impl FnOnce(flume::Sender<Response>) -> CoreMsg,
-    ) -> Response {
+        write: bool,
+        make: impl FnOnce(flume::Sender<Outcome>) -> CoreMsg,
+    ) -> Outcome {
         let (tx, rx) = flume::bounded(1);
         if core.send_async(make(tx)).await.is_err() {
-            return Response::Error("the core owning this shard has stopped".into());
+            return Err(stopped());
         }
-        rx.recv_async()
-            .await
-            .unwrap_or_else(|_| Response::Error("the core dropped the request".into()))
+        rx.recv_async().await.unwrap_or_else(|_| Err(lost(write)))
     }
 
     /// Commits `txn` on this server's replica of its shard (which must lead it).
-    pub async fn write(&self, txn: Txn) -> Response {
-        match self.shard_of_txn(&txn) {
-            Ok(shard) => {
-                self.ask(self.core_of(shard), |reply| CoreMsg::Propose {
-                    shard,
-                    txn,
-                    reply,
-                })
-                .await
-            }
-            Err(refused) => refused,
-        }
+    pub async fn write(&self, txn: Txn) -> Outcome {
+        let shard = self.shard_of_txn(&txn)?;
+        self.ask(self.core_of(shard), true, |reply| CoreMsg::Propose {
+            shard,
+            txn,
+            reply,
+        })
+        .await
     }
 
     /// Linearizable read through this server's replica (raft-rs ReadIndex works from
     /// followers too: the replica answers once it applied the leader's commit index).
-    pub async fn read(&self, path: String, target: ReadTarget) -> Response {
-        let shard = match self.shard_of_path(&path) {
-            Ok(s) => s,
-            Err(refused) => return refused,
-        };
-        self.ask(self.core_of(shard), |reply| CoreMsg::Read {
+    pub async fn read(&self, path: String, target: ReadTarget) -> Outcome {
+        let shard = self.shard_of_path(&path)?;
+        self.ask(self.core_of(shard), false, |reply| CoreMsg::Read {
             shard,
             path,
             target,
@@ -124,22 +119,18 @@ impl Router {
         path: String,
         from: Option<u64>,
         sink: flume::Sender<Push>,
-    ) -> Response {
-        let shard = match self.shard_of_path(&path) {
-            Ok(s) => s,
-            Err(refused) => return refused,
-        };
+    ) -> Outcome {
+        let shard = self.shard_of_path(&path)?;
         // A linearizable read first (ReadIndex, cheap: a property that cannot exist):
         // once it answers, this replica has applied every write acknowledged before the
         // subscribe, so the snapshot taken next is at least that fresh.
         let barrier = ReadTarget::Prop(String::new());
         match self.read(path.clone(), barrier).await {
-            Response::Value(_) => {}
             // One may subscribe to a path before its node exists.
-            Response::Rejected { code, .. } if code == "not_found" => {}
-            other => return other,
+            Ok(_) | Err(ReplyError::Rejected(TreeError::NotFound { .. })) => {}
+            Err(other) => return Err(other),
         }
-        self.ask(self.core_of(shard), |reply| CoreMsg::Subscribe {
+        self.ask(self.core_of(shard), false, |reply| CoreMsg::Subscribe {
             shard,
             path,
             from,
@@ -149,50 +140,48 @@ impl Router {
         .await
     }
 
-    /// Handles one client-protocol request.
+    /// Every core's status lines.
+    pub async fn status(&self) -> String {
+        let mut text = String::new();
+        for core in self.inboxes.iter() {
+            let (tx, rx) = flume::bounded(1);
+            if core.send_async(CoreMsg::Status { reply: tx }).await.is_ok() {
+                text.push_str(&rx.recv_async().await.unwrap_or_default());
+            }
+        }
+        text
+    }
+
+    /// Handles one framed-protocol request (its byte edge: outcomes become `Response`s).
     pub async fn handle(&self, kind: u32, body: &[u8]) -> Response {
         match kind {
             client_proto::WRITE => match treesync_core::wire::decode_txn_unaligned(body) {
-                Ok(txn) => self.write(txn).await,
-                Err(e) => Response::rejected("malformed", format!("malformed transaction: {e}")),
+                Ok(txn) => self.write(txn).await.into(),
+                Err(e) => Response::from(Err(ReplyError::Malformed {
+                    reason: format!("transaction: {e}"),
+                })),
             },
             client_proto::READ => match client_proto::parse_read(body) {
-                Ok((path, prop)) => self.read(path, prop.into()).await,
-                Err(e) => Response::rejected("bad_request", e),
+                Ok((path, prop)) => self.read(path, prop.into()).await.into(),
+                Err(reason) => Response::from(Err(ReplyError::BadRequest { reason })),
             },
-            client_proto::STATUS => {
-                let mut text = String::new();
-                for core in self.inboxes.iter() {
-                    if let Response::Status(s) =
-                        self.ask(core, |reply| CoreMsg::Status { reply }).await
-                    {
-                        text.push_str(&s);
-                    }
-                }
-                Response::Status(text)
-            }
+            client_proto::STATUS => Response::Status(self.status().await),
             other => Response::Error(format!("unknown request kind {other}")),
         }
     }
 
     /// Blocking write for embedders (call from a non-executor thread): commits `txn` on
     /// this server's replica of its shard, which must be the leader (else `NotLeader`).
-    pub fn propose_blocking(&self, txn: Txn) -> Response {
-        let shard = match self.shard_of_txn(&txn) {
-            Ok(s) => s,
-            Err(refused) => return refused,
-        };
-        self.ask_blocking(shard, |reply| CoreMsg::Propose { shard, txn, reply })
+    pub fn propose_blocking(&self, txn: Txn) -> Outcome {
+        let shard = self.shard_of_txn(&txn)?;
+        self.ask_blocking(shard, true, |reply| CoreMsg::Propose { shard, txn, reply })
     }
 
     /// Blocking linearizable read for embedders: a node as Godot data, or one property.
-    pub fn read_blocking(&self, path: &str, prop: Option<&str>) -> Response {
-        let shard = match self.shard_of_path(path) {
-            Ok(s) => s,
-            Err(refused) => return refused,
-        };
+    pub fn read_blocking(&self, path: &str, prop: Option<&str>) -> Outcome {
+        let shard = self.shard_of_path(path)?;
         let (path, target) = (path.to_owned(), prop.map(str::to_owned).into());
-        self.ask_blocking(shard, |reply| CoreMsg::Read {
+        self.ask_blocking(shard, false, |reply| CoreMsg::Read {
             shard,
             path,
             target,
@@ -203,13 +192,42 @@ impl Router {
     fn ask_blocking(
         &self,
         shard: u32,
-        make: impl FnOnce(flume::Sender<Response>) -> CoreMsg,
-    ) -> Response {
+        write: bool,
+        make: impl FnOnce(flume::Sender<Outcome>) -> CoreMsg,
+    ) -> Outcome {
         let (tx, rx) = flume::bounded(1);
         if self.core_of(shard).send(make(tx)).is_err() {
-            return Response::Error("the core owning this shard has stopped".into());
+            return Err(stopped());
         }
-        rx.recv()
-            .unwrap_or_else(|_| Response::Error("the core dropped the request".into()))
+        rx.recv().unwrap_or_else(|_| Err(lost(write)))
+    }
+}
+
+fn stopped() -> ReplyError {
+    ReplyError::Unavailable {
+        reason: "the core owning this shard has stopped".into(),
+    }
+}
+
+/// A request a core took and dropped unanswered: a write may have been proposed.
+fn lost(write: bool) -> ReplyError {
+    match write {
+        true => ReplyError::UnknownOutcome,
+        false => stopped(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_retired_local_read_is_refused_without_reaching_a_core() {
+        // No core is behind this router: a request that reached one would get "stopped".
+        let (core, _inbox) = flume::bounded(1);
+        let map = ShardMap::new(1, treesync_core::shard::SHARD_DEPTH_DEFAULT).expect("map");
+        let router = Router::new(vec![core], map);
+        let response = futures_lite::future::block_on(router.handle(3, b"/root\nk0"));
+        assert_eq!(response, Response::Error("unknown request kind 3".into()));
     }
 }

@@ -35,7 +35,6 @@ use crate::replica::{
     Input as ReplicaInput, Output, PersistRequest, ReadTarget, Replica, ReplicaConfig, Reply,
     ReplyError,
 };
-use crate::value::Value;
 
 /// A driver's handle for one request; its answer comes back with it.
 pub type Token = u64;
@@ -108,20 +107,7 @@ pub enum Input {
     },
 }
 
-/// What a request succeeded with.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Answer {
-    Written {
-        index: u64,
-        term: u64,
-        hlc: Timestamp,
-    },
-    Value(Option<Value>),
-    Subscribed,
-}
-
-/// The answer to one request: typed from here to the byte edge.
-pub type Outcome = Result<Answer, ReplyError>;
+pub use crate::api::{Answer, Outcome};
 
 /// Persist requests to make durable with one fsync, then feed back `Persisted { number }`.
 #[derive(Debug, PartialEq)]

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::op::{Op, Prop};
+use crate::value::Value;
 
 fn logger() -> slog::Logger {
     slog::Logger::root(slog::Discard, slog::o!())

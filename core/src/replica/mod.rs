@@ -142,45 +142,7 @@ pub struct PersistRequest {
     pub must_sync: bool,
 }
 
-/// Why a request did not succeed.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ReplyError {
-    #[error("not the leader (leader: {leader:?})")]
-    NotLeader { leader: Option<u64> },
-    #[error("dropped (leadership changed or no read index came): it did not happen; retry")]
-    Dropped,
-    /// The write was proposed, then this replica lost track of it (a leader's snapshot
-    /// replaced the log over it, or its deadline passed): it may or may not have applied.
-    #[error("outcome unknown: the write may or may not have been applied")]
-    UnknownOutcome,
-    #[error("transaction of {bytes} bytes exceeds the limit of {max}")]
-    TooLarge { bytes: usize, max: usize },
-    #[error("{0} (rejected; nothing changed)")]
-    Rejected(TreeError),
-    /// This server's clock is beyond the HLC's max offset from a majority of the cluster:
-    /// it serves nobody until that is fixed (DESIGN.md, "Time"). Nothing happened.
-    #[error("this server's clock is beyond the max offset from {beyond} of {members} servers; not serving")]
-    ClockOffset { beyond: usize, members: usize },
-    /// The request reached a core that does not own its shard (a routing bug or a
-    /// misconfigured peer): nothing happened.
-    #[error("shard {shard} is not served by this core")]
-    UnknownShard { shard: u32 },
-}
-
-impl ReplyError {
-    /// A stable, machine-readable code for clients (`docs/protocol.md`).
-    pub fn code(&self) -> &'static str {
-        match self {
-            ReplyError::NotLeader { .. } => "not_leader",
-            ReplyError::Dropped => "dropped",
-            ReplyError::UnknownOutcome => "unknown_outcome",
-            ReplyError::TooLarge { .. } => "too_large",
-            ReplyError::Rejected(e) => e.code(),
-            ReplyError::UnknownShard { .. } | ReplyError::ClockOffset { .. } => "unavailable",
-        }
-    }
-}
+pub use crate::api::ReplyError;
 
 /// An answer to a client request.
 #[derive(Clone, Debug, PartialEq)]

@@ -33,30 +33,30 @@ use treesync_core::codec::GodotVersion;
 use treesync_core::replica::ReadTarget;
 use treesync_core::{Limits, Txn};
 
-use crate::client_proto::Response;
 pub use reply::{chunks, error_reply};
 pub use request::{parse, Request, RequestError};
+use treesync_core::api::Outcome;
 
 /// A boxed future the gateway awaits (backends live on other executors).
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// What the gateway needs from the servers: the runtime implements it over its mailboxes.
 pub trait Backend: Send + Sync + 'static {
-    /// Commits `txn` (linearizable); `Written`, `Rejected`, `NotLeader` or `Error`.
-    fn write(&self, txn: Txn) -> BoxFuture<Response>;
+    /// Commits `txn` (linearizable): `Answer::Written` or why not.
+    fn write(&self, txn: Txn) -> BoxFuture<Outcome>;
     /// Linearizable read of a property, a node or a subtree (as Godot data).
-    fn read(&self, path: String, target: ReadTarget) -> BoxFuture<Response>;
+    fn read(&self, path: String, target: ReadTarget) -> BoxFuture<Outcome>;
     /// Starts feeding `sink` with the subtree at `path`: a snapshot (or, with `from`, the
     /// changes after that log index when the log still has them), then every applied change
-    /// touching it, in commit order, and resolved timestamps. `Value(None)` once started,
-    /// else `Rejected`. The feed stops (the sink is dropped) when `sink` is full — the
+    /// touching it, in commit order, and resolved timestamps. `Answer::Subscribed` once
+    /// started, else why not. The feed stops (the sink is dropped) when `sink` is full — the
     /// subscriber fell behind — or when its receiver is dropped.
     fn subscribe(
         &self,
         path: String,
         from: Option<u64>,
         sink: flume::Sender<Push>,
-    ) -> BoxFuture<Response>;
+    ) -> BoxFuture<Outcome>;
 }
 
 /// What a subscription delivers, in order (the engine's type, delivered as it is).

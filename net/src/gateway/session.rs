@@ -17,6 +17,7 @@ use actix_http::ws::Item;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use actix_web_actors::ws;
 use futures_util::stream::{self, StreamExt};
+use treesync_core::api::{Answer, Outcome, ReplyError};
 use treesync_core::codec::{self, GodotVersion};
 use treesync_core::replica::ReadTarget;
 use treesync_core::Value;
@@ -24,7 +25,6 @@ use treesync_core::Value;
 use super::reply::{chunks, error_reply, ok_reply, push_value};
 use super::request::{parse, Request, RequestError};
 use super::{version_from_query, Backend, GatewayLimits, Push};
-use crate::client_proto::Response;
 
 /// What every session shares.
 #[derive(Clone)]
@@ -174,8 +174,9 @@ impl Actor for Session {
     type Context = ws::WebsocketContext<Self>;
 }
 
-/// The outcome of one request: reply fields, or an error code and message.
-type Outcome = Result<Vec<(&'static str, Value)>, (String, String)>;
+/// What one request is answered with: reply fields, or an error code and message (the
+/// byte edge: codes become strings only here).
+type ReplyFields = Result<Vec<(&'static str, Value)>, (String, String)>;
 
 impl Session {
     fn send(&self, ctx: &mut ws::WebsocketContext<Self>, message: &Value, tag: (&str, i64)) {
@@ -290,13 +291,12 @@ impl Session {
         };
         ctx.spawn(started.into_actor(self).map(move |response, session, ctx| {
             let failure = match response {
-                Response::Value(None) => None,
-                Response::Rejected { code, message } => Some((code, message)),
-                Response::NotLeader { .. } => Some((
+                Ok(_) => None,
+                Err(ReplyError::NotLeader { .. }) => Some((
                     "unavailable".to_owned(),
                     "the shard has no leader right now (an election); retry".to_owned(),
                 )),
-                other => Some(("unavailable".to_owned(), format!("{other:?}"))),
+                Err(error) => Some((error.code().to_owned(), error.to_string())),
             };
             if let Some((code, message)) = failure {
                 session.subs.remove(&sub);
@@ -414,7 +414,7 @@ fn close(ctx: &mut ws::WebsocketContext<Session>, code: ws::CloseCode, why: &str
 }
 
 /// Runs one request against the backend, waiting out elections up to `leader_wait`.
-async fn execute(shared: Shared, request: Request) -> Outcome {
+async fn execute(shared: Shared, request: Request) -> ReplyFields {
     let backend = shared.backend.clone();
     let response = patiently(&shared.limits, || match &request {
         Request::Write(txn) => backend.write(txn.clone()),
@@ -428,54 +428,66 @@ async fn execute(shared: Shared, request: Request) -> Outcome {
         }
     })
     .await;
-    outcome(&request, response)
+    reply_of(&request, response)
 }
 
 /// Asks again while the shard has no leader or the attempt was dropped by a leadership
 /// change (neither changed anything), until `leader_wait` has passed.
 async fn patiently(
     limits: &GatewayLimits,
-    mut attempt: impl FnMut() -> super::BoxFuture<Response>,
-) -> Response {
+    mut attempt: impl FnMut() -> super::BoxFuture<Outcome>,
+) -> Outcome {
     let deadline = Instant::now() + limits.leader_wait;
     loop {
-        let response = attempt().await;
-        let retry = matches!(&response, Response::NotLeader { leader: None })
-            || matches!(&response, Response::Rejected { code, .. } if code == "dropped");
+        let outcome = attempt().await;
+        let retry = matches!(
+            &outcome,
+            Err(ReplyError::NotLeader { leader: None } | ReplyError::Dropped)
+        );
         if !retry || Instant::now() >= deadline {
-            return response;
+            return outcome;
         }
         actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 
-fn outcome(request: &Request, response: Response) -> Outcome {
-    match (request, response) {
-        (_, Response::Written { hlc, index, .. }) => Ok(vec![
-            ("hlc", Value::Int(hlc as i64)),
-            ("index", Value::Int(index as i64)),
-        ]),
-        (Request::Get { prop: Some(_), .. }, Response::Value(value)) => {
-            Ok(vec![("value", value.unwrap_or(Value::Nil))])
+/// The reply fields of a request's outcome, or its error code and message.
+fn reply_of(request: &Request, outcome: Outcome) -> ReplyFields {
+    let error = match outcome {
+        Ok(Answer::Written { hlc, index, .. }) => {
+            return Ok(vec![
+                ("hlc", Value::Int(hlc.as_u64() as i64)),
+                ("index", Value::Int(index as i64)),
+            ])
         }
-        (Request::Get { path, .. } | Request::Tree { path }, Response::Value(None)) => {
-            Err(("not_found".into(), format!("no node at {path}")))
-        }
-        (Request::Get { .. }, Response::Value(Some(node))) => Ok(vec![("node", node)]),
-        (_, Response::Value(Some(tree))) => Ok(vec![("tree", tree)]),
-        (_, Response::NotLeader { leader: Some(l) }) => Err((
+        Ok(Answer::Value(value)) => return value_reply(request, value),
+        Ok(Answer::Subscribed) => return Ok(vec![("value", Value::Nil)]),
+        Err(error) => error,
+    };
+    Err(match error {
+        ReplyError::NotLeader { leader: Some(l) } => (
             "not_leader".into(),
             format!("this server does not lead the shard; server {l} does"),
-        )),
-        (_, Response::NotLeader { leader: None }) => Err((
+        ),
+        ReplyError::NotLeader { leader: None } => (
             "unavailable".into(),
             "the shard has no leader (an election did not finish in time)".into(),
-        )),
-        (_, Response::Rejected { code, message }) => Err((code, message)),
-        (_, Response::Error(message) | Response::Status(message)) => {
-            Err(("unavailable".into(), message))
+        ),
+        other => (other.code().into(), other.to_string()),
+    })
+}
+
+fn value_reply(request: &Request, value: Option<Value>) -> ReplyFields {
+    match (request, value) {
+        (Request::Get { prop: Some(_), .. }, value) => {
+            Ok(vec![("value", value.unwrap_or(Value::Nil))])
         }
-        (_, Response::Value(None)) => Ok(vec![("value", Value::Nil)]),
+        (Request::Get { path, .. } | Request::Tree { path }, None) => {
+            Err(("not_found".into(), format!("no node at {path}")))
+        }
+        (Request::Get { .. }, Some(node)) => Ok(vec![("node", node)]),
+        (_, Some(tree)) => Ok(vec![("tree", tree)]),
+        (_, None) => Ok(vec![("value", Value::Nil)]),
     }
 }
 
