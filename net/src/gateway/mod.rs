@@ -10,7 +10,8 @@
 //! # Invariants
 //! - A request that is refused (malformed, unknown op, invalid path, wrong type, too large,
 //!   overloaded) changes nothing and is answered; the session stays open. Only protocol
-//!   violations (text or fragmented frames, frames over `frame_bytes_max`) close it, with
+//!   violations (text frames, fragments out of sequence or beyond the message limit,
+//!   frames over `frame_bytes_max`) close it, with
 //!   a reason.
 //! - No message the gateway sends exceeds `split_bytes`: larger replies go out as chunks
 //!   (`{id, part, parts, chunk}`) whose concatenation is the reply's encoding, because Godot's
