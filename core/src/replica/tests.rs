@@ -312,3 +312,191 @@ fn a_read_index_answer_meant_for_a_previous_boot_does_not_serve_a_new_read() {
         out.replies
     );
 }
+
+/// Three replicas wired by hand: messages are delivered unless `cut` isolates a node;
+/// persistence completes at once.
+struct Trio {
+    replicas: Vec<Replica>,
+    replies: Vec<Reply>,
+}
+
+impl Trio {
+    fn new() -> Trio {
+        Trio::compacting_every(10_000)
+    }
+
+    fn compacting_every(compact_entries: u64) -> Trio {
+        let replicas = (1..=3)
+            .map(|id| {
+                let config = ReplicaConfig {
+                    jitter_seed: id,
+                    compact_entries,
+                    ..ReplicaConfig::new(id, vec![1, 2, 3])
+                };
+                Replica::new(&config, MemStorage::new(), None, &logger())
+            })
+            .collect();
+        Trio {
+            replicas,
+            replies: Vec::new(),
+        }
+    }
+
+    fn node(&mut self, id: u64) -> &mut Replica {
+        &mut self.replicas[(id - 1) as usize]
+    }
+
+    /// Steps `id` with `input`, then delivers everything that follows (except to or from
+    /// `cut`) until the group is quiet.
+    fn run(&mut self, id: u64, input: Input, cut: Option<u64>) {
+        let mut work = vec![(id, input)];
+        for _ in 0..10_000 {
+            let Some((to, input)) = work.pop() else {
+                return;
+            };
+            let mut out = Output::default();
+            self.node(to).step(input, &mut out);
+            self.replies.append(&mut out.replies);
+            for request in out.persist {
+                work.push((
+                    to,
+                    Input::Persisted {
+                        number: request.number,
+                    },
+                ));
+            }
+            for m in out.messages {
+                if cut != Some(m.from) && cut != Some(m.to) {
+                    work.push((m.to, Input::Message(Box::new(m))));
+                }
+            }
+        }
+        panic!("the group never went quiet");
+    }
+
+    /// The answer to request `id`, if any came.
+    fn answer(&self, id: u64) -> Option<&Reply> {
+        self.replies.iter().find(|r| match r {
+            Reply::Written { id: i, .. }
+            | Reply::Read { id: i, .. }
+            | Reply::Failed { id: i, .. } => *i == id,
+        })
+    }
+
+    /// Ticks `id` until it leads (messages to and from `cut` are lost).
+    fn elect(&mut self, id: u64, cut: Option<u64>) {
+        for _ in 0..100 {
+            if self.node(id).is_leader() {
+                return;
+            }
+            self.run(id, Input::Tick, cut);
+        }
+        panic!("node {id} was not elected");
+    }
+}
+
+/// A leader-transfer nudge (raft-rs campaigns at once on it, past pre-vote and leases).
+fn timeout_now(from: u64, to: u64, term: u64) -> Input {
+    Input::Message(Box::new(message(
+        MessageType::MsgTimeoutNow,
+        from,
+        to,
+        term,
+    )))
+}
+
+#[test]
+fn a_re_elected_leader_answers_proposals_its_cut_tail_lost_instead_of_asserting() {
+    let mut trio = Trio::new();
+    trio.elect(1, None);
+    assert_eq!(trio.node(1).term(), 1);
+    // Isolated, node 1 proposes three writes (indexes 2, 3, 4 of term 1) nobody gets.
+    for id in 1..=3 {
+        let txn = set("x", id as i64);
+        let input = Input::Propose {
+            id,
+            hlc: Timestamp::new(1000 + id, 0),
+            txn,
+        };
+        trio.run(1, input, Some(1));
+    }
+    assert_eq!(trio.node(1).raft_view().last_index(), 4);
+    // Node 2 leads term 2 without them; node 1 rejoins and its tail is cut.
+    trio.run(2, timeout_now(1, 2, 1), Some(1));
+    assert!(trio.node(2).is_leader());
+    for _ in 0..5 {
+        trio.run(2, Input::Tick, None);
+    }
+    let view = trio.node(1).raft_view();
+    assert!(!trio.node(1).is_leader(), "node 1 followed the newer term");
+    assert_eq!(
+        (view.term, view.last_index()),
+        (2, 2),
+        "node 1's tail was cut: {view:?}"
+    );
+    // Node 1 leads again (term 3, its empty entry at index 3) and proposes at index 4.
+    trio.run(1, timeout_now(2, 1, 2), Some(2));
+    assert!(trio.node(1).is_leader());
+    let input = Input::Propose {
+        id: 9,
+        hlc: Timestamp::new(5000, 0),
+        txn: set("x", 9),
+    };
+    trio.run(1, input, Some(2));
+    for id in 1..=3 {
+        assert_eq!(
+            trio.answer(id),
+            Some(&Reply::Failed {
+                id,
+                error: ReplyError::Dropped
+            }),
+            "proposal {id} of the cut tail"
+        );
+    }
+    assert!(
+        matches!(trio.answer(9), Some(Reply::Written { id: 9, .. })),
+        "{:?}",
+        trio.replies
+    );
+}
+
+#[test]
+fn proposals_a_snapshot_install_covers_are_answered_unknown_outcome() {
+    let mut trio = Trio::compacting_every(4);
+    trio.elect(1, None);
+    for id in 1..=3 {
+        let txn = set("x", id as i64);
+        let input = Input::Propose {
+            id,
+            hlc: Timestamp::new(1000 + id, 0),
+            txn,
+        };
+        trio.run(1, input, Some(1));
+    }
+    // Node 2 leads without node 1, commits more than a compaction's worth and compacts.
+    trio.run(2, timeout_now(1, 2, 1), Some(1));
+    for id in 10..20 {
+        let txn = set("y", id as i64);
+        let input = Input::Propose {
+            id,
+            hlc: Timestamp::new(2000 + id, 0),
+            txn,
+        };
+        trio.run(2, input, Some(1));
+    }
+    // Node 1 rejoins: it is caught up by a snapshot over the indexes it proposed at.
+    for _ in 0..5 {
+        trio.run(2, Input::Tick, None);
+    }
+    assert_eq!(trio.node(1).snapshots_installed, 1);
+    for id in 1..=3 {
+        assert_eq!(
+            trio.answer(id),
+            Some(&Reply::Failed {
+                id,
+                error: ReplyError::UnknownOutcome
+            }),
+            "proposal {id}: the snapshot replaced its entry, whose fate node 1 cannot know"
+        );
+    }
+}
