@@ -43,8 +43,9 @@ pub type Token = u64;
 /// bounds a wake-up's write and memory (24 concurrent 1 MiB writes once made a 22 MB batch
 /// that stopped the core).
 pub const WAL_BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
-/// Default request deadline: 500 ticks (5 s at the default 10 ms tick).
-pub const REQUEST_TICKS_DEFAULT: u64 = 500;
+/// Default request deadline: 1,000 ticks (10 s at the default 10 ms tick): long enough for
+/// a burst of large writes on a loaded machine, short enough that nothing waits forever.
+pub const REQUEST_TICKS_DEFAULT: u64 = 1_000;
 /// Ticks between resolved-timestamp pushes to subscribers (100 ms at 10 ms ticks).
 pub const RESOLVED_EVERY_TICKS: u64 = 10;
 
@@ -517,6 +518,7 @@ impl Engine {
                     .all(|p| p.issued_tick + self.config.request_ticks_max >= self.ticks),
                 "shard {id}: no request outlives its deadline"
             );
+            slot.replica.check_invariants();
         }
     }
 }

@@ -492,6 +492,45 @@ impl Replica {
         debug_assert!(self.election_timeout < 2 * self.election_ticks);
     }
 
+    /// Checks what must hold between steps (the simulator runs it after every step).
+    pub fn check_invariants(&self) {
+        let log = &self.raw.raft.raft_log;
+        assert!(
+            self.applied <= log.committed,
+            "applied {} beyond commit",
+            self.applied
+        );
+        assert!(
+            log.applied <= self.applied,
+            "raft counts as applied only what the tree applied"
+        );
+        assert!(
+            self.held
+                .iter()
+                .zip(self.held.iter().skip(1))
+                .all(|(a, b)| a.0 < b.0),
+            "held messages wait for increasing persist numbers"
+        );
+        assert!(
+            self.pending_writes
+                .values()
+                .all(|(_, term)| *term <= self.term()),
+            "no proposal from a future term"
+        );
+        assert!(
+            self.ready_reads
+                .iter()
+                .all(|(id, _)| self.pending_reads.contains_key(id)),
+            "every read index belongs to a waiting read"
+        );
+        assert!(
+            (self.election_ticks..2 * self.election_ticks).contains(&self.election_timeout),
+            "election timeout {} outside its jitter range",
+            self.election_timeout
+        );
+        self.tree.check_invariants();
+    }
+
     /// The election timeout in ticks this replica uses now.
     pub fn election_timeout(&self) -> usize {
         self.election_timeout
