@@ -225,22 +225,35 @@ async fn accept_loop(listener: TcpListener, inbound: flume::Sender<InboundBatch>
             }
             Err(error) => error,
         };
-        match accept_action(&error) {
-            AcceptAction::Retry => {
-                tracing::warn!(%error, "accepting a peer connection failed; retrying");
-                glommio::timer::sleep(ACCEPT_BACKOFF_OTHER).await;
-            }
-            AcceptAction::Exhausted => {
-                // The operator must act (raise the file descriptor limit); at most one
-                // line per pause, so the log stays readable while it lasts.
-                tracing::error!(%error, "out of resources accepting a peer; retrying");
-                glommio::timer::sleep(ACCEPT_BACKOFF_EXHAUSTED).await;
-            }
-            AcceptAction::Stop => {
-                // The operator must act: this core no longer hears from its peers.
-                tracing::error!(%error, "the peer listener stopped");
-                return;
-            }
+        if !survive_accept_error(&error, "peer").await {
+            // The operator must act: this core no longer hears from its peers (its loop
+            // stops the process once every connection is gone).
+            return;
+        }
+    }
+}
+
+/// Logs a failed `accept` of `listener` (e.g. "peer", "client") and pauses as
+/// `accept_action` says; false when the listening socket is unusable and the loop must end.
+/// Every accept loop of the server goes through here (defect 10: one error used to end a
+/// listener for good).
+pub async fn survive_accept_error(error: &GlommioError<()>, listener: &str) -> bool {
+    match accept_action(error) {
+        AcceptAction::Retry => {
+            tracing::warn!(%error, listener, "accept failed; retrying");
+            glommio::timer::sleep(ACCEPT_BACKOFF_OTHER).await;
+            true
+        }
+        AcceptAction::Exhausted => {
+            // The operator must act (raise the file descriptor limit); at most one line
+            // per pause, so the log stays readable while it lasts.
+            tracing::error!(%error, listener, "out of resources accepting; retrying");
+            glommio::timer::sleep(ACCEPT_BACKOFF_EXHAUSTED).await;
+            true
+        }
+        AcceptAction::Stop => {
+            tracing::error!(%error, listener, "the listener stopped");
+            false
         }
     }
 }

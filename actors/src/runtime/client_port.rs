@@ -3,23 +3,20 @@
 //!
 //! # Invariants
 //! - An `accept` error (EMFILE, ECONNABORTED, …) never stops the listener: it is logged and,
-//!   after a bounded pause, accepting resumes (defect 10: one error used to end it for good).
+//!   after a bounded pause, accepting resumes (`net::peer::survive_accept_error`; defect 10:
+//!   one error used to end it for good). An unusable listening socket stops the process.
 //! - A reply too large for one frame is answered with an error naming its size; the
 //!   connection and the core keep working (it used to trip an assert on core 0).
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use treesync_net::client_proto::Response;
 use treesync_net::frame::{parse_header, push_frame, HEADER_BYTES};
+use treesync_net::peer::survive_accept_error;
 
 use super::Router;
-
-/// Pause after a failed `accept`: long enough for file descriptors to be released, short
-/// enough that clients barely notice.
-pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 pub async fn serve(addr: SocketAddr, router: Router) {
     let listener = match TcpListener::bind(addr) {
@@ -37,8 +34,10 @@ pub async fn serve(addr: SocketAddr, router: Router) {
                 glommio::spawn_local(connection(stream, router.clone())).detach();
             }
             Err(e) => {
-                tracing::warn!(%addr, error = %e, "accept failed; retrying");
-                glommio::timer::sleep(ACCEPT_BACKOFF).await;
+                if !survive_accept_error(&e, "client").await {
+                    eprintln!("treesync: the client listener on {addr} stopped: {e}");
+                    std::process::exit(1);
+                }
             }
         }
     }

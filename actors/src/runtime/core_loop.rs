@@ -57,6 +57,16 @@ fn cluster_id(config: &ServerConfig) -> u64 {
     treesync_core::shard::stable_hash(layout.as_bytes())
 }
 
+/// Whether a wake-up ends the loop, and how: a closed channel would wake it again at once,
+/// for ever (defect 10: the loop spun at 100% on a closed channel).
+fn ending(wake: &Wake) -> Option<Result<(), String>> {
+    match wake {
+        Wake::InboxClosed => Some(Ok(())),
+        Wake::PeersClosed => Some(Err("the peer listener stopped".into())),
+        Wake::Inbox(_) | Wake::Peer(_) | Wake::Tick => None,
+    }
+}
+
 /// A number that differs on every boot of this process (not secret, only distinct).
 fn boot_nonce(core: usize) -> u64 {
     let nanos = std::time::SystemTime::now()
@@ -115,12 +125,14 @@ pub async fn run(
         let mut commands = Commands::default();
         // Wait only when nothing is left to persist; otherwise take what is there and go on.
         if batch.is_none() {
-            match wait(&inbox, &peer_rx, next_tick).await {
+            let wake = wait(&inbox, &peer_rx, next_tick).await;
+            if let Some(end) = ending(&wake) {
+                return end;
+            }
+            match wake {
                 Wake::Inbox(msg) => driver.client(msg, &mut commands),
                 Wake::Peer(inbound) => driver.peer(inbound, &mut commands),
-                Wake::Tick => {}
-                Wake::InboxClosed => return Ok(()),
-                Wake::PeersClosed => return Err("the peer listener stopped".into()),
+                Wake::Tick | Wake::InboxClosed | Wake::PeersClosed => {}
             }
         }
         driver.drain(&inbox, &peer_rx, &mut commands);
@@ -208,4 +220,17 @@ async fn rewrite_wal(engine: &Engine, wal: &mut Wal) -> Result<(), String> {
     wal.rewrite(&records).await.map_err(|e| e.to_string())?;
     tracing::info!(before, after = wal.len(), "WAL rewritten");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_closed_channel_ends_the_loop_instead_of_waking_it_forever() {
+        assert_eq!(ending(&Wake::InboxClosed), Some(Ok(())));
+        assert!(matches!(ending(&Wake::PeersClosed), Some(Err(e)) if e.contains("peer")));
+        assert_eq!(ending(&Wake::Tick), None);
+        assert_eq!(ending(&Wake::Peer(Vec::new())), None);
+    }
 }
