@@ -8,6 +8,8 @@
 //! inside an earlier, durable batch: a record before the tail, which recovery must refuse.
 
 use raft::prelude::Snapshot;
+use std::collections::VecDeque;
+
 use raft::storage::MemStorage;
 use treesync_actors::runtime::wal_records::{storage_from, to_records};
 use treesync_actors::storage::batch::encode_batch;
@@ -34,7 +36,9 @@ pub struct SimWal {
     appends: Vec<usize>,
     /// The last append is whole (synced, or kept whole by a crash), not a torn piece.
     last_whole: bool,
-    pub unsynced: Option<Unsynced>,
+    /// Written, not yet fsynced, in write order. The engine keeps one in flight; more only
+    /// when a bug acknowledges before the fsync.
+    unsynced: VecDeque<Unsynced>,
 }
 
 /// What became of a crashed core's unsynced write.
@@ -53,13 +57,13 @@ impl SimWal {
             salt,
             appends: Vec::new(),
             last_whole: true,
-            unsynced: None,
+            unsynced: VecDeque::new(),
         }
     }
 
     /// Writes a batch (its fsync completes at `due`).
     pub fn write(&mut self, batch: &WalBatch, due: u64, eio: bool) {
-        assert!(self.unsynced.is_none(), "one batch in flight per core");
+        let due = self.unsynced.back().map_or(due, |w| w.due.max(due));
         let mut records = Vec::new();
         for (shard, request) in &batch.requests {
             to_records(*shard, request, &mut records);
@@ -68,7 +72,7 @@ impl SimWal {
         let start = self.durable.len() as u64;
         encode_batch(&records, self.salt, start, &mut bytes)
             .expect("simulated batches are within the WAL's limits");
-        self.unsynced = Some(Unsynced {
+        self.unsynced.push_back(Unsynced {
             due,
             number: batch.number,
             bytes,
@@ -76,9 +80,18 @@ impl SimWal {
         });
     }
 
-    /// Completes the unsynced write's fsync: its bytes are durable.
+    /// The oldest unsynced write: when its fsync completes and whether it fails.
+    pub fn next_sync(&self) -> Option<(u64, bool)> {
+        self.unsynced.front().map(|w| (w.due, w.eio))
+    }
+
+    pub fn is_synced(&self) -> bool {
+        self.unsynced.is_empty()
+    }
+
+    /// Completes the oldest unsynced write's fsync: its bytes are durable.
     pub fn sync(&mut self) -> u64 {
-        let write = self.unsynced.take().expect("a write to sync");
+        let write = self.unsynced.pop_front().expect("a write to sync");
         assert!(!write.eio, "a failed fsync makes nothing durable");
         self.append_durable(&write.bytes);
         self.last_whole = true;
@@ -92,25 +105,31 @@ impl SimWal {
         }
     }
 
-    /// A crash: the unsynced write is lost, torn or kept, as `rng` decides.
+    /// A crash: each unsynced write, in order, is kept, torn or lost, as `rng` decides;
+    /// after the first that is not kept whole, nothing later reached the file.
     pub fn crash(&mut self, rng: &mut Rng) -> CrashLoss {
-        let Some(write) = self.unsynced.take() else {
-            return CrashLoss::Lost;
-        };
-        match rng.range(0, 2) {
-            0 => CrashLoss::Lost,
-            1 if write.bytes.len() > 1 => {
-                let cut = rng.range(1, write.bytes.len() as u64 - 1) as usize;
-                self.append_durable(&write.bytes[..cut]);
-                self.last_whole = false;
-                CrashLoss::Torn
-            }
-            _ => {
-                self.append_durable(&write.bytes);
-                self.last_whole = true;
-                CrashLoss::Kept
+        let mut worst = CrashLoss::Kept;
+        while let Some(write) = self.unsynced.pop_front() {
+            let loss = match rng.range(0, 2) {
+                0 => CrashLoss::Lost,
+                1 if write.bytes.len() > 1 => {
+                    let cut = rng.range(1, write.bytes.len() as u64 - 1) as usize;
+                    self.append_durable(&write.bytes[..cut]);
+                    self.last_whole = false;
+                    CrashLoss::Torn
+                }
+                _ => {
+                    self.append_durable(&write.bytes);
+                    self.last_whole = true;
+                    CrashLoss::Kept
+                }
+            };
+            if loss != CrashLoss::Kept {
+                worst = loss;
+                self.unsynced.clear();
             }
         }
+        worst
     }
 
     /// Flips one byte inside a durable append that is not the last one; false when there

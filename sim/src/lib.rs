@@ -175,11 +175,23 @@ pub fn run_seed(options: &SimOptions) -> SeedReport {
                 .unwrap_or_else(|| "unknown panic".into());
             SeedReport {
                 seed,
-                violation: Some(format!("panic: {message}")),
+                violation: Some(classify_panic(&message)),
                 ..SeedReport::default()
             }
         }
     }
+}
+
+/// Names the property a panic inside the cluster shows broken, where raft-rs's own checks
+/// say it: a leader telling a follower to commit past the follower's log means that log
+/// lost entries it had acknowledged.
+fn classify_panic(message: &str) -> String {
+    if message.contains("to_commit") && message.contains("out of range") {
+        return format!(
+            "durability: a replica lost log entries it had acknowledged (raft-rs: {message})"
+        );
+    }
+    format!("panic: {message}")
 }
 
 fn simulate(options: &SimOptions) -> SeedReport {

@@ -475,12 +475,8 @@ impl World {
     fn complete_fsyncs(&mut self) {
         for id in 1..=SERVERS {
             for core in 0..self.cores {
-                let due = self.server(id).cores[core]
-                    .wal
-                    .unsynced
-                    .as_ref()
-                    .map(|w| (w.due, w.eio));
-                let Some((_, eio)) = due.filter(|(due, _)| *due <= self.now) else {
+                let next = self.server(id).cores[core].wal.next_sync();
+                let Some((_, eio)) = next.filter(|(due, _)| *due <= self.now) else {
                     continue;
                 };
                 if eio {
@@ -549,11 +545,7 @@ impl World {
         let first = self.rng.range(1, SERVERS);
         if self.options.trace {
             // The spec's persisted state is the replica's only when nothing is unsynced.
-            let idle = self
-                .server(first)
-                .cores
-                .iter()
-                .all(|c| c.wal.unsynced.is_none());
+            let idle = self.server(first).cores.iter().all(|c| c.wal.is_synced());
             if idle {
                 self.crash(first);
             }

@@ -60,8 +60,8 @@ fn stale_reads_are_caught_by_the_linearizability_check() {
 }
 
 #[test]
-fn acknowledging_before_fsync_is_caught() {
-    caught_by(Bug::AckBeforeFsync, 20, "FAILED");
+fn acknowledging_before_fsync_is_caught_by_a_durability_check() {
+    caught_by(Bug::AckBeforeFsync, 20, "durability");
 }
 
 #[test]
@@ -70,8 +70,8 @@ fn forgetting_the_vote_is_caught_by_the_vote_durability_check() {
 }
 
 #[test]
-fn truncating_at_a_corrupt_middle_record_is_caught() {
-    caught_by(Bug::TruncateCorruptMiddle, 60, "FAILED");
+fn truncating_at_a_corrupt_middle_record_is_caught_by_the_durability_check() {
+    caught_by(Bug::TruncateCorruptMiddle, 60, "durability");
 }
 
 #[test]
