@@ -81,6 +81,19 @@ impl Op {
         }
     }
 
+    /// The node the op addresses (for `Create`, the node it creates): it decides the op's
+    /// shard, and whether a subscriber already holds what the op changes.
+    pub fn target_path(&self) -> String {
+        match self {
+            Op::Create { parent, name, .. } => format!("{parent}/{name}"),
+            Op::Delete { path }
+            | Op::Set { path, .. }
+            | Op::Rename { path, .. }
+            | Op::Move { path, .. }
+            | Op::Emit { path, .. } => path.clone(),
+        }
+    }
+
     /// The op's name, as clients spell it.
     pub fn name(&self) -> &'static str {
         match self {

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use raft::prelude::{Message, MessageType};
 use treesync_core::clock_offset::ClockOffsets;
 use treesync_core::engine::{
-    Answer, Commands, Engine, EngineConfig, Input, Outcome, RESOLVED_EVERY_TICKS,
+    Answer, Commands, Engine, EngineConfig, Input, Outcome, Subscription, RESOLVED_EVERY_TICKS,
 };
 use treesync_core::hlc::{Hlc, Timestamp, WallClock, MAX_OFFSET_MS_DEFAULT};
 use treesync_core::replica::{RaftView, ReplicaConfig};
@@ -271,14 +271,14 @@ impl World {
             let token = self.token(Route::Subscription);
             self.subs.insert(token, (id, shard));
             self.observer.subscribed(id, shard);
-            let input = Input::Subscribe {
+            let input = Input::Subscribe(Subscription {
                 token,
                 shard,
                 path: "/root".into(),
                 from: None,
                 sub: token,
                 room: usize::MAX,
-            };
+            });
             self.run(id, shard as usize % self.cores, input);
         }
     }

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use treesync_core::clock_offset::ClockOffsets;
-use treesync_core::engine::{Commands, Engine, Input, Outcome, SubId, Token};
+use treesync_core::engine::{Commands, Engine, Input, Outcome, SubId, Subscription, Token};
 use treesync_core::hlc::{Hlc, Timestamp};
 use treesync_core::replica::ReplyError;
 use treesync_net::gateway::Push;
@@ -131,14 +131,14 @@ impl Driver {
                 self.replies.insert(token, reply);
                 let room = sink.capacity().unwrap_or(usize::MAX) / 2;
                 self.sinks.insert(token, sink);
-                Input::Subscribe {
+                Input::Subscribe(Subscription {
                     token,
                     shard,
                     path,
                     from,
                     sub: token,
                     room,
-                }
+                })
             }
             CoreMsg::Status { .. } => unreachable!("answered above"),
         };

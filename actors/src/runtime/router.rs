@@ -6,7 +6,7 @@ use treesync_core::api::{Outcome, ReplyError};
 use treesync_core::path::NodePath;
 use treesync_core::replica::ReadTarget;
 use treesync_core::shard::ShardMap;
-use treesync_core::{Limits, Op, TreeError, Txn};
+use treesync_core::{Limits, TreeError, Txn};
 use treesync_net::client_proto::{self, Response};
 use treesync_net::gateway::Push;
 
@@ -19,18 +19,6 @@ pub struct Router {
     inboxes: Arc<Vec<flume::Sender<CoreMsg>>>,
     shard_map: ShardMap,
     limits: Limits,
-}
-
-/// The node an op addresses, which decides its shard.
-fn op_path(op: &Op) -> String {
-    match op {
-        Op::Create { parent, name, .. } => format!("{parent}/{name}"),
-        Op::Delete { path }
-        | Op::Set { path, .. }
-        | Op::Rename { path, .. }
-        | Op::Move { path, .. } => path.clone(),
-        Op::Emit { path, .. } => path.clone(),
-    }
 }
 
 impl Router {
@@ -51,7 +39,7 @@ impl Router {
     pub fn shard_of_txn(&self, txn: &Txn) -> Result<u32, ReplyError> {
         let mut shard = None;
         for op in &txn.ops {
-            let s = self.shard_of_path(&op_path(op))?;
+            let s = self.shard_of_path(&op.target_path())?;
             if shard.is_some_and(|first| first != s) {
                 return Err(ReplyError::CrossShard);
             }

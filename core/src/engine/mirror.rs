@@ -58,25 +58,13 @@ fn push_creates(node: NodeRef<'_>, parent: &str, ops: &mut Vec<Op>) {
     }
 }
 
-/// The node an op addresses (the created node for `Create`).
-fn target(op: &Op) -> String {
-    match op {
-        Op::Create { parent, name, .. } => format!("{parent}/{name}"),
-        Op::Delete { path }
-        | Op::Set { path, .. }
-        | Op::Rename { path, .. }
-        | Op::Move { path, .. }
-        | Op::Emit { path, .. } => path.clone(),
-    }
-}
-
 /// The ops of a transaction a mirror of `sub` must apply; `landed[i]` holds the `Create`
 /// ops of the subtree op `i` relocated, as it was after the transaction.
 pub fn ops_for(ops: &[Op], landed: &[(usize, Vec<Op>)], sub: &str) -> Vec<Op> {
     let mut out = Vec::new();
     let mut reflected: Vec<String> = Vec::new();
     for (i, op) in ops.iter().enumerate() {
-        let path = target(op);
+        let path = op.target_path();
         if reflected.iter().any(|d| is_within(&path, d)) {
             continue;
         }
@@ -102,7 +90,7 @@ pub fn ops_for(ops: &[Op], landed: &[(usize, Vec<Op>)], sub: &str) -> Vec<Op> {
             let inside = creates
                 .into_iter()
                 .flatten()
-                .filter(|c| is_within(&target(c), sub));
+                .filter(|c| is_within(&c.target_path(), sub));
             out.extend(inside.cloned());
             reflected.push(dest);
         }

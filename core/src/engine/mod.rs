@@ -82,16 +82,8 @@ pub enum Input {
         path: String,
         target: ReadTarget,
     },
-    /// Start feeding `sub` with the subtree at `path`; `room` is how many pushes its queue
-    /// takes now (a longer catch-up becomes a snapshot).
-    Subscribe {
-        token: Token,
-        shard: u32,
-        path: String,
-        from: Option<u64>,
-        sub: SubId,
-        room: usize,
-    },
+    /// Start a feed (see `Subscription`).
+    Subscribe(Subscription),
     /// The driver could not deliver to `sub` (its queue is full or it went away).
     Unsubscribe {
         sub: SubId,
@@ -109,6 +101,19 @@ pub enum Input {
 }
 
 pub use crate::api::{Answer, Outcome};
+
+/// A request to feed `sub` with the subtree at `path` of `shard`, from log index `from`.
+#[derive(Debug)]
+pub struct Subscription {
+    pub token: Token,
+    pub shard: u32,
+    pub path: String,
+    pub from: Option<u64>,
+    pub sub: SubId,
+    /// How many pushes the subscriber's queue takes now (a longer catch-up becomes a
+    /// snapshot).
+    pub room: usize,
+}
 
 /// Persist requests to make durable with one fsync, then feed back `Persisted { number }`.
 #[derive(Debug, PartialEq)]
@@ -231,14 +236,7 @@ impl Engine {
                 path,
                 target,
             }),
-            Input::Subscribe {
-                token,
-                shard,
-                path,
-                from,
-                sub,
-                room,
-            } => self.subscribe(token, shard, path, from, sub, room, commands),
+            Input::Subscribe(subscription) => self.subscribe(subscription, commands),
             Input::Unsubscribe { sub } => self.unsubscribe(sub),
             Input::Peer { shard, message } => {
                 // Messages for shards this core does not own come from a misconfigured peer:
@@ -282,17 +280,15 @@ impl Engine {
         self.step_replica(shard, input(id), commands);
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn subscribe(
-        &mut self,
-        token: Token,
-        shard: u32,
-        path: String,
-        from: Option<u64>,
-        sub: SubId,
-        room: usize,
-        commands: &mut Commands,
-    ) {
+    fn subscribe(&mut self, subscription: Subscription, commands: &mut Commands) {
+        let Subscription {
+            token,
+            shard,
+            path,
+            from,
+            sub,
+            room,
+        } = subscription;
         let Some(slot) = self.slots.get_mut(&shard) else {
             commands
                 .replies
@@ -301,22 +297,10 @@ impl Engine {
         };
         // Changes the replica applied but this engine has not published yet go out first,
         // so the new subscriber's start point is exact.
-        Self::collect(
-            shard,
-            slot,
-            &mut self.unsynced,
-            self.config.inject_resolved_before_change,
-            commands,
-        );
-        let subscriber = feeds::start(
-            shard,
-            &mut slot.replica,
-            sub,
-            path,
-            from,
-            room,
-            &mut commands.pushes,
-        );
+        let delay = self.config.inject_resolved_before_change;
+        Self::collect(shard, slot, &mut self.unsynced, delay, commands);
+        let replica = &mut slot.replica;
+        let subscriber = feeds::start(shard, replica, sub, path, from, room, &mut commands.pushes);
         slot.subs.push(subscriber);
         commands.replies.push((token, Ok(Answer::Subscribed)));
     }
@@ -389,13 +373,8 @@ impl Engine {
     fn step_replica(&mut self, shard: u32, input: ReplicaInput, commands: &mut Commands) {
         let slot = self.slots.get_mut(&shard).expect("own shard");
         slot.replica.step(input, &mut slot.out);
-        Self::collect(
-            shard,
-            slot,
-            &mut self.unsynced,
-            self.config.inject_resolved_before_change,
-            commands,
-        );
+        let delay = self.config.inject_resolved_before_change;
+        Self::collect(shard, slot, &mut self.unsynced, delay, commands);
     }
 
     /// Moves what a replica step produced into the commands, in the order the module doc

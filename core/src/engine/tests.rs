@@ -214,14 +214,14 @@ fn a_request_for_a_shard_of_another_core_is_refused() {
 fn subscribed_run(inject: bool) -> Vec<Push> {
     let mut engine = leader_engine(inject);
     let mut commands = Commands::default();
-    let subscribe = Input::Subscribe {
+    let subscribe = Input::Subscribe(Subscription {
         token: 100,
         shard: 0,
         path: "/root".into(),
         from: None,
         sub: 9,
         room: 1000,
-    };
+    });
     engine.step(subscribe, &mut commands);
     let mut pushes = settle(&mut engine, &mut commands).pushes;
     for token in 0..20 {

@@ -374,6 +374,20 @@ impl Trio {
         panic!("the group never went quiet");
     }
 
+    /// Proposals `ids` on node `id` while it is cut off from the others.
+    fn propose_alone(&mut self, id: u64, ids: std::ops::RangeInclusive<u64>) {
+        for request in ids {
+            let txn = set("x", request as i64);
+            let hlc = Timestamp::new(1000 + request, 0);
+            let input = Input::Propose {
+                id: request,
+                hlc,
+                txn,
+            };
+            self.run(id, input, Some(id));
+        }
+    }
+
     /// The answer to request `id`, if any came.
     fn answer(&self, id: u64) -> Option<&Reply> {
         self.replies.iter().find(|r| match r {
@@ -411,15 +425,7 @@ fn a_re_elected_leader_answers_proposals_its_cut_tail_lost_instead_of_asserting(
     trio.elect(1, None);
     assert_eq!(trio.node(1).term(), 1);
     // Isolated, node 1 proposes three writes (indexes 2, 3, 4 of term 1) nobody gets.
-    for id in 1..=3 {
-        let txn = set("x", id as i64);
-        let input = Input::Propose {
-            id,
-            hlc: Timestamp::new(1000 + id, 0),
-            txn,
-        };
-        trio.run(1, input, Some(1));
-    }
+    trio.propose_alone(1, 1..=3);
     assert_eq!(trio.node(1).raft_view().last_index(), 4);
     // Node 2 leads term 2 without them; node 1 rejoins and its tail is cut.
     trio.run(2, timeout_now(1, 2, 1), Some(1));
@@ -464,15 +470,7 @@ fn a_re_elected_leader_answers_proposals_its_cut_tail_lost_instead_of_asserting(
 fn proposals_a_snapshot_install_covers_are_answered_unknown_outcome() {
     let mut trio = Trio::compacting_every(4);
     trio.elect(1, None);
-    for id in 1..=3 {
-        let txn = set("x", id as i64);
-        let input = Input::Propose {
-            id,
-            hlc: Timestamp::new(1000 + id, 0),
-            txn,
-        };
-        trio.run(1, input, Some(1));
-    }
+    trio.propose_alone(1, 1..=3);
     // Node 2 leads without node 1, commits more than a compaction's worth and compacts.
     trio.run(2, timeout_now(1, 2, 1), Some(1));
     for id in 10..20 {
