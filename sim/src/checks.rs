@@ -16,8 +16,8 @@ pub struct Observer {
     acked: BTreeMap<(u32, u64), u64>,
     /// (server, shard) → the latest (term, candidate) it granted a vote to.
     votes: BTreeMap<(u64, u32), (u64, u64)>,
-    /// (server, shard) → what its subscriber saw last.
-    feeds: BTreeMap<(u64, u32), FeedState>,
+    /// Subscription → what it saw last.
+    feeds: BTreeMap<u64, FeedState>,
     pub violation: Option<String>,
     pub pushes: u64,
 }
@@ -63,6 +63,11 @@ impl Observer {
         }
     }
 
+    /// A push a mirror could not apply, or a mirror that differs from its replica.
+    pub fn mirror(&mut self, server: u64, shard: u32, why: String) {
+        self.fail(|| format!("feed replay: server {server} shard {shard}: {why}"));
+    }
+
     /// A write acknowledged at (index, term): two acknowledgements at one index with
     /// different terms mean one of them was lost.
     pub fn acknowledged(&mut self, shard: u32, index: u64, term: u64) {
@@ -93,14 +98,14 @@ impl Observer {
     }
 
     /// A subscriber is (re)started: its stream begins again.
-    pub fn subscribed(&mut self, server: u64, shard: u32) {
-        self.feeds.insert((server, shard), FeedState::default());
+    pub fn subscribed(&mut self, sub: u64) {
+        self.feeds.insert(sub, FeedState::default());
     }
 
-    /// One push to the subscriber of `shard` on `server`.
-    pub fn push(&mut self, server: u64, shard: u32, push: &Push) {
+    /// One push to subscription `sub` (of `shard` on `server`).
+    pub fn push(&mut self, sub: u64, server: u64, shard: u32, push: &Push) {
         self.pushes += 1;
-        let state = self.feeds.entry((server, shard)).or_default();
+        let state = self.feeds.entry(sub).or_default();
         let before = *state;
         let why = match push {
             Push::Snapshot { index, .. } => {

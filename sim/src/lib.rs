@@ -31,6 +31,7 @@ mod checks;
 mod clients;
 mod disk;
 mod linearizability;
+mod mirrors;
 mod rng;
 pub mod trace;
 mod world;

@@ -18,6 +18,7 @@ use treesync_core::replica::{RaftView, ReplicaConfig};
 use crate::checks::Observer;
 use crate::clients::{Clients, Request, What, KEYS};
 use crate::disk::{storage_of, SimWal};
+use crate::mirrors::Mirrors;
 use crate::rng::Rng;
 use crate::trace::TraceRecorder;
 use crate::{Bug, SeedReport, SimOptions};
@@ -74,6 +75,9 @@ struct Flight {
     message: Message,
 }
 
+/// The subtrees every server subscribes to on every shard.
+const MIRRORED: [&str; 2] = ["/root", "/root/n0"];
+
 /// A clock this far beyond the others breaks the max offset (500 ms).
 const BAD_CLOCK_MS: u64 = 1_500;
 const _: () = assert!(BAD_CLOCK_MS > MAX_OFFSET_MS_DEFAULT + SKEW_MS_MAX);
@@ -105,6 +109,7 @@ pub struct World {
     routes: BTreeMap<u64, Route>,
     /// Subscription id → (server, shard) it mirrors.
     subs: BTreeMap<u64, (u64, u32)>,
+    mirrors: Mirrors,
     next_token: u64,
     observer: Observer,
     faults_on: bool,
@@ -167,6 +172,7 @@ impl World {
             clients,
             routes: BTreeMap::new(),
             subs: BTreeMap::new(),
+            mirrors: Mirrors::default(),
             next_token: 1,
             observer: Observer::default(),
             faults_on: true,
@@ -267,19 +273,24 @@ impl World {
                 .raft_view();
             trace.restart(id, &crashed, &view);
         }
+        // Each server mirrors each shard whole, and one subtree that nodes move into and out
+        // of (`/root/n0`: renames and moves of the workload land on and leave it).
         for shard in 0..self.shards {
-            let token = self.token(Route::Subscription);
-            self.subs.insert(token, (id, shard));
-            self.observer.subscribed(id, shard);
-            let input = Input::Subscribe(Subscription {
-                token,
-                shard,
-                path: "/root".into(),
-                from: None,
-                sub: token,
-                room: usize::MAX,
-            });
-            self.run(id, shard as usize % self.cores, input);
+            for path in MIRRORED {
+                let token = self.token(Route::Subscription);
+                self.subs.insert(token, (id, shard));
+                self.observer.subscribed(token);
+                self.mirrors.subscribed(token, path);
+                let input = Input::Subscribe(Subscription {
+                    token,
+                    shard,
+                    path: path.into(),
+                    from: None,
+                    sub: token,
+                    room: usize::MAX,
+                });
+                self.run(id, shard as usize % self.cores, input);
+            }
         }
     }
 
@@ -304,6 +315,8 @@ impl World {
         }
         server.up = false;
         server.down_until = now + down_for;
+        // Its subscriptions end with it (a restart subscribes afresh).
+        self.subs.retain(|_, (server, _)| *server != id);
         self.crashes += 1;
         self.snapshots_installed += installed;
     }
@@ -383,7 +396,10 @@ impl World {
         }
         for (sub, push) in commands.pushes {
             if let Some((server, shard)) = self.subs.get(&sub).copied() {
-                self.observer.push(server, shard, &push);
+                self.observer.push(sub, server, shard, &push);
+                if let Err(why) = self.mirrors.push(sub, &push) {
+                    self.observer.mirror(server, shard, why);
+                }
             }
         }
         let batch = commands.wal?;
@@ -722,11 +738,30 @@ impl World {
             }
             self.step(false);
         }
+        self.compare_mirrors();
         self.violation().or_else(|| {
             crate::linearizability::check(&self.clients.checked_history())
                 .err()
                 .map(|v| format!("linearizability: {v}"))
         })
+    }
+
+    /// Once the cluster is quiet, every live subscriber's mirror equals its replica's tree.
+    fn compare_mirrors(&mut self) {
+        let subs: Vec<(u64, (u64, u32))> = self.subs.iter().map(|(k, v)| (*k, *v)).collect();
+        for (sub, (server, shard)) in subs {
+            let core = shard as usize % self.cores;
+            let Some(replica) = self.servers[(server - 1) as usize].cores[core]
+                .engine
+                .as_ref()
+                .and_then(|e| e.replica(shard))
+            else {
+                continue; // a crashed server's subscriptions ended with it
+            };
+            if let Err(why) = self.mirrors.compare(sub, replica.tree()) {
+                self.observer.mirror(server, shard, why);
+            }
+        }
     }
 
     pub fn report(&mut self, violation: Option<String>) -> SeedReport {

@@ -1,0 +1,139 @@
+//! Mirrors: what a Godot server subscribing to a subtree would hold. Each subscriber of
+//! the simulation applies its pushes to a tree of its own, as the addon will; a push it
+//! cannot apply, or a mirror that differs from its replica's subtree once the cluster is
+//! quiet, is a feed bug (defect 8 of issue 9 was a move into the subtree pushed without the
+//! moved nodes).
+
+use std::collections::BTreeMap;
+
+use treesync_core::engine::Push;
+use treesync_core::op::{Op, Prop};
+use treesync_core::{Limits, NodePath, Tree, Value};
+
+/// The `Create` ops that rebuild a subtree given as Godot data (`{name, class, props,
+/// children}`, as snapshots push it) under `parent`.
+fn creates_from_value(parent: &str, value: &Value, ops: &mut Vec<Op>) -> Option<()> {
+    let text = |key: &str| match value.field(key)? {
+        Value::String(s) | Value::StringName(s) => Some(s.clone()),
+        _ => None,
+    };
+    let (name, class) = (text("name")?, text("class")?);
+    let Value::Dictionary(props) = value.field("props")? else {
+        return None;
+    };
+    let props = props
+        .iter()
+        .map(|(k, v)| match k {
+            Value::String(k) => Some(Prop::new(k.clone(), v.clone())),
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()?;
+    let Value::Array(children) = value.field("children")? else {
+        return None;
+    };
+    let path = format!("{parent}/{name}");
+    ops.push(Op::Create {
+        parent: parent.to_owned(),
+        name,
+        class,
+        props,
+    });
+    for child in children {
+        creates_from_value(&path, child, ops)?;
+    }
+    Some(())
+}
+
+struct Mirror {
+    path: String,
+    tree: Tree,
+}
+
+/// Every subscriber's mirror, by subscription id.
+#[derive(Default)]
+pub struct Mirrors {
+    mirrors: BTreeMap<u64, Mirror>,
+}
+
+impl Mirrors {
+    /// A new (or restarted) subscription of `path`: empty until its snapshot.
+    pub fn subscribed(&mut self, sub: u64, path: &str) {
+        let mirror = Mirror {
+            path: path.to_owned(),
+            tree: Tree::new(Limits::default()),
+        };
+        self.mirrors.insert(sub, mirror);
+    }
+
+    /// Applies one push; `Err` says why the mirror could not.
+    pub fn push(&mut self, sub: u64, push: &Push) -> Result<(), String> {
+        let Some(mirror) = self.mirrors.get_mut(&sub) else {
+            return Ok(());
+        };
+        match push {
+            Push::Snapshot { tree, .. } => {
+                mirror.tree = Tree::new(Limits::default());
+                let Some(tree) = tree else { return Ok(()) };
+                if mirror.path == "/root" {
+                    // The root always exists: its children are what the snapshot adds.
+                    let Some(Value::Array(children)) = tree.field("children") else {
+                        return Err("a snapshot of /root without children".into());
+                    };
+                    let mut ops = Vec::new();
+                    if let Some(Value::Dictionary(props)) = tree.field("props") {
+                        let props = props
+                            .iter()
+                            .filter_map(|(k, v)| match k {
+                                Value::String(k) => Some(Prop::new(k.clone(), v.clone())),
+                                _ => None,
+                            })
+                            .collect::<Vec<_>>();
+                        if !props.is_empty() {
+                            ops.push(Op::Set {
+                                path: "/root".into(),
+                                props,
+                            });
+                        }
+                    }
+                    for child in children {
+                        creates_from_value("/root", child, &mut ops).ok_or("a bad snapshot")?;
+                    }
+                    return apply(&mut mirror.tree, &ops, "snapshot");
+                }
+                let parent = mirror.path.rsplit_once('/').map_or("/root", |(p, _)| p);
+                let mut ops = Vec::new();
+                creates_from_value(parent, tree, &mut ops).ok_or("a bad snapshot")?;
+                apply(&mut mirror.tree, &ops, "snapshot")
+            }
+            Push::Change { index, ops, .. } => {
+                apply(&mut mirror.tree, ops, &format!("change at index {index}"))
+            }
+            Push::Resolved { .. } => Ok(()),
+        }
+    }
+
+    /// Compares subscription `sub`'s mirror with the replica's tree it mirrors.
+    pub fn compare(&self, sub: u64, replica: &Tree) -> Result<(), String> {
+        let Some(mirror) = self.mirrors.get(&sub) else {
+            return Ok(());
+        };
+        let path = NodePath::parse(&mirror.path, &Limits::default()).expect("a valid path");
+        if mirror.tree.subtree_value(&path) == replica.subtree_value(&path) {
+            return Ok(());
+        }
+        Err(format!(
+            "the mirror of {} differs from its replica's: {} vs {} nodes in the tree",
+            mirror.path,
+            mirror.tree.len(),
+            replica.len()
+        ))
+    }
+}
+
+fn apply(tree: &mut Tree, ops: &[Op], what: &str) -> Result<(), String> {
+    for op in ops {
+        tree.apply_op(op)
+            .map_err(|e| format!("{what}: the mirror cannot apply {} ({e})", op.name()))?;
+    }
+    Ok(())
+}
