@@ -2,16 +2,29 @@
 //!
 //! An entries record too large for one physical record (`PAYLOAD_BYTES_MAX`) is split into
 //! several, each holding whole entries and continuing the one before, so recovery of any
-//! prefix of them is a prefix of the log. Pure, so the simulator builds disk images with it.
+//! prefix of them is a prefix of the log. A snapshot is written as one or more
+//! `SnapshotPart` records in a row, each holding the next bytes of its data; recovery takes
+//! the snapshot only once every part is read. Pure, so the simulator builds disk images
+//! with it.
 //!
 //! # Invariants
 //! - Every record of a batch carries the batch's start offset (`batch_start`), the offset of
 //!   its first byte in the file; recovery's torn-tail rule depends on it (see `recovery`).
 //! - On `Err` nothing is appended: a batch is encoded whole or not at all.
-//! - `entries_bytes_max` is an upper bound of an entries payload's archived size, so every
-//!   chunk it admits fits one record (tested against rkyv below).
+//! - `entries_bytes_max` and `part_overhead_bytes_max` (plus the data) are upper bounds of
+//!   a payload's archived size, so every piece they admit fits one record (tested against
+//!   rkyv in `batch_test`).
+//! - A snapshot's parts follow each other with nothing between them, at data offsets
+//!   `0, c, 2c, …` up to its length (`c`, `chunk_bytes`, is at least half the split size),
+//!   one part for an empty snapshot.
+//!   One over `SNAPSHOT_BYTES_MAX` is refused before anything of it is written.
 
-use super::format::{encode, EncodeError, Record, WalEntry, PAYLOAD_BYTES_MAX};
+use std::borrow::Cow;
+
+use super::format::{
+    encode, EncodeError, Record, WalEntry, WalSnapshot, WalSnapshotPart, HEADER_BYTES,
+    PAYLOAD_BYTES_MAX, RECORD_ALIGN_BYTES, SNAPSHOT_BYTES_MAX,
+};
 use super::header::{FileHeader, FILE_HEADER_BYTES};
 
 /// Archived bytes of one entry beyond its data and context: rkyv lays out index, term, type
@@ -19,6 +32,11 @@ use super::header::{FileHeader, FILE_HEADER_BYTES};
 const ENTRY_OVERHEAD_BYTES_MAX: u64 = 48;
 /// Archived bytes of an entries payload beyond its entries: the root vector and alignment.
 const ENTRIES_OVERHEAD_BYTES_MAX: u64 = 64;
+/// Archived bytes of a snapshot part beyond its data and voters: rkyv lays out index, term,
+/// offset, total and two relative vectors in 48 bytes; the rest is alignment and margin.
+const PART_OVERHEAD_BYTES_MAX: u64 = 64;
+/// Archived bytes of one voter id.
+const VOTER_BYTES: u64 = 8;
 
 /// Appends `records` to `out` as one batch whose first byte lands at file offset `start`,
 /// checksummed with the file's `salt`.
@@ -51,16 +69,13 @@ pub(crate) fn encode_batch_limited(
     split_bytes: u64,
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
-    assert!(
-        split_bytes <= u64::from(PAYLOAD_BYTES_MAX),
-        "records are split below the payload limit"
-    );
     let before = out.len();
-    let result = records.iter().try_for_each(|record| match record {
-        Record::Entries { shard, entries } if entries_bytes_max(entries) > split_bytes => {
-            encode_split(*shard, entries, salt, start, split_bytes, out)
-        }
-        other => encode(other, salt, start, out),
+    let result = records.iter().try_for_each(|record| {
+        let mut pieces = pieces(record, split_bytes)?;
+        // A snapshot's bytes in one allocation: growing by doubling past 1 GiB would copy
+        // it and hold twice its size.
+        out.reserve(pieces.encoded_bytes_max());
+        pieces.try_for_each(|piece| encode(&piece, salt, start, out))
     });
     if result.is_err() {
         out.truncate(before);
@@ -68,33 +83,165 @@ pub(crate) fn encode_batch_limited(
     result
 }
 
-/// Encodes `entries` as several records of whole entries, each under `split_bytes` unless a
-/// single entry is larger (then `encode` refuses it, if over the real limit).
-fn encode_split(
-    shard: u64,
-    entries: &[WalEntry],
-    salt: u64,
-    start: u64,
-    split_bytes: u64,
-    out: &mut Vec<u8>,
-) -> Result<(), EncodeError> {
-    let mut from = 0;
-    while from < entries.len() {
-        let mut bytes = ENTRIES_OVERHEAD_BYTES_MAX + entry_bytes_max(&entries[from]);
-        let mut to = from + 1;
-        while to < entries.len() && bytes + entry_bytes_max(&entries[to]) <= split_bytes {
-            bytes += entry_bytes_max(&entries[to]);
-            to += 1;
+/// The physical records `record` is written as, in order, each under `split_bytes` unless a
+/// single entry is larger (then `encode` refuses it, if over the real limit). Lazy, so a
+/// writer can write each piece out before the next is made (`Wal::create`). A snapshot
+/// over `SNAPSHOT_BYTES_MAX` (or with absurdly many voters) is refused here, before any.
+pub(crate) fn pieces(record: &Record, split_bytes: u64) -> Result<Pieces<'_>, EncodeError> {
+    assert!(
+        split_bytes <= u64::from(PAYLOAD_BYTES_MAX),
+        "records are split below the payload limit"
+    );
+    let pieces = match record {
+        Record::Entries { shard, entries }
+            if !entries.is_empty() && entries_bytes_max(entries) > split_bytes =>
+        {
+            Pieces::Entries {
+                shard: *shard,
+                entries,
+                split_bytes,
+            }
         }
-        // Copying the chunk costs one pass over batches this large; they are rare.
-        let chunk = Record::Entries {
-            shard,
-            entries: entries[from..to].to_vec(),
+        Record::Snapshot { shard, snapshot } => {
+            let bytes = snapshot.data.len() as u64;
+            if bytes > SNAPSHOT_BYTES_MAX {
+                return Err(EncodeError::SnapshotTooLarge {
+                    shard: *shard,
+                    bytes,
+                    max: SNAPSHOT_BYTES_MAX,
+                });
+            }
+            // Voters repeat in every part: refused if they leave under half a record for
+            // data, so a snapshot takes at most about twice as many parts as it needs.
+            let overhead = part_overhead_bytes_max(snapshot.voters.len());
+            if overhead > split_bytes / 2 {
+                return Err(EncodeError::PayloadTooLarge {
+                    shard: *shard,
+                    kind: "snapshot voters",
+                    bytes: overhead,
+                    max: u32::try_from(split_bytes / 2).expect("below the payload limit"),
+                });
+            }
+            Pieces::Snapshot {
+                shard: *shard,
+                snapshot,
+                offset: 0,
+                chunk_bytes: usize::try_from(split_bytes - overhead)
+                    .expect("a chunk is below the payload limit"),
+                done: false,
+            }
+        }
+        other => Pieces::Whole(Some(other)),
+    };
+    Ok(pieces)
+}
+
+/// What `pieces` yields: see there.
+pub(crate) enum Pieces<'a> {
+    Whole(Option<&'a Record>),
+    /// The entries not yet yielded.
+    Entries {
+        shard: u64,
+        entries: &'a [WalEntry],
+        split_bytes: u64,
+    },
+    /// Parts of `chunk_bytes` from data offset `offset` on.
+    Snapshot {
+        shard: u64,
+        snapshot: &'a WalSnapshot,
+        offset: usize,
+        chunk_bytes: usize,
+        done: bool,
+    },
+}
+
+impl Pieces<'_> {
+    /// An upper bound of the bytes a snapshot's records take (0 for other records, which
+    /// the output grows for as they come).
+    fn encoded_bytes_max(&self) -> usize {
+        let Pieces::Snapshot {
+            snapshot,
+            chunk_bytes,
+            ..
+        } = self
+        else {
+            return 0;
         };
-        encode(&chunk, salt, start, out)?;
-        from = to;
+        let parts = snapshot.data.len().div_ceil(*chunk_bytes).max(1);
+        let overhead = part_overhead_bytes_max(snapshot.voters.len()) as usize;
+        let part_bytes = overhead + HEADER_BYTES + RECORD_ALIGN_BYTES;
+        snapshot.data.len() + parts * part_bytes
     }
-    Ok(())
+}
+
+impl<'a> Iterator for Pieces<'a> {
+    type Item = Cow<'a, Record>;
+
+    fn next(&mut self) -> Option<Cow<'a, Record>> {
+        match self {
+            Pieces::Whole(record) => record.take().map(Cow::Borrowed),
+            Pieces::Entries {
+                shard,
+                entries,
+                split_bytes,
+            } => {
+                if entries.is_empty() {
+                    return None;
+                }
+                let (chunk, rest) = entries.split_at(whole_entries_within(entries, *split_bytes));
+                *entries = rest;
+                // Copying the chunk costs one pass over batches this large; they are rare.
+                Some(Cow::Owned(Record::Entries {
+                    shard: *shard,
+                    entries: chunk.to_vec(),
+                }))
+            }
+            Pieces::Snapshot {
+                shard,
+                snapshot,
+                offset,
+                chunk_bytes,
+                done,
+            } => {
+                if *done {
+                    return None;
+                }
+                let data = &snapshot.data;
+                let end = data.len().min(*offset + *chunk_bytes);
+                let part = WalSnapshotPart {
+                    index: snapshot.index,
+                    term: snapshot.term,
+                    voters: snapshot.voters.clone(),
+                    offset: *offset as u64,
+                    total: data.len() as u64,
+                    data: data[*offset..end].to_vec(),
+                };
+                assert!(end > *offset || data.is_empty(), "every part moves forward");
+                *offset = end;
+                *done = end == data.len();
+                Some(Cow::Owned(Record::SnapshotPart {
+                    shard: *shard,
+                    part,
+                }))
+            }
+        }
+    }
+}
+
+/// How many entries from the first make a record under `split_bytes` (at least one).
+fn whole_entries_within(entries: &[WalEntry], split_bytes: u64) -> usize {
+    let mut bytes = ENTRIES_OVERHEAD_BYTES_MAX + entry_bytes_max(&entries[0]);
+    let mut to = 1;
+    while to < entries.len() && bytes + entry_bytes_max(&entries[to]) <= split_bytes {
+        bytes += entry_bytes_max(&entries[to]);
+        to += 1;
+    }
+    to
+}
+
+/// An upper bound of the archived size of a part with `voters` voters, beyond its data.
+fn part_overhead_bytes_max(voters: usize) -> u64 {
+    PART_OVERHEAD_BYTES_MAX + VOTER_BYTES * voters as u64
 }
 
 fn entry_bytes_max(entry: &WalEntry) -> u64 {
@@ -107,121 +254,4 @@ fn entries_bytes_max(entries: &[WalEntry]) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use proptest::prelude::*;
-    use rkyv::rancor;
-
-    use super::super::format::{decode_at, WalHardState, HEADER_BYTES};
-    use super::super::recovery::recover;
-    use super::*;
-
-    const SALT: u64 = 99;
-
-    fn entry(index: u64, bytes: usize) -> WalEntry {
-        WalEntry {
-            index,
-            term: 1,
-            entry_type: 0,
-            data: vec![index as u8; bytes],
-            context: vec![],
-        }
-    }
-
-    fn physical_records(bytes: &[u8]) -> Vec<(Record, usize)> {
-        let mut at = 0;
-        let mut records = Vec::new();
-        while at < bytes.len() {
-            let (record, len) = decode_at(&bytes[at..], SALT).expect("valid");
-            records.push((record, len));
-            at += len;
-        }
-        records
-    }
-
-    #[test]
-    fn an_entries_record_over_the_split_size_becomes_records_of_whole_entries() {
-        let entries: Vec<WalEntry> = (1..=10).map(|i| entry(i, 1000)).collect();
-        let hard_state = Record::HardState {
-            shard: 3,
-            state: WalHardState::default(),
-        };
-        let batch = [Record::Entries { shard: 3, entries }, hard_state.clone()];
-        let mut out = Vec::new();
-        encode_batch_limited(&batch, SALT, 32, 3000, &mut out).expect("fits");
-        let records = physical_records(&out);
-        assert!(records.len() > 4, "split into {} records", records.len());
-        let mut indexes = Vec::new();
-        for (record, len) in &records[..records.len() - 1] {
-            assert!(
-                (*len - HEADER_BYTES) as u64 <= 3000 + 8,
-                "payload under the split size"
-            );
-            match record {
-                Record::Entries { entries, .. } => {
-                    indexes.extend(entries.iter().map(|e| e.index));
-                }
-                other => panic!("expected entries, got {other:?}"),
-            }
-        }
-        assert_eq!(indexes, (1..=10).collect::<Vec<_>>());
-        assert_eq!(records[records.len() - 1].0, hard_state);
-    }
-
-    #[test]
-    fn an_entry_over_the_payload_limit_is_a_typed_error_and_nothing_is_written() {
-        // calloc'd zeros: the 64 MiB is not touched until it is archived.
-        let huge = WalEntry {
-            data: vec![0; PAYLOAD_BYTES_MAX as usize],
-            ..entry(2, 0)
-        };
-        let batch = [Record::Entries {
-            shard: 5,
-            entries: vec![entry(1, 10), huge],
-        }];
-        let mut out = vec![7; 3];
-        let refused = encode_batch(&batch, SALT, 32, &mut out);
-        assert!(
-            matches!(
-                refused,
-                Err(EncodeError::PayloadTooLarge {
-                    shard: 5,
-                    kind: "entries",
-                    ..
-                })
-            ),
-            "{refused:?}"
-        );
-        assert_eq!(out, [7, 7, 7]);
-    }
-
-    #[test]
-    fn an_image_of_split_batches_recovers_every_entry() {
-        let entries: Vec<WalEntry> = (1..=50).map(|i| entry(i, 300)).collect();
-        let header = FileHeader::new(1, SALT);
-        let mut image = header.to_bytes().to_vec();
-        let batch = [Record::Entries { shard: 0, entries }];
-        encode_batch_limited(&batch, SALT, image.len() as u64, 2000, &mut image).expect("fits");
-        let recovery = recover(&image).expect("a clean image");
-        assert_eq!(recovery.torn, None);
-        assert_eq!(recovery.shards[&0].entries.len(), 50);
-        assert!(recovery.records > 5);
-    }
-
-    proptest! {
-        #[test]
-        fn the_archived_size_bound_holds(
-            sizes in proptest::collection::vec((0usize..300, 0usize..40), 1..40)
-        ) {
-            let entries: Vec<WalEntry> = sizes
-                .iter()
-                .enumerate()
-                .map(|(i, (data, context))| WalEntry {
-                    context: vec![1; *context],
-                    ..entry(i as u64 + 1, *data)
-                })
-                .collect();
-            let archived = rkyv::to_bytes::<rancor::Error>(&entries).expect("archive");
-            prop_assert!(archived.len() as u64 <= entries_bytes_max(&entries));
-        }
-    }
-}
+mod batch_test;

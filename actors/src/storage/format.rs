@@ -4,6 +4,12 @@
 //! | magic u32 | crc32c u32 | payload_len u32 | kind u16 | version u16 | shard u64
 //! | batch_start u64 | payload | pad |
 //! ```
+//! Kinds: 1 entries (`Vec<WalEntry>`), 2 hard state (`WalHardState`), 4 snapshot part
+//! (`WalSnapshotPart`). Kind 3, a whole snapshot in one record, was format 2's
+//! (`header::FILE_VERSION`): it could not hold a snapshot over `PAYLOAD_BYTES_MAX`, so a
+//! snapshot is now always written as one or more parts, each holding the snapshot's index,
+//! term, voters and total length and the bytes `offset..offset + data.len()` of its data
+//! (`batch::encode_batch` splits; `recovery` reassembles).
 //! The CRC-32C is seeded with the file's salt (`header::FileHeader::salt`) and covers
 //! everything after the `crc32c` field (the rest of the header and the payload), and the
 //! padding must be zeros, so a torn write, a stale sector, a flipped bit anywhere in a record
@@ -16,8 +22,12 @@
 //! - `decode_at` never panics and never trusts a length before checking it against the
 //!   bytes that remain.
 //! - `encode` refuses (with `EncodeError`, never a panic) what it could not write whole: a
-//!   payload over `PAYLOAD_BYTES_MAX`, an empty or non-contiguous entries record. Splitting
+//!   payload over `PAYLOAD_BYTES_MAX`, an empty or non-contiguous entries record, a snapshot
+//!   over `SNAPSHOT_BYTES_MAX`, a part whose bytes lie outside its snapshot's. Splitting
 //!   large batches into records that fit is `batch::encode_batch`'s job.
+//! - A part's own shape is checked when it is written and when it is read (`check_part`):
+//!   `total <= SNAPSHOT_BYTES_MAX`, `offset + data.len() <= total`, and `data` is empty only
+//!   in the one part of an empty snapshot. Whether parts fit together is `recovery`'s rule.
 //! - Checks happen in order: framing and checksum (`check_at`: a failure may be a torn
 //!   write), then version, kind and payload (`decode_frame`: a failure of a checksummed
 //!   record is never a torn write).
@@ -30,13 +40,28 @@ use thiserror::Error;
 use treesync_core::wire::crc32c;
 
 pub const RECORD_MAGIC: u32 = 0x5457_414C; // "TWAL"
-/// Version 2 added `batch_start` to the header.
+/// Version 2 added `batch_start` to the header. The header is unchanged since; which kinds
+/// exist is the file's format version (`header::FILE_VERSION`), checked before any record.
 pub const RECORD_VERSION: u16 = 2;
 pub const HEADER_BYTES: usize = std::mem::size_of::<RecordHeader>();
 /// Largest payload a record may hold; a larger declared length is corruption.
 pub const PAYLOAD_BYTES_MAX: u32 = 64 * 1024 * 1024;
 /// Records start at multiples of this.
 pub const RECORD_ALIGN_BYTES: usize = 8;
+/// Largest snapshot data the WAL stores (as parts of at most `PAYLOAD_BYTES_MAX` each).
+/// A follower is caught up with one peer message, so every snapshot a leader can send fits;
+/// a larger one is refused with `EncodeError::SnapshotTooLarge`, and a larger declared total
+/// is corruption.
+pub const SNAPSHOT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+
+const _: () = assert!(
+    SNAPSHOT_BYTES_MAX >= treesync_net::peer::MESSAGE_BYTES_MAX as u64,
+    "every snapshot a peer can send fits the WAL"
+);
+const _: () = assert!(
+    SNAPSHOT_BYTES_MAX <= usize::MAX as u64,
+    "a snapshot is reassembled in memory"
+);
 
 const _: () = assert!(
     HEADER_BYTES == 32,
@@ -77,12 +102,27 @@ pub struct WalHardState {
     pub commit: u64,
 }
 
-/// A tree snapshot a leader sent: it replaces the shard's log up to `index`.
-#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+/// A tree snapshot a leader sent: it replaces the shard's log up to `index`. Not archived
+/// itself: it is written as `WalSnapshotPart`s.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WalSnapshot {
     pub index: u64,
     pub term: u64,
     pub voters: Vec<u64>,
+    pub data: Vec<u8>,
+}
+
+/// One record's piece of a snapshot: its metadata, repeated in every part so each can be
+/// checked against the first, and the bytes `offset..offset + data.len()` of its data.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct WalSnapshotPart {
+    pub index: u64,
+    pub term: u64,
+    pub voters: Vec<u64>,
+    /// Where `data` starts in the snapshot's data.
+    pub offset: u64,
+    /// Bytes of the whole snapshot's data.
+    pub total: u64,
     pub data: Vec<u8>,
 }
 
@@ -98,9 +138,19 @@ pub enum Record {
         shard: u64,
         state: WalHardState,
     },
+    /// A whole snapshot, as writers hand it over. It is written as one or more
+    /// `SnapshotPart` records of one batch and never read back as such: recovery
+    /// reassembles the parts.
     Snapshot {
         shard: u64,
         snapshot: WalSnapshot,
+    },
+    /// One physical piece of a snapshot: what `decode_at` returns for a snapshot record.
+    /// Written as given; writers should hand over `Snapshot` and let `batch::encode_batch`
+    /// split it, since recovery refuses parts that do not fit together.
+    SnapshotPart {
+        shard: u64,
+        part: WalSnapshotPart,
     },
 }
 
@@ -110,14 +160,16 @@ impl Record {
         match self {
             Record::Entries { shard, .. }
             | Record::HardState { shard, .. }
-            | Record::Snapshot { shard, .. } => *shard,
+            | Record::Snapshot { shard, .. }
+            | Record::SnapshotPart { shard, .. } => *shard,
         }
     }
 }
 
 const KIND_ENTRIES: u16 = 1;
 const KIND_HARD_STATE: u16 = 2;
-const KIND_SNAPSHOT: u16 = 3;
+// Kind 3 (a whole snapshot in one record) is format 2's; a checksummed one is corruption.
+const KIND_SNAPSHOT_PART: u16 = 4;
 
 /// Why bytes at an offset are not a valid record.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -139,6 +191,18 @@ pub enum RecordError {
     Kind(u16),
     #[error("payload failed validation: {0}")]
     Payload(String),
+    /// Recovery's reason for a torn tail that starts at a snapshot's first part: its batch
+    /// ends before the part that would complete it.
+    #[error(
+        "the parts of shard {shard}'s snapshot at index {index} end after {received} of its \
+         {total} bytes"
+    )]
+    SnapshotIncomplete {
+        shard: u64,
+        index: u64,
+        received: u64,
+        total: u64,
+    },
 }
 
 /// Why a record cannot be written as given. Nothing is written when one is returned.
@@ -159,6 +223,18 @@ pub enum EncodeError {
         shard: u64,
         previous: u64,
         index: u64,
+    },
+    #[error("shard {shard}: snapshot of {bytes} bytes exceeds the WAL's limit of {max}")]
+    SnapshotTooLarge { shard: u64, bytes: u64, max: u64 },
+    #[error(
+        "shard {shard}: snapshot part of {bytes} bytes at {offset} lies outside its {total} \
+         bytes (or is empty)"
+    )]
+    SnapshotPartOutOfRange {
+        shard: u64,
+        offset: u64,
+        bytes: u64,
+        total: u64,
     },
 }
 
@@ -186,8 +262,14 @@ pub fn encode(
             (KIND_HARD_STATE, "hard state", payload)
         }
         Record::Snapshot { snapshot, .. } => {
-            let payload = rkyv::to_bytes::<rancor::Error>(snapshot);
-            (KIND_SNAPSHOT, "snapshot", payload)
+            let part = whole_part(shard, snapshot)?;
+            let payload = rkyv::to_bytes::<rancor::Error>(&part);
+            (KIND_SNAPSHOT_PART, "snapshot", payload)
+        }
+        Record::SnapshotPart { part, .. } => {
+            check_part(shard, part)?;
+            let payload = rkyv::to_bytes::<rancor::Error>(part);
+            (KIND_SNAPSHOT_PART, "snapshot part", payload)
         }
     };
     // Archiving plain integers and vectors into memory fails only on allocation failure.
@@ -231,6 +313,62 @@ fn check_entries(shard: u64, entries: &[WalEntry]) -> Result<(), EncodeError> {
         }),
         None => Ok(()),
     }
+}
+
+/// The one part of a snapshot that fits a record whole (larger ones are refused here
+/// without copying their data: `batch::encode_batch` splits them).
+fn whole_part(shard: u64, snapshot: &WalSnapshot) -> Result<WalSnapshotPart, EncodeError> {
+    let bytes = snapshot.data.len() as u64;
+    if bytes > SNAPSHOT_BYTES_MAX {
+        return Err(EncodeError::SnapshotTooLarge {
+            shard,
+            bytes,
+            max: SNAPSHOT_BYTES_MAX,
+        });
+    }
+    if bytes > u64::from(PAYLOAD_BYTES_MAX) {
+        return Err(EncodeError::PayloadTooLarge {
+            shard,
+            kind: "snapshot",
+            bytes,
+            max: PAYLOAD_BYTES_MAX,
+        });
+    }
+    Ok(WalSnapshotPart {
+        index: snapshot.index,
+        term: snapshot.term,
+        voters: snapshot.voters.clone(),
+        offset: 0,
+        total: bytes,
+        data: snapshot.data.clone(),
+    })
+}
+
+/// A part's own shape (see the module's invariants); how parts fit together is recovery's.
+pub(crate) fn check_part(shard: u64, part: &WalSnapshotPart) -> Result<(), EncodeError> {
+    if part.total > SNAPSHOT_BYTES_MAX {
+        return Err(EncodeError::SnapshotTooLarge {
+            shard,
+            bytes: part.total,
+            max: SNAPSHOT_BYTES_MAX,
+        });
+    }
+    let bytes = part.data.len() as u64;
+    let inside = part
+        .offset
+        .checked_add(bytes)
+        .is_some_and(|end| end <= part.total);
+    // Only an empty snapshot has an empty part, so every part moves its snapshot forward.
+    let moves = bytes > 0 || (part.total == 0 && part.offset == 0);
+    if !inside || !moves {
+        return Err(EncodeError::SnapshotPartOutOfRange {
+            shard,
+            offset: part.offset,
+            bytes,
+            total: part.total,
+        });
+    }
+    Ok(())
 }
 
 fn checksum(salt: u64, header: &RecordHeader, payload: &[u8]) -> u32 {
@@ -316,14 +454,31 @@ pub fn decode_frame(frame: &Frame<'_>) -> Result<Record, RecordError> {
                 rkyv::from_bytes::<WalHardState, rancor::Error>(&aligned).map_err(invalid)?;
             Record::HardState { shard, state }
         }
-        KIND_SNAPSHOT => {
-            let snapshot =
-                rkyv::from_bytes::<WalSnapshot, rancor::Error>(&aligned).map_err(invalid)?;
-            Record::Snapshot { shard, snapshot }
+        KIND_SNAPSHOT_PART => {
+            let archived = rkyv::access::<ArchivedWalSnapshotPart, rancor::Error>(&aligned)
+                .map_err(invalid)?;
+            let part = part_from(archived);
+            if let Err(e) = check_part(shard, &part) {
+                return Err(RecordError::Payload(e.to_string()));
+            }
+            Record::SnapshotPart { shard, part }
         }
         other => return Err(RecordError::Kind(other)),
     };
     Ok(record)
+}
+
+/// `rkyv::deserialize` by hand, so the data (up to 64 MiB) is one copy rather than a loop
+/// over its bytes (which a debug build runs byte by byte).
+fn part_from(archived: &ArchivedWalSnapshotPart) -> WalSnapshotPart {
+    WalSnapshotPart {
+        index: archived.index.to_native(),
+        term: archived.term.to_native(),
+        voters: archived.voters.iter().map(|v| v.to_native()).collect(),
+        offset: archived.offset.to_native(),
+        total: archived.total.to_native(),
+        data: archived.data.as_slice().to_vec(),
+    }
 }
 
 /// Decodes the record at the start of `bytes`; returns it and its length with padding.
@@ -333,150 +488,4 @@ pub fn decode_at(bytes: &[u8], salt: u64) -> Result<(Record, usize), RecordError
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SALT: u64 = 0x5EED;
-
-    pub(crate) fn entry(index: u64, term: u64) -> WalEntry {
-        WalEntry {
-            index,
-            term,
-            entry_type: 0,
-            data: vec![index as u8; (index % 13) as usize],
-            context: vec![],
-        }
-    }
-
-    #[test]
-    fn records_round_trip_and_stay_aligned() {
-        let records = [
-            Record::Entries {
-                shard: 7,
-                entries: vec![entry(1, 1), entry(2, 1)],
-            },
-            Record::HardState {
-                shard: 7,
-                state: WalHardState {
-                    term: 1,
-                    vote: 2,
-                    commit: 2,
-                },
-            },
-        ];
-        let mut bytes = Vec::new();
-        for r in &records {
-            encode(r, SALT, 0, &mut bytes).expect("fits");
-            assert_eq!(bytes.len() % RECORD_ALIGN_BYTES, 0);
-        }
-        let (first, len) = decode_at(&bytes, SALT).expect("valid");
-        assert_eq!(first, records[0]);
-        let (second, len2) = decode_at(&bytes[len..], SALT).expect("valid");
-        assert_eq!(second, records[1]);
-        assert_eq!(len + len2, bytes.len());
-    }
-
-    #[test]
-    fn every_flipped_bit_is_detected() {
-        let mut bytes = Vec::new();
-        let record = Record::Entries {
-            shard: 1,
-            entries: vec![entry(5, 2)],
-        };
-        encode(&record, SALT, 64, &mut bytes).expect("fits");
-        // Every byte of the record, padding included (rkyv archives of these types are
-        // 8-aligned, so today there is none; the check keeps it so if that changes).
-        for at in 0..bytes.len() {
-            for bit in 0..8 {
-                let mut damaged = bytes.clone();
-                damaged[at] ^= 1 << bit;
-                assert!(
-                    decode_at(&damaged, SALT).is_err(),
-                    "flip at byte {at} bit {bit} went unnoticed"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn nonzero_padding_is_refused() {
-        let mut header = RecordHeader {
-            magic: RECORD_MAGIC,
-            crc: 0,
-            payload_len: 4,
-            kind: KIND_HARD_STATE,
-            version: RECORD_VERSION,
-            shard: 1,
-            batch_start: 0,
-        };
-        header.crc = checksum(SALT, &header, &[1, 2, 3, 4]);
-        let mut bytes = bytemuck::bytes_of(&header).to_vec();
-        bytes.extend_from_slice(&[1, 2, 3, 4, 0, 0, 0, 0]);
-        assert_eq!(check_at(&bytes, SALT).map(|f| f.len), Ok(HEADER_BYTES + 8));
-        bytes[HEADER_BYTES + 6] = 1;
-        assert_eq!(
-            check_at(&bytes, SALT).map(|f| f.len),
-            Err(RecordError::Padding)
-        );
-    }
-
-    #[test]
-    fn a_record_of_another_file_fails_its_checksum() {
-        let mut bytes = Vec::new();
-        let record = Record::Entries {
-            shard: 1,
-            entries: vec![entry(5, 2)],
-        };
-        encode(&record, SALT, 64, &mut bytes).expect("fits");
-        assert_eq!(
-            check_at(&bytes, SALT + 1).map(|f| f.len),
-            Err(RecordError::Checksum)
-        );
-    }
-
-    #[test]
-    fn records_that_cannot_be_written_whole_are_typed_errors_not_panics() {
-        // calloc'd zeros: the 64 MiB is not touched until the archive copies it.
-        let snapshot = WalSnapshot {
-            index: 1,
-            term: 1,
-            voters: vec![1],
-            data: vec![0; PAYLOAD_BYTES_MAX as usize],
-        };
-        let mut out = vec![1, 2, 3];
-        let too_large = encode(&Record::Snapshot { shard: 4, snapshot }, SALT, 0, &mut out);
-        assert!(matches!(
-            too_large,
-            Err(EncodeError::PayloadTooLarge {
-                shard: 4,
-                kind: "snapshot",
-                ..
-            })
-        ));
-        let empty = Record::Entries {
-            shard: 4,
-            entries: vec![],
-        };
-        assert_eq!(
-            encode(&empty, SALT, 0, &mut out),
-            Err(EncodeError::NoEntries { shard: 4 })
-        );
-        let gap = Record::Entries {
-            shard: 4,
-            entries: vec![entry(1, 1), entry(3, 1)],
-        };
-        assert_eq!(
-            encode(&gap, SALT, 0, &mut out),
-            Err(EncodeError::NotContiguous {
-                shard: 4,
-                previous: 1,
-                index: 3
-            })
-        );
-        assert_eq!(
-            out,
-            [1, 2, 3],
-            "a refused record leaves the output unchanged"
-        );
-    }
-}
+mod format_test;

@@ -25,8 +25,11 @@ use treesync_core::wire::crc32c;
 use super::format::RECORD_MAGIC;
 
 pub const FILE_MAGIC: [u8; 4] = *b"TSWL";
-/// Format 1 had no file header; format 2 added it and each record's `batch_start`.
-pub const FILE_VERSION: u16 = 2;
+/// Format 1 had no file header; format 2 added it and each record's `batch_start`; format 3
+/// writes a snapshot as parts (record kind 4), where format 2 had it whole in one record
+/// (kind 3), refused above 64 MiB. A format 3 file is not one a format 2 build can read,
+/// and this build refuses format 2 files (`HeaderError::Version`) as format 2 refused 1.
+pub const FILE_VERSION: u16 = 3;
 pub const FILE_HEADER_BYTES: usize = std::mem::size_of::<FileHeader>();
 
 const _: () = assert!(
@@ -166,6 +169,17 @@ mod tests {
             Err(HeaderError::Version {
                 found: FILE_VERSION + 1
             })
+        );
+    }
+
+    #[test]
+    fn a_format_2_wal_is_refused_by_its_version() {
+        let mut header = FileHeader::new(1, 2);
+        header.version = 2;
+        header.crc = header.checksum();
+        assert_eq!(
+            decode_header(&header.to_bytes()),
+            Err(HeaderError::Version { found: 2 })
         );
     }
 

@@ -1,7 +1,8 @@
 //! Durable storage of shard replicas: one write-ahead log per core shared by its shards.
 //!
 //! - `header`: the file header (format version, cluster id, checksum salt).
-//! - `format`: one checksummed record; `batch`: one append's records as bytes.
+//! - `format`: one checksummed record; `batch`: one append's records as bytes (entries and
+//!   snapshots over one record's limit split into several).
 //! - `recovery`: replaying a log image, a pure function of its bytes: a torn tail is cut,
 //!   corruption before it is refused.
 //! - `wal`: the glommio `DmaFile` writer with group commit (one fdatasync per batch).

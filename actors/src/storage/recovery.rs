@@ -25,6 +25,22 @@
 //! - Damage inside the last batch reads like a torn write and is cut, although that batch may
 //!   have been acknowledged: only a later write proves a batch durable, and a commit mark
 //!   would cost a second sync per append. With `fsync` off (benchmarks) nothing holds.
+//! - **Snapshot parts.** A snapshot is written as `SnapshotPart` records in a row, all of one
+//!   batch (`batch`). It counts only once whole: a first part at data offset 0, then parts
+//!   each starting where the one before ended, with the same shard, index, term, voters and
+//!   total, until the total is reached. Until then the shard keeps its previous snapshot (or
+//!   none) and the parts are held aside (`Assembly`, `records` does not count them yet).
+//!   If the log ends before the last part (a torn tail as above, or zeros where its blocks
+//!   were lost), the batch was torn: the torn tail starts at the first part
+//!   (`RecordError::SnapshotIncomplete`), so `valid_len` excludes the parts and `Wal::open`
+//!   cuts them, and the recovered batch is a prefix of its whole logical records. A
+//!   checksummed record that does not continue the parts before it (another kind, shard,
+//!   batch, snapshot, or offset) is `Corruption::SnapshotInterrupted`, and a part that does
+//!   not start at offset 0 with none before it is `Corruption::SnapshotPartAlone`: the
+//!   writer never produces either, and a torn write cannot pass a checksum. So is a bad
+//!   record after missing parts when valid records after it say a batch starts there: the
+//!   parts' batch had ended, short of parts. A part's own shape (`format::check_part`) is
+//!   checked when it is decoded.
 //! - Each shard's entries are contiguous from its snapshot's index + 1 (or 1); an entries
 //!   record starting at index i replaces the entries at and after i (Raft's log overwrite).
 //! - A shard with a snapshot has a hard state whose commit is at least the snapshot's index
@@ -43,9 +59,12 @@ use thiserror::Error;
 
 use super::format::{
     check_at, decode_frame, Frame, Record, RecordError, WalEntry, WalHardState, WalSnapshot,
-    RECORD_ALIGN_BYTES, RECORD_MAGIC,
+    RECORD_ALIGN_BYTES, RECORD_MAGIC, SNAPSHOT_BYTES_MAX,
 };
 use super::header::{decode_header, HeaderError, FILE_HEADER_BYTES};
+
+mod assembly;
+use assembly::Assembly;
 
 /// One shard's recovered durable state. See the module's invariants.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -115,6 +134,21 @@ pub enum Corruption {
         base: u64,
         last: u64,
     },
+    #[error(
+        "shard {shard}: the snapshot at index {index} has {received} of its {total} bytes, \
+         and this record is not its next part"
+    )]
+    SnapshotInterrupted {
+        shard: u64,
+        index: u64,
+        received: u64,
+        total: u64,
+    },
+    #[error(
+        "shard {shard}: a part of the snapshot at index {index} starts at byte {offset} of \
+         its data, with no part before it"
+    )]
+    SnapshotPartAlone { shard: u64, index: u64, offset: u64 },
 }
 
 /// Replays `bytes` (a whole WAL file).
@@ -127,6 +161,7 @@ pub fn recover(bytes: &[u8]) -> Result<Recovery, RecoveryError> {
     };
     let mut offset = FILE_HEADER_BYTES;
     let mut previous_batch = None;
+    let mut assembly: Option<Assembly> = None;
     while offset < bytes.len() {
         // Preallocated space reads as zeros: a clean end of the log, not a torn record.
         if bytes[offset..].iter().all(|b| *b == 0) {
@@ -135,7 +170,18 @@ pub fn recover(bytes: &[u8]) -> Result<Recovery, RecoveryError> {
         let frame = match check_at(&bytes[offset..], header.salt) {
             Ok(frame) => frame,
             Err(reason) => {
-                let torn = torn_tail(bytes, header.salt, offset, previous_batch, reason)?;
+                let (torn, later) = torn_tail(bytes, header.salt, offset, previous_batch, reason)?;
+                if let Some(parts) = assembly
+                    .as_ref()
+                    .filter(|a| later.is_some_and(|b| b != a.batch))
+                {
+                    // A batch starts at the bad record, so the one before it, holding the
+                    // parts, had ended: its snapshot is missing parts.
+                    return Err(RecoveryError::Corrupt {
+                        offset: offset as u64,
+                        reason: parts.interrupted(),
+                    });
+                }
                 recovery.torn = Some(torn);
                 break;
             }
@@ -152,10 +198,16 @@ pub fn recover(bytes: &[u8]) -> Result<Recovery, RecoveryError> {
             }));
         }
         let record = decode_frame(&frame).map_err(|e| corrupt(Corruption::Undecodable(e)))?;
-        apply(&mut recovery.shards, record).map_err(corrupt)?;
+        let place = Place { offset, batch };
+        replay(&mut recovery, &mut assembly, record, place).map_err(corrupt)?;
         previous_batch = Some(batch);
         offset += frame.len;
-        recovery.records += 1;
+    }
+    if let Some(assembly) = assembly {
+        // The log ends before the snapshot's last part: its batch was torn (had a later
+        // batch followed, the loop would have refused that batch's first record).
+        recovery.torn = Some(assembly.torn_tail());
+        offset = assembly.start;
     }
     recovery.valid_len = offset;
     for log in recovery.shards.values_mut() {
@@ -166,14 +218,15 @@ pub fn recover(bytes: &[u8]) -> Result<Recovery, RecoveryError> {
 }
 
 /// Decides whether the bad record at `offset` starts a torn tail or is corruption (see the
-/// module's invariants); `previous_batch` is the batch of the last good record.
+/// module's invariants); `previous_batch` is the batch of the last good record. With the
+/// torn tail comes the batch of the valid records after it, if any.
 fn torn_tail(
     bytes: &[u8],
     salt: u64,
     offset: usize,
     previous_batch: Option<u64>,
     reason: RecordError,
-) -> Result<TornTail, RecoveryError> {
+) -> Result<(TornTail, Option<u64>), RecoveryError> {
     assert_eq!(offset % RECORD_ALIGN_BYTES, 0, "records start aligned");
     let mut torn_batch = None;
     let mut at = offset + RECORD_ALIGN_BYTES;
@@ -196,7 +249,7 @@ fn torn_tail(
         torn_batch = Some(batch);
         at = found + frame.len;
     }
-    Ok(TornTail { offset, reason })
+    Ok((TornTail { offset, reason }, torn_batch))
 }
 
 /// The first record of this file (its checksum valid with `salt`) at an aligned offset at or
@@ -209,8 +262,44 @@ fn next_frame(bytes: &[u8], salt: u64, from: usize) -> Option<(usize, Frame<'_>)
         .find_map(|at| check_at(&bytes[at..], salt).ok().map(|frame| (at, frame)))
 }
 
-/// Applies one checksummed record. One that would leave a gap in a shard's log is
-/// corruption: the writer never produces one.
+/// Where a record lies: its file offset and its batch's.
+#[derive(Clone, Copy, Debug)]
+struct Place {
+    offset: usize,
+    batch: u64,
+}
+
+/// Replays one checksummed record: a snapshot part goes to `assembly` (and the snapshot is
+/// applied once whole), anything else is applied, unless parts are missing before it.
+fn replay(
+    recovery: &mut Recovery,
+    assembly: &mut Option<Assembly>,
+    record: Record,
+    place: Place,
+) -> Result<(), Corruption> {
+    let growing = match (assembly.take(), record) {
+        (Some(mut growing), record) => {
+            growing.push(record, place.batch)?;
+            growing
+        }
+        (None, Record::SnapshotPart { shard, part }) => Assembly::start(shard, part, place)?,
+        (None, record) => {
+            apply(&mut recovery.shards, record)?;
+            recovery.records += 1;
+            return Ok(());
+        }
+    };
+    if growing.is_whole() {
+        recovery.records += growing.records;
+        apply(&mut recovery.shards, growing.into_snapshot())?;
+    } else {
+        *assembly = Some(growing);
+    }
+    Ok(())
+}
+
+/// Applies one checksummed record (a snapshot once reassembled). One that would leave a gap
+/// in a shard's log is corruption: the writer never produces one.
 fn apply(shards: &mut BTreeMap<u64, ShardLog>, record: Record) -> Result<(), Corruption> {
     match record {
         Record::Entries { shard, entries } => {
@@ -237,6 +326,10 @@ fn apply(shards: &mut BTreeMap<u64, ShardLog>, record: Record) -> Result<(), Cor
             log.entries.clear();
             log.snapshot = Some(snapshot);
         }
+        Record::SnapshotPart { shard, part } => unreachable!(
+            "shard {shard}: part at {} of snapshot {} applied before reassembly",
+            part.offset, part.index
+        ),
     }
     Ok(())
 }
@@ -290,6 +383,11 @@ impl ShardLog {
             );
         }
         if let Some(snapshot) = &self.snapshot {
+            assert!(
+                snapshot.data.len() as u64 <= SNAPSHOT_BYTES_MAX,
+                "a snapshot of {} bytes passed the limit",
+                snapshot.data.len()
+            );
             let state = self
                 .hard_state
                 .expect("recovery gives a shard with a snapshot a hard state");

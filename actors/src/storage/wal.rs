@@ -28,8 +28,10 @@ use std::path::{Path, PathBuf};
 use glommio::io::{DmaFile, OpenOptions};
 use thiserror::Error;
 
-use super::batch::encode_batch;
-use super::format::{EncodeError, Record, HEADER_BYTES, PAYLOAD_BYTES_MAX};
+use super::batch::{encode_batch, pieces};
+use super::format::{
+    encode, EncodeError, Record, HEADER_BYTES, PAYLOAD_BYTES_MAX, SNAPSHOT_BYTES_MAX,
+};
 use super::header::{random_salt, FileHeader, HeaderError, FILE_HEADER_BYTES};
 use super::recovery::{recover, Corruption, Recovery, RecoveryError};
 
@@ -37,14 +39,20 @@ use super::recovery::{recover, Corruption, Recovery, RecoveryError};
 pub const PREALLOCATE_BYTES: u64 = 64 * 1024 * 1024;
 /// Largest single write; a larger batch is written in several before its one sync.
 pub const WRITE_BYTES_MAX: usize = 16 * 1024 * 1024;
-/// Largest encoded batch one append may hold in memory.
-pub const BATCH_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// Largest encoded batch one append may hold in memory: a snapshot of the largest size (a
+/// batch holding one is otherwise small: the engine's `WAL_BATCH_BYTES_MAX` takes a request
+/// over it alone) and 256 MiB of other records.
+pub const BATCH_BYTES_MAX: usize = SNAPSHOT_BYTES_MAX as usize + 256 * 1024 * 1024;
 /// Capacity the in-memory tail keeps after a large batch.
 const TAIL_CAPACITY_KEEP_BYTES: usize = 1024 * 1024;
 
 const _: () = assert!(
-    BATCH_BYTES_MAX >= 2 * (PAYLOAD_BYTES_MAX as usize + HEADER_BYTES),
-    "a batch holds at least two records of the largest size"
+    BATCH_BYTES_MAX as u64
+        >= SNAPSHOT_BYTES_MAX
+            + SNAPSHOT_BYTES_MAX / 1024
+            + 2 * (PAYLOAD_BYTES_MAX as u64 + HEADER_BYTES as u64),
+    "a batch holds the largest snapshot, its parts' headers (far below 1/1024 of it) and \
+     two more records of the largest size"
 );
 const _: () = assert!(WRITE_BYTES_MAX % 4096 == 0, "writes are whole blocks");
 
@@ -246,14 +254,18 @@ impl Wal {
             .to_bytes()
             .to_vec();
         let start = FILE_HEADER_BYTES as u64;
-        // Streamed record by record: the rename makes the base atomic, so it may be larger
-        // than a batch.
+        // Streamed physical record by record: the rename makes the base atomic, so it may be
+        // larger than a batch, and a large snapshot is held encoded one part at a time.
         for record in base {
-            encode_batch(std::slice::from_ref(record), salt, start, &mut wal.tail)
+            let pieces = pieces(record, u64::from(PAYLOAD_BYTES_MAX))
                 .map_err(|source| wal.encode_error(source))?;
-            if wal.tail.len() >= WRITE_BYTES_MAX {
-                wal.reserve().await?;
-                wal.write_out().await?;
+            for piece in pieces {
+                encode(&piece, salt, start, &mut wal.tail)
+                    .map_err(|source| wal.encode_error(source))?;
+                if wal.tail.len() >= WRITE_BYTES_MAX {
+                    wal.reserve().await?;
+                    wal.write_out().await?;
+                }
             }
         }
         wal.reserve().await?;
@@ -403,6 +415,11 @@ impl Wal {
     pub async fn rewrite(&mut self, base: &[Record]) -> Result<(), WalError> {
         if self.poisoned {
             return Err(self.poisoned_error());
+        }
+        // A snapshot over the limit is refused before a file is created for it.
+        for record in base {
+            pieces(record, u64::from(PAYLOAD_BYTES_MAX))
+                .map_err(|source| self.encode_error(source))?;
         }
         let fresh = Wal::create(&PathBuf::from(&self.path), self.options, base).await?;
         let old = std::mem::replace(self, fresh);
