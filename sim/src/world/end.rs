@@ -1,0 +1,109 @@
+//! The end of a run: liveness, final reads, mirrors and linearizability, and the report.
+
+use super::*;
+
+impl World {
+    pub(super) fn leader_of(&self, shard: u32) -> Option<u64> {
+        let core = shard as usize % self.cores;
+        (1..=SERVERS).find(|id| {
+            self.servers[(*id - 1) as usize].cores[core]
+                .engine
+                .as_ref()
+                .and_then(|e| e.replica(shard))
+                .is_some_and(|r| r.is_leader())
+        })
+    }
+
+    /// Liveness after healing, then final reads of every register, then linearizability.
+    pub fn final_checks(&mut self) -> Option<String> {
+        for shard in 0..self.shards {
+            let core = shard as usize % self.cores;
+            let applied: Vec<u64> = self
+                .servers
+                .iter()
+                .filter(|s| s.up)
+                .filter_map(|s| s.cores[core].engine.as_ref()?.replica(shard))
+                .map(|r| r.applied_index())
+                .collect();
+            if self.leader_of(shard).is_none() || applied.iter().any(|a| *a != applied[0]) {
+                return Some(format!(
+                    "liveness: after healing, shard {shard} leader={:?} applied={applied:?}",
+                    self.leader_of(shard)
+                ));
+            }
+        }
+        for shard in 0..self.shards {
+            for key in 0..KEYS {
+                let Some(server) = self.leader_of(shard) else {
+                    return Some(format!("liveness: shard {shard} lost its leader"));
+                };
+                for _ in 0..200 {
+                    if self.clients.idle().is_some() {
+                        break;
+                    }
+                    self.step(false);
+                }
+                let Some(c) = self.clients.idle() else {
+                    return Some("liveness: no idle client for the final reads".into());
+                };
+                let token = self.token(Route::Client);
+                let request = self
+                    .clients
+                    .final_read(c, token, self.now, shard, key, server);
+                self.send_request(token, request);
+            }
+        }
+        for _ in 0..200 {
+            if self.clients.all_idle() {
+                break;
+            }
+            self.step(false);
+        }
+        self.compare_mirrors();
+        self.violation().or_else(|| {
+            crate::linearizability::check(&self.clients.checked_history())
+                .err()
+                .map(|v| format!("linearizability: {v}"))
+        })
+    }
+
+    /// Once the cluster is quiet, every live subscriber's mirror equals its replica's tree.
+    pub(super) fn compare_mirrors(&mut self) {
+        let subs: Vec<(u64, (u64, u32))> = self.subs.iter().map(|(k, v)| (*k, *v)).collect();
+        for (sub, (server, shard)) in subs {
+            let core = shard as usize % self.cores;
+            let Some(replica) = self.servers[(server - 1) as usize].cores[core]
+                .engine
+                .as_ref()
+                .and_then(|e| e.replica(shard))
+            else {
+                continue; // a crashed server's subscriptions ended with it
+            };
+            if let Err(why) = self.mirrors.compare(sub, replica.tree()) {
+                self.observer.mirror(server, shard, why);
+            }
+        }
+    }
+
+    pub fn report(&mut self, violation: Option<String>) -> SeedReport {
+        let live: u64 = self
+            .servers
+            .iter()
+            .flat_map(|s| s.cores.iter())
+            .filter_map(|c| c.engine.as_ref())
+            .flat_map(|e| e.replicas().map(|(_, r)| r.snapshots_installed))
+            .sum();
+        SeedReport {
+            seed: self.options.seed,
+            violation,
+            writes_acked: self.clients.writes_acked,
+            reads_ok: self.clients.reads_ok,
+            crashes: self.crashes,
+            refused_starts: self.refused_starts,
+            clock_refusals: self.clock_refusals,
+            snapshots_installed: self.snapshots_installed + live,
+            pushes: self.observer.pushes,
+            trace: self.trace.take(),
+        }
+    }
+}
