@@ -270,35 +270,3 @@ fn resolved_pushes_follow_the_changes_they_cover() {
     // The must-fail twin: the injected ordering bug is visible to the same check.
     assert!(change_after_resolved(&subscribed_run(true)).is_some());
 }
-
-#[test]
-fn a_burst_beyond_the_uncommitted_bound_is_refused_as_dropped() {
-    let mut engine = leader_engine(false);
-    let mut commands = Commands::default();
-    let writes = 100; // ~88 MiB against a 64 MiB bound, none committed meanwhile
-    for token in 0..writes {
-        let hlc = Timestamp::new(3_000 + token, 0);
-        let input = Input::Propose {
-            token,
-            shard: 0,
-            txn: big(900),
-            hlc,
-        };
-        engine.step(input, &mut commands);
-    }
-    let dropped = commands
-        .replies
-        .iter()
-        .filter(|(_, o)| matches!(o, Err(ReplyError::Dropped)))
-        .count();
-    assert!(dropped > 0, "a bound holds");
-    assert!(
-        dropped < writes as usize / 2,
-        "most of the burst was taken ({dropped} dropped)"
-    );
-    assert_eq!(
-        commands.replies.len(),
-        dropped,
-        "the rest wait for their commit"
-    );
-}

@@ -253,9 +253,6 @@ pub struct Replica {
     boot_nonce: u64,
 }
 
-/// Bytes of uncommitted entries a leader accepts before refusing new proposals.
-pub const UNCOMMITTED_BYTES_MAX: u64 = 64 * 1024 * 1024;
-
 /// Bytes of a read-index context: boot nonce, then request id (both little-endian u64).
 const READ_CONTEXT_BYTES: usize = 16;
 
@@ -286,10 +283,6 @@ impl Replica {
             check_quorum: true,
             max_inflight_msgs: 256,
             max_size_per_msg: 1024 * 1024,
-            // Back-pressure: a leader refuses proposals (answered `dropped`, retry-safe) while
-            // this many bytes are uncommitted, so a burst of large writes cannot pile up
-            // without bound between wake-ups.
-            max_uncommitted_size: UNCOMMITTED_BYTES_MAX,
             applied: snapshot.as_ref().map_or(0, |s| s.get_metadata().index),
             ..Config::default()
         };
