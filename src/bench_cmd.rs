@@ -79,6 +79,7 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
         })
         .collect();
     let mut routers = BTreeMap::new();
+    let secret = runtime::ClusterSecret::random();
     for id in 1..=3u64 {
         let config = ServerConfig {
             id,
@@ -92,6 +93,7 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
             pin: false,
             wal_rewrite_bytes: runtime::WAL_REWRITE_BYTES_DEFAULT,
             compact_entries: runtime::COMPACT_ENTRIES_DEFAULT,
+            cluster_secret: secret.clone(),
         };
         // The servers run until the process exits at the end of the benchmark.
         let handle = runtime::start(config).map_err(|e| e.to_string())?;

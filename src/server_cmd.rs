@@ -99,7 +99,9 @@ pub fn serve_config(
         pin: true,
         wal_rewrite_bytes: runtime::WAL_REWRITE_BYTES_DEFAULT,
         compact_entries: runtime::COMPACT_ENTRIES_DEFAULT,
+        cluster_secret: runtime::ClusterSecret::random(),
     };
+    let mut secret_file: Option<PathBuf> = None;
     let mut args = args.iter();
     while let Some(flag) = args.next() {
         match flag.as_str() {
@@ -113,6 +115,9 @@ pub fn serve_config(
             "--tick-ms" => config.tick = Duration::from_millis(value(flag, args.next())?),
             "--wal-rewrite-bytes" => config.wal_rewrite_bytes = value(flag, args.next())?,
             "--compact-entries" => config.compact_entries = value(flag, args.next())?,
+            "--cluster-secret-file" => {
+                secret_file = Some(value::<String>(flag, args.next())?.into())
+            }
             "--no-fsync" => config.fsync = false,
             "--no-pin" => config.pin = false,
             other if limit_flag(&mut limits, other, &mut args)? => {}
@@ -122,6 +127,14 @@ pub fn serve_config(
     if config.id == 0 || config.peers.is_empty() {
         return Err("serve needs --id N and --peers 1=HOST:PORT,2=HOST:PORT,...".into());
     }
+    let secret_file = secret_file.ok_or(
+        "serve needs --cluster-secret-file FILE: the same secret (at least 16 bytes) on every \
+         server, so only the cluster's own servers can send it Raft messages",
+    )?;
+    let secret = std::fs::read(&secret_file)
+        .map_err(|e| format!("--cluster-secret-file {}: {e}", secret_file.display()))?;
+    config.cluster_secret = runtime::ClusterSecret::new(secret.trim_ascii())
+        .map_err(|e| format!("--cluster-secret-file {}: {e}", secret_file.display()))?;
     if config.shards == 0 {
         config.shards = u32::try_from(config.cores).map_err(|_| "too many cores".to_owned())?;
     }
@@ -180,6 +193,8 @@ pub fn local(args: &[String]) -> Result<ExitCode, String> {
     for id in 1..=3u64 {
         peers.insert(id, SocketAddr::from(([127, 0, 0, 1], port(id)?)));
     }
+    // One process, one secret: its three servers share it, nobody else knows it.
+    let secret = runtime::ClusterSecret::random();
     let mut handles = Vec::new();
     for id in 1..=3u64 {
         let config = ServerConfig {
@@ -194,6 +209,7 @@ pub fn local(args: &[String]) -> Result<ExitCode, String> {
             pin: false,
             wal_rewrite_bytes: runtime::WAL_REWRITE_BYTES_DEFAULT,
             compact_entries,
+            cluster_secret: secret.clone(),
         };
         handles.push(runtime::start(config).map_err(|e| e.to_string())?);
     }

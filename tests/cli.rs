@@ -91,3 +91,25 @@ fn the_cli_writes_reads_and_watches() {
     let _ = watch.kill();
     let _ = watch.wait();
 }
+
+#[test]
+fn serve_refuses_to_start_without_a_cluster_secret_or_with_a_short_one() {
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_treesync"))
+            .args(["serve", "--id", "1", "--peers", "1=127.0.0.1:1"])
+            .args(extra)
+            .output()
+            .expect("run treesync serve")
+    };
+    let missing = run(&[]);
+    assert!(!missing.status.success());
+    let said = String::from_utf8_lossy(&missing.stderr);
+    assert!(said.contains("--cluster-secret-file"), "{said}");
+    let short = std::env::temp_dir().join(format!("treesync-short-secret-{}", std::process::id()));
+    std::fs::write(&short, "too short").expect("a secret file");
+    let short_run = run(&["--cluster-secret-file", &short.display().to_string()]);
+    let _ = std::fs::remove_file(&short); // best-effort cleanup
+    assert!(!short_run.status.success());
+    let said = String::from_utf8_lossy(&short_run.stderr);
+    assert!(said.contains("at least 16 are needed"), "{said}");
+}

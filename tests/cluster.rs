@@ -57,6 +57,9 @@ fn base_port() -> u16 {
 
 fn cluster(dir: &std::path::Path) -> (Vec<Server>, BTreeMap<u64, SocketAddr>) {
     let base = base_port();
+    std::fs::create_dir_all(dir).expect("the test's data directory");
+    let secret = dir.join("cluster.secret");
+    std::fs::write(&secret, "a secret only these three servers share\n").expect("secret file");
     let peers: Vec<String> = (1..=3u16)
         .map(|i| format!("{i}=127.0.0.1:{}", base + 3 * i))
         .collect();
@@ -85,6 +88,8 @@ fn cluster(dir: &std::path::Path) -> (Vec<Server>, BTreeMap<u64, SocketAddr>) {
                 // Tiny, so each WAL is rewritten (snapshots + tails) many times during the test.
                 "--wal-rewrite-bytes",
                 "8192",
+                "--cluster-secret-file",
+                &secret.display().to_string(),
             ]
             .iter()
             .map(|s| s.to_string())

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use treesync_actors::runtime::{self, ServerConfig};
+use treesync_actors::runtime::{self, ClusterSecret, ServerConfig};
 use treesync_actors::storage::format::Record;
 use treesync_core::api::{Answer, ReplyError};
 use treesync_core::{Op, Prop, Txn, Value};
@@ -29,6 +29,7 @@ fn embedded_single_server_writes_and_reads() {
         // Small, so the WAL is rewritten while the test writes.
         wal_rewrite_bytes: 4096,
         compact_entries: treesync_actors::runtime::COMPACT_ENTRIES_DEFAULT,
+        cluster_secret: ClusterSecret::random(),
     };
     let server = runtime::start(config).expect("starts");
     let txn = Txn::single(Op::Set {

@@ -11,6 +11,8 @@ pub struct LocalCluster {
     dir: PathBuf,
     /// `ws://…/ws` of servers 1, 2 and 3.
     pub urls: Vec<String>,
+    /// The peer port (core 0) of servers 1, 2 and 3.
+    pub peer_ports: Vec<u16>,
 }
 
 /// A port base whose three peer ports (base + 100, 200, 300) are free right now.
@@ -27,7 +29,8 @@ impl LocalCluster {
     pub fn start(name: &str, extra: &[&str]) -> LocalCluster {
         let dir = std::env::temp_dir().join(format!("treesync-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir); // a leftover of an earlier run, if any
-        let base = free_port_base().to_string();
+        let base_port = free_port_base();
+        let base = base_port.to_string();
         let data = dir.display().to_string();
         let mut args = vec!["local", "--data", &data, "--port-base", &base];
         args.extend_from_slice(&["--client-addr", "127.0.0.1:0"]);
@@ -50,7 +53,13 @@ impl LocalCluster {
             }
         }
         assert_eq!(urls.len(), 3, "treesync local printed three client URLs");
-        LocalCluster { child, dir, urls }
+        let peer_ports = (1..=3u16).map(|i| base_port + 100 * i).collect();
+        LocalCluster {
+            child,
+            dir,
+            urls,
+            peer_ports,
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use treesync_core::engine::{
 };
 use treesync_core::hlc::{Hlc, MAX_OFFSET_MS_DEFAULT};
 use treesync_core::replica::{PersistRequest, ReplicaConfig};
-use treesync_net::peer::{InboundBatch, Transport};
+use treesync_net::peer::{InboundBatch, PeerAuth, Transport};
 
 use super::driver::Driver;
 use super::wal_records::{storage_from, to_records};
@@ -67,6 +67,19 @@ fn ending(wake: &Wake) -> Option<Result<(), String>> {
     }
 }
 
+/// How core `core` authenticates its peers and itself to them.
+fn peer_auth(config: &ServerConfig, core: usize) -> PeerAuth {
+    let core = u32::try_from(core).expect("cores fit u32");
+    let members = config.peers.keys().copied().collect();
+    PeerAuth::new(
+        cluster_id(config),
+        config.cluster_secret.bytes(),
+        config.id,
+        core,
+        members,
+    )
+}
+
 /// A number that differs on every boot of this process (not secret, only distinct).
 fn boot_nonce(core: usize) -> u64 {
     let nanos = std::time::SystemTime::now()
@@ -91,8 +104,8 @@ pub async fn run(
         .await
         .map_err(|e| e.to_string())?;
     let (peer_tx, peer_rx) = flume::bounded(super::CORE_MAILBOX_MAX);
-    let mut transport =
-        Transport::start(config.id, core, &config.peers, peer_tx).map_err(|e| e.to_string())?;
+    let mut transport = Transport::start(peer_auth(&config, core), &config.peers, peer_tx)
+        .map_err(|e| e.to_string())?;
     let logger = slog::Logger::root(slog::Discard, slog::o!());
     let peers: Vec<u64> = config.peers.keys().copied().collect();
     let nonce = boot_nonce(core);

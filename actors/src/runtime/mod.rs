@@ -86,6 +86,46 @@ pub struct ServerConfig {
     /// A replica compacts its log into a tree snapshot once this many applied entries
     /// precede it (subscribers resuming from before that get a fresh snapshot).
     pub compact_entries: u64,
+    /// The secret every server of the cluster shares: peers prove it to each other.
+    pub cluster_secret: ClusterSecret,
+}
+
+/// The cluster's shared secret (kept out of `Debug` output and logs).
+#[derive(Clone)]
+pub struct ClusterSecret(std::sync::Arc<[u8]>);
+
+/// Fewest bytes a cluster secret may have.
+pub const CLUSTER_SECRET_BYTES_MIN: usize = 16;
+
+impl ClusterSecret {
+    /// A secret of at least `CLUSTER_SECRET_BYTES_MIN` bytes.
+    pub fn new(bytes: &[u8]) -> Result<ClusterSecret, StartError> {
+        if bytes.len() < CLUSTER_SECRET_BYTES_MIN {
+            return Err(StartError::Config(format!(
+                "the cluster secret has {} bytes; at least {CLUSTER_SECRET_BYTES_MIN} are needed",
+                bytes.len()
+            )));
+        }
+        Ok(ClusterSecret(bytes.into()))
+    }
+
+    /// A fresh random secret (for a cluster of one process: `treesync local`, benchmarks).
+    pub fn random() -> ClusterSecret {
+        let bytes: Vec<u8> = (0..4)
+            .flat_map(|_| treesync_net::peer::handshake_nonce().to_le_bytes())
+            .collect();
+        ClusterSecret(bytes.into())
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ClusterSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterSecret(..)")
+    }
 }
 
 /// Default `ServerConfig::compact_entries`.

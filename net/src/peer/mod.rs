@@ -32,6 +32,10 @@ use raft::prelude::Message;
 
 use crate::frame::{parse_header, push_frame, HEADER_BYTES};
 
+mod handshake;
+use handshake::CHALLENGE_BYTES;
+pub use handshake::{nonce as handshake_nonce, HandshakeError, PeerAuth, HANDSHAKE_TAG};
+
 /// Batches queued per peer before new ones are dropped.
 pub const OUTBOUND_BATCHES_MAX: usize = 1024;
 const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(20);
@@ -57,6 +61,11 @@ const ENFILE: i32 = 23;
 const EMFILE: i32 = 24;
 const ENOTSOCK: i32 = 88;
 const ENOBUFS: i32 = 105;
+
+/// Inbound peer connections per core at a time (a cluster needs one per peer).
+pub const INBOUND_CONNECTIONS_MAX: usize = 64;
+/// How long a new connection has to finish its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Bodies per frame; larger messages are split (`MORE`).
 pub const CHUNK_BYTES: usize = 1024 * 1024;
@@ -99,19 +108,24 @@ impl Transport {
     /// Listens for peers on this core's port and starts one sender task per peer.
     /// Inbound messages go to `inbound`.
     pub fn start(
-        my_id: u64,
-        core: usize,
+        auth: PeerAuth,
         peers: &BTreeMap<u64, SocketAddr>,
         inbound: flume::Sender<InboundBatch>,
     ) -> std::io::Result<Transport> {
+        let (my_id, core) = (auth.me, auth.core as usize);
         let listen = core_addr(peers[&my_id], core);
         let listener = TcpListener::bind(listen)
             .map_err(|e| std::io::Error::other(format!("{listen}: {e}")))?;
-        glommio::spawn_local(accept_loop(listener, inbound)).detach();
+        glommio::spawn_local(accept_loop(listener, inbound, auth.clone())).detach();
         let mut outbound = BTreeMap::new();
         for (id, addr) in peers.iter().filter(|(id, _)| **id != my_id) {
             let (tx, rx) = flume::bounded(OUTBOUND_BATCHES_MAX);
-            glommio::spawn_local(send_loop(core_addr(*addr, core), rx)).detach();
+            let link = Link {
+                addr: core_addr(*addr, core),
+                to: *id,
+                auth: auth.clone(),
+            };
+            glommio::spawn_local(send_loop(link, rx)).detach();
             outbound.insert(*id, tx);
         }
         Ok(Transport {
@@ -124,7 +138,10 @@ impl Transport {
     /// Buffers a message for its destination (sent at the next `flush`), stamped with
     /// `sent_hlc`, this server's HLC reading.
     pub fn send(&mut self, shard: u32, message: &Message, sent_hlc: u64) {
-        assert!(shard < MORE, "shard ids stay below the MORE flag");
+        assert!(
+            shard < HANDSHAKE_TAG,
+            "shard ids stay below the handshake tag"
+        );
         if !self.outbound.contains_key(&message.to) {
             return; // not a peer of ours: dropped like a lost message
         }
@@ -155,10 +172,58 @@ impl Transport {
     }
 }
 
-async fn send_loop(addr: SocketAddr, batches: flume::Receiver<Vec<u8>>) {
+/// Where a send loop connects and how it proves itself there.
+struct Link {
+    addr: SocketAddr,
+    to: u64,
+    auth: PeerAuth,
+}
+
+/// Connects to `link` and answers its challenge with a hello.
+async fn connect(link: &Link) -> std::io::Result<TcpStream> {
+    let mut stream = TcpStream::connect(link.addr).await?;
+    let (tag, challenge) = within(HANDSHAKE_TIMEOUT, read_frame(&mut stream)).await?;
+    let challenge = <[u8; CHALLENGE_BYTES]>::try_from(challenge.as_slice())
+        .ok()
+        .filter(|_| tag == HANDSHAKE_TAG)
+        .ok_or_else(|| std::io::Error::other("a peer sent no challenge"))?;
+    let hello = link.auth.hello(link.to, u64::from_le_bytes(challenge));
+    let mut frame = Vec::new();
+    push_frame(&mut frame, HANDSHAKE_TAG, &hello).expect("a hello fits a frame");
+    stream.write_all(&frame).await?;
+    Ok(stream)
+}
+
+/// One frame: (tag, body).
+async fn read_frame(stream: &mut TcpStream) -> std::io::Result<(u32, Vec<u8>)> {
+    let mut header = [0u8; HEADER_BYTES];
+    stream.read_exact(&mut header).await?;
+    let frame = parse_header(&header)
+        .map_err(|len| std::io::Error::other(format!("a frame of {len} bytes")))?;
+    let mut body = vec![0u8; frame.len as usize];
+    stream.read_exact(&mut body).await?;
+    Ok((frame.tag, body))
+}
+
+/// `io` or a timeout error after `limit`.
+async fn within<T>(
+    limit: Duration,
+    io: impl std::future::Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
+    let timer = async {
+        glommio::timer::sleep(limit).await;
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "handshake timed out",
+        ))
+    };
+    futures_lite::future::or(io, timer).await
+}
+
+async fn send_loop(link: Link, batches: flume::Receiver<Vec<u8>>) {
     let mut backoff = RECONNECT_BACKOFF_MIN;
     loop {
-        let mut stream = match TcpStream::connect(addr).await {
+        let mut stream = match connect(&link).await {
             Ok(stream) => stream,
             Err(_) => {
                 // The peer is down or starting: drop what queued up meanwhile, retry later.
@@ -214,13 +279,25 @@ fn accept_action(error: &GlommioError<()>) -> AcceptAction {
     }
 }
 
-async fn accept_loop(listener: TcpListener, inbound: flume::Sender<InboundBatch>) {
+async fn accept_loop(listener: TcpListener, inbound: flume::Sender<InboundBatch>, auth: PeerAuth) {
+    let live = std::rc::Rc::new(std::cell::Cell::new(0usize));
     loop {
         let error = match listener.accept().await {
+            Ok(stream) if live.get() >= INBOUND_CONNECTIONS_MAX => {
+                tracing::warn!(live = live.get(), "too many peer connections; refused one");
+                drop(stream);
+                continue;
+            }
             Ok(stream) => {
                 // Best effort, as above.
                 let _ = stream.set_nodelay(true);
-                glommio::spawn_local(read_loop(stream, inbound.clone())).detach();
+                live.set(live.get() + 1);
+                let (inbound, auth, live) = (inbound.clone(), auth.clone(), live.clone());
+                glommio::spawn_local(async move {
+                    read_loop(stream, inbound, &auth).await;
+                    live.set(live.get() - 1);
+                })
+                .detach();
                 continue;
             }
             Err(error) => error,
@@ -324,7 +401,30 @@ impl Reassembly {
     }
 }
 
-async fn read_loop(mut stream: TcpStream, inbound: flume::Sender<InboundBatch>) {
+/// Challenges a new connection; returns the peer its hello proves, or `None` to close it.
+async fn authenticate(stream: &mut TcpStream, auth: &PeerAuth) -> Option<u64> {
+    let challenge = handshake::nonce();
+    let mut frame = Vec::new();
+    push_frame(&mut frame, HANDSHAKE_TAG, &challenge.to_le_bytes()).expect("8 bytes fit");
+    stream.write_all(&frame).await.ok()?;
+    let (tag, hello) = within(HANDSHAKE_TIMEOUT, read_frame(stream)).await.ok()?;
+    if tag != HANDSHAKE_TAG {
+        tracing::warn!("a peer connection sent no hello: closed");
+        return None;
+    }
+    match auth.verify(&hello, challenge) {
+        Ok(peer) => Some(peer),
+        Err(error) => {
+            tracing::warn!(%error, "a peer connection failed authentication: closed");
+            None
+        }
+    }
+}
+
+async fn read_loop(mut stream: TcpStream, inbound: flume::Sender<InboundBatch>, auth: &PeerAuth) {
+    let Some(peer) = authenticate(&mut stream, auth).await else {
+        return;
+    };
     let mut header = [0u8; HEADER_BYTES];
     let mut reassembly = Reassembly::default();
     while stream.read_exact(&mut header).await.is_ok() {
@@ -339,10 +439,20 @@ async fn read_loop(mut stream: TcpStream, inbound: flume::Sender<InboundBatch>) 
             Ok(Some(message)) => message,
             Ok(None) => continue,
             Err(error) => {
-                tracing::warn!(%error, "bad frames from a peer: closing the connection");
+                tracing::warn!(%error, peer, "bad frames from a peer: closing the connection");
                 return;
             }
         };
+        if !handshake::message_fits(peer, auth.me, &message.message) {
+            let (from, to) = (message.message.from, message.message.to);
+            tracing::warn!(
+                peer,
+                from,
+                to,
+                "a message not from its connection's peer: dropped"
+            );
+            continue;
+        }
         if inbound.send_async(vec![message]).await.is_err() {
             return;
         }
