@@ -56,7 +56,7 @@ fn usage(text: &str) -> CliError {
 
 /// `PROP VALUE` pairs, values in Godot text syntax.
 fn props(pairs: &[String]) -> Result<Vec<(String, Value)>, CliError> {
-    if pairs.len() % 2 != 0 {
+    if !pairs.len().is_multiple_of(2) {
         return Err(usage("properties come in pairs: PROP VALUE"));
     }
     pairs

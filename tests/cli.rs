@@ -113,3 +113,59 @@ fn serve_refuses_to_start_without_a_cluster_secret_or_with_a_short_one() {
     let said = String::from_utf8_lossy(&short_run.stderr);
     assert!(said.contains("at least 16 are needed"), "{said}");
 }
+
+#[test]
+fn a_second_server_on_the_same_data_directory_is_refused() {
+    let dir = std::env::temp_dir().join(format!("treesync-shared-dir-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir); // a leftover of an earlier run, if any
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "sixteen bytes or more of secret").expect("a secret");
+    let port = 23_000 + (std::process::id() % 1000) as u16 * 3;
+    let data = dir.join("data").display().to_string();
+    let peers = format!("1=127.0.0.1:{port}");
+    let secret = secret.display().to_string();
+    let args = [
+        "serve",
+        "--id",
+        "1",
+        "--peers",
+        &peers,
+        "--cluster-secret-file",
+        &secret,
+        "--data",
+        &data,
+        "--client-addr",
+        "127.0.0.1:0",
+        "--cores",
+        "1",
+        "--no-pin",
+    ];
+    let mut first = Command::new(env!("CARGO_BIN_EXE_treesync"))
+        .args(args)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn the first server");
+    let identity = dir.join("data").join("identity");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !identity.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first server never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20)); // polling an external process
+    }
+    let second = Command::new(env!("CARGO_BIN_EXE_treesync"))
+        .args(args)
+        .output()
+        .expect("run the second server");
+    let _ = first.kill(); // the first server runs until killed
+    let _ = first.wait();
+    let _ = std::fs::remove_dir_all(&dir); // best-effort cleanup
+    assert!(!second.status.success());
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        said.contains("is in use by another treesync process"),
+        "{said}"
+    );
+}

@@ -268,7 +268,7 @@ impl Parser<'_> {
             )));
         }
         let grouped = |v: Vec<f64>, n: usize, p: &Self| -> Result<Vec<Vec<f32>>, TextError> {
-            if v.len() % n != 0 {
+            if !v.len().is_multiple_of(n) {
                 return Err(p.error(&format!("{word} takes components in groups of {n}")));
             }
             Ok(v.chunks(n)

@@ -22,7 +22,7 @@ use treesync_net::peer::{InboundBatch, PeerAuth, Transport};
 
 use super::driver::Driver;
 use super::wal_records::{storage_from, to_records};
-use super::{CoreMsg, ServerConfig};
+use super::{cluster_id, CoreMsg, ServerConfig};
 use crate::storage::wal::{Wal, WalOptions};
 use crate::SystemClock;
 
@@ -36,25 +36,6 @@ enum Wake {
     /// The peer listener and every connection ended: this core can no longer hear its
     /// peers. Stopping beats spinning on the closed channel half-alive (defect 10).
     PeersClosed,
-}
-
-/// The id a WAL file is stamped with: a hash of the cluster's members and layout, so a
-/// data directory of another cluster (or of this one with other members, cores or shards)
-/// is refused at start rather than replayed into the wrong replicas. Persisting an explicit
-/// identity is the issue "Jepsen-grade proof on real processes".
-fn cluster_id(config: &ServerConfig) -> u64 {
-    let members: Vec<String> = config
-        .peers
-        .iter()
-        .map(|(id, a)| format!("{id}={a}"))
-        .collect();
-    let layout = format!(
-        "{};cores={};shards={}",
-        members.join(","),
-        config.cores,
-        config.shards
-    );
-    treesync_core::shard::stable_hash(layout.as_bytes())
 }
 
 /// Whether a wake-up ends the loop, and how: a closed channel would wake it again at once,

@@ -145,6 +145,8 @@ pub enum StartError {
         path: String,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Identity(#[from] crate::storage::identity::IdentityError),
     #[error("cannot start executor for core {core}: {reason}")]
     Executor { core: usize, reason: String },
 }
@@ -153,6 +155,8 @@ pub enum StartError {
 pub struct ServerHandle {
     pub router: Router,
     threads: Vec<ExecutorJoinHandle<()>>,
+    /// This process's hold on the data directory (released when the handle goes).
+    _data_dir: crate::storage::identity::DirLock,
 }
 
 impl ServerHandle {
@@ -190,6 +194,13 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
         path: config.data_dir.display().to_string(),
         source,
     })?;
+    let identity = crate::storage::identity::Identity {
+        cluster_id: cluster_id(&config),
+        node_id: config.id,
+        cores: config.cores,
+        shards: config.shards,
+    };
+    let data_dir = identity.claim(&config.data_dir)?;
     let shard_map = ShardMap::new(config.shards, treesync_core::shard::SHARD_DEPTH_DEFAULT)
         .map_err(|e| StartError::Config(e.to_string()))?;
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..config.cores)
@@ -228,7 +239,30 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
             })?;
         threads.push(handle);
     }
-    Ok(ServerHandle { router, threads })
+    Ok(ServerHandle {
+        router,
+        threads,
+        _data_dir: data_dir,
+    })
+}
+
+/// The cluster id of a configuration: a hash of its members, cores and shards, stamped on
+/// WAL files and the data directory's identity, so that another cluster's or layout's data
+/// is refused at start rather than replayed into the wrong replicas. (An operator-chosen,
+/// persisted cluster id would let members change; membership changes do not exist yet.)
+pub fn cluster_id(config: &ServerConfig) -> u64 {
+    let members: Vec<String> = config
+        .peers
+        .iter()
+        .map(|(id, a)| format!("{id}={a}"))
+        .collect();
+    let layout = format!(
+        "{};cores={};shards={}",
+        members.join(","),
+        config.cores,
+        config.shards
+    );
+    treesync_core::shard::stable_hash(layout.as_bytes())
 }
 
 fn validate(config: &ServerConfig) -> Result<(), StartError> {

@@ -68,7 +68,7 @@ const _: () = assert!(
     "the header layout is part of the disk format"
 );
 const _: () = assert!(
-    HEADER_BYTES % RECORD_ALIGN_BYTES == 0,
+    HEADER_BYTES.is_multiple_of(RECORD_ALIGN_BYTES),
     "records stay 8-aligned"
 );
 

@@ -37,7 +37,7 @@ const _: () = assert!(
     "the header layout is part of the disk format"
 );
 const _: () = assert!(
-    FILE_HEADER_BYTES % 8 == 0,
+    FILE_HEADER_BYTES.is_multiple_of(8),
     "records after it stay 8-aligned"
 );
 

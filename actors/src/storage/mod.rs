@@ -6,6 +6,7 @@
 //! - `recovery`: replaying a log image, a pure function of its bytes: a torn tail is cut,
 //!   corruption before it is refused.
 //! - `wal`: the glommio `DmaFile` writer with group commit (one fdatasync per batch).
+//! - `identity`: who wrote a data directory, and the lock that gives it to one process.
 //!
 //! A simulator can build disk images with `header::FileHeader` and `batch::encode_batch`
 //! (or `batch::encode_image`) and replay them with `recovery::recover`.
@@ -13,5 +14,6 @@
 pub mod batch;
 pub mod format;
 pub mod header;
+pub mod identity;
 pub mod recovery;
 pub mod wal;

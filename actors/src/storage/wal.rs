@@ -54,7 +54,10 @@ const _: () = assert!(
     "a batch holds the largest snapshot, its parts' headers (far below 1/1024 of it) and \
      two more records of the largest size"
 );
-const _: () = assert!(WRITE_BYTES_MAX % 4096 == 0, "writes are whole blocks");
+const _: () = assert!(
+    WRITE_BYTES_MAX.is_multiple_of(4096),
+    "writes are whole blocks"
+);
 
 /// Options of a WAL.
 #[derive(Clone, Copy, Debug)]

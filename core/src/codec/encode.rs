@@ -40,7 +40,7 @@ pub fn encode_into(
         out.truncate(start);
     }
     debug_assert!(
-        result.is_err() || (out.len() - start) % 4 == 0,
+        result.is_err() || (out.len() - start).is_multiple_of(4),
         "encodings are 4-aligned"
     );
     result

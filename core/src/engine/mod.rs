@@ -314,7 +314,7 @@ impl Engine {
 
     fn tick(&mut self, commands: &mut Commands) {
         self.ticks += 1;
-        let resolve = self.ticks % self.config.resolved_every_ticks == 0;
+        let resolve = self.ticks.is_multiple_of(self.config.resolved_every_ticks);
         let shards: Vec<u32> = self.slots.keys().copied().collect();
         for shard in shards {
             let mark = commands.pushes.len();
