@@ -14,6 +14,7 @@ use protobuf::Message as _;
 use raft::prelude::{Message, MessageType};
 use support::local::LocalCluster;
 use treesync_core::Value;
+use treesync_net::frame::push_frame;
 use treesync_net::peer::{PeerAuth, HANDSHAKE_TAG};
 use treesync_net::ws_client::WsClient;
 
@@ -28,12 +29,9 @@ fn forged_heartbeat(to: u64) -> Vec<u8> {
 }
 
 fn frame(tag: u32, body: &[u8]) -> Vec<u8> {
-    let len = u32::try_from(body.len()).expect("small");
-    [len.to_le_bytes(), tag.to_le_bytes()]
-        .concat()
-        .into_iter()
-        .chain(body.iter().copied())
-        .collect()
+    let mut out = Vec::new();
+    push_frame(&mut out, tag, body).expect("a small frame");
+    out
 }
 
 /// Connects to a peer port, waiting for its listener (cores start it after the process

@@ -10,6 +10,20 @@ use treesync_core::engine::Push;
 use treesync_core::op::{Op, Prop};
 use treesync_core::{Limits, NodePath, Tree, Value};
 
+/// The properties of a node given as Godot data (`{…, props: {name: value}, …}`).
+fn props_of(node: &Value) -> Option<Vec<Prop>> {
+    let Value::Dictionary(props) = node.field("props")? else {
+        return None;
+    };
+    props
+        .iter()
+        .map(|(k, v)| match k {
+            Value::String(k) => Some(Prop::new(k.clone(), v.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The `Create` ops that rebuild a subtree given as Godot data (`{name, class, props,
 /// children}`, as snapshots push it) under `parent`.
 fn creates_from_value(parent: &str, value: &Value, ops: &mut Vec<Op>) -> Option<()> {
@@ -18,16 +32,7 @@ fn creates_from_value(parent: &str, value: &Value, ops: &mut Vec<Op>) -> Option<
         _ => None,
     };
     let (name, class) = (text("name")?, text("class")?);
-    let Value::Dictionary(props) = value.field("props")? else {
-        return None;
-    };
-    let props = props
-        .iter()
-        .map(|(k, v)| match k {
-            Value::String(k) => Some(Prop::new(k.clone(), v.clone())),
-            _ => None,
-        })
-        .collect::<Option<Vec<_>>>()?;
+    let props = props_of(value)?;
     let Value::Array(children) = value.field("children")? else {
         return None;
     };
@@ -65,6 +70,11 @@ impl Mirrors {
         self.mirrors.insert(sub, mirror);
     }
 
+    /// A subscription that ended (its server crashed).
+    pub fn forget(&mut self, sub: u64) {
+        self.mirrors.remove(&sub);
+    }
+
     /// Applies one push; `Err` says why the mirror could not.
     pub fn push(&mut self, sub: u64, push: &Push) -> Result<(), String> {
         let Some(mirror) = self.mirrors.get_mut(&sub) else {
@@ -80,20 +90,12 @@ impl Mirrors {
                         return Err("a snapshot of /root without children".into());
                     };
                     let mut ops = Vec::new();
-                    if let Some(Value::Dictionary(props)) = tree.field("props") {
-                        let props = props
-                            .iter()
-                            .filter_map(|(k, v)| match k {
-                                Value::String(k) => Some(Prop::new(k.clone(), v.clone())),
-                                _ => None,
-                            })
-                            .collect::<Vec<_>>();
-                        if !props.is_empty() {
-                            ops.push(Op::Set {
-                                path: "/root".into(),
-                                props,
-                            });
-                        }
+                    let props = props_of(tree).ok_or("a bad snapshot")?;
+                    if !props.is_empty() {
+                        ops.push(Op::Set {
+                            path: "/root".into(),
+                            props,
+                        });
                     }
                     for child in children {
                         creates_from_value("/root", child, &mut ops).ok_or("a bad snapshot")?;

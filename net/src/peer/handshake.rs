@@ -96,11 +96,12 @@ impl PeerAuth {
         }
     }
 
-    fn mac(&self, fields: &[u8], challenge: u64) -> [u8; MAC_BYTES] {
+    /// The HMAC of a hello's fields and the challenge it answers, before finalizing.
+    fn mac(&self, fields: &[u8], challenge: u64) -> HmacSha256 {
         let mut mac = HmacSha256::new_from_slice(&self.secret).expect("HMAC takes any key");
         mac.update(fields);
         mac.update(&challenge.to_le_bytes());
-        mac.finalize().into_bytes().into()
+        mac
     }
 
     /// The hello this server sends to core `self.core` of server `to`, answering `challenge`.
@@ -113,7 +114,7 @@ impl PeerAuth {
         }
         body.extend_from_slice(&self.core.to_le_bytes());
         body.extend_from_slice(&nonce().to_le_bytes());
-        let mac = self.mac(&body, challenge);
+        let mac = self.mac(&body, challenge).finalize().into_bytes();
         body.extend_from_slice(&mac);
         debug_assert_eq!(body.len(), HELLO_BYTES);
         body
@@ -132,12 +133,10 @@ impl PeerAuth {
         }
         let (cluster, from, to) = (word(8), word(16), word(24));
         let core = u32::from_le_bytes(hello[32..36].try_into().expect("4 bytes"));
-        let fields = &hello[..HELLO_BYTES - MAC_BYTES];
-        let mut mac = HmacSha256::new_from_slice(&self.secret).expect("HMAC takes any key");
-        mac.update(fields);
-        mac.update(&challenge.to_le_bytes());
+        let (fields, mac) = hello.split_at(HELLO_BYTES - MAC_BYTES);
         // Constant time, so the MAC cannot be guessed byte by byte.
-        mac.verify_slice(&hello[HELLO_BYTES - MAC_BYTES..])
+        self.mac(fields, challenge)
+            .verify_slice(mac)
             .map_err(|_| HandshakeError::BadMac)?;
         if cluster != self.cluster_id {
             return Err(HandshakeError::WrongCluster {

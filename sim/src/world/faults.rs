@@ -97,7 +97,16 @@ impl World {
         server.up = false;
         server.down_until = now + down_for;
         // Its subscriptions end with it (a restart subscribes afresh).
-        self.subs.retain(|_, (server, _)| *server != id);
+        let ended: Vec<u64> = self
+            .subs
+            .iter()
+            .filter(|(_, (server, _))| *server == id)
+            .map(|(sub, _)| *sub)
+            .collect();
+        for sub in ended {
+            self.subs.remove(&sub);
+            self.mirrors.forget(sub);
+        }
         self.crashes += 1;
         self.snapshots_installed += installed;
     }
