@@ -121,7 +121,11 @@ fn a_second_server_on_the_same_data_directory_is_refused() {
     std::fs::create_dir_all(&dir).expect("a temporary directory");
     let secret = dir.join("secret");
     std::fs::write(&secret, "sixteen bytes or more of secret").expect("a secret");
-    let port = 23_000 + (std::process::id() % 1000) as u16 * 3;
+    // A port the OS says is free (a fixed formula collided with other tests' ports).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
     let data = dir.join("data").display().to_string();
     let peers = format!("1=127.0.0.1:{port}");
     let secret = secret.display().to_string();

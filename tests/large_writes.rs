@@ -20,7 +20,7 @@ use futures_util::future::join_all;
 use support::local::LocalCluster;
 use treesync_core::codec;
 use treesync_core::Value;
-use treesync_net::ws_client::WsClient;
+use treesync_net::ws_client::{WsClient, WsClientError};
 
 /// Concurrent writes, one session each: `WsClient` has one request in flight per session.
 const WRITES: usize = 24;
@@ -37,6 +37,9 @@ const NODE: &str = "/root/Big";
 const _: () = assert!(VALUE_BYTES <= STRING_BYTES_MAX);
 // Together the writes are well over a 16 MiB batch, the size that stopped the process.
 const _: () = assert!(WRITES * PROPS_PER_WRITE * VALUE_BYTES > 16 * 1024 * 1024);
+
+/// Retries of a write answered "not applied, retry".
+const RETRIES_MAX: usize = 3;
 
 fn run<F: Future<Output = ()>>(test: F) {
     actix_rt::System::new().block_on(test);
@@ -185,8 +188,20 @@ fn twenty_four_concurrent_one_mib_writes_are_all_answered_and_the_server_stays_u
             let started = &started;
             async move {
                 started.set(started.get() + 1);
-                let outcome = client.set(NODE, props).await;
-                (write, started.get(), outcome)
+                let mut outcome = client.set(NODE, props.clone()).await;
+                let seen = started.get();
+                // `dropped` and `unavailable` mean "not applied, retry" (docs/protocol.md):
+                // a leadership change under load may answer them. `unknown_outcome` or any
+                // other refusal is still a failure.
+                for _ in 0..RETRIES_MAX {
+                    let retry = matches!(&outcome, Err(WsClientError::Refused { code, .. })
+                        if code == "dropped" || code == "unavailable");
+                    if !retry {
+                        break;
+                    }
+                    outcome = client.set(NODE, props.clone()).await;
+                }
+                (write, seen, outcome)
             }
         }))
         .await;

@@ -14,7 +14,11 @@ use treesync_core::{Op, Prop, Txn, Value};
 fn embedded_single_server_writes_and_reads() {
     let dir = std::env::temp_dir().join(format!("treesync-embedded-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir); // fresh data; nothing to keep from an older run
-    let port = 24_000 + (std::process::id() % 1000) as u16 * 5;
+                                           // A port the OS says is free (a fixed formula collided with other tests' ports).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
     let peers = BTreeMap::from([(1, SocketAddr::from(([127, 0, 0, 1], port)))]);
     let config = ServerConfig {
         id: 1,

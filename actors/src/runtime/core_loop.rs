@@ -136,6 +136,9 @@ pub async fn run(
         }
         driver.execute(&mut commands, &mut transport);
         batch = batch.or(commands.wal.take());
+        // Rewrite when the log is past the limit and at least twice what the last rewrite
+        // kept, so a base larger than the limit does not trigger a rewrite every wake-up.
+        let rewrite_due = |wal: &Wal| wal.len() > config.wal_rewrite_bytes.max(2 * wal_base_bytes);
         // One batch in flight at a time: write it, then feed its completion back.
         while let Some(done) = batch.take() {
             write_batch(&done, &mut wal).await?;
@@ -144,16 +147,15 @@ pub async fn run(
             driver.engine.step(persisted, &mut commands);
             driver.execute(&mut commands, &mut transport);
             batch = commands.wal.take();
-            if !inbox.is_empty() || !peer_rx.is_empty() || Instant::now() >= next_tick {
-                break; // interleave: take new inputs before the next batch
+            let waiting = !inbox.is_empty() || !peer_rx.is_empty() || Instant::now() >= next_tick;
+            // Interleave: take new inputs before the next batch, unless a rewrite is due:
+            // then persist until the engine is durable, or steady load would starve the
+            // rewrite and the log would grow without bound.
+            if waiting && !rewrite_due(&wal) {
+                break;
             }
         }
-        // Rewrite when the log is past the limit and at least twice what the last rewrite
-        // kept, so a base larger than the limit does not trigger a rewrite every wake-up.
-        if batch.is_none()
-            && driver.engine.is_durable()
-            && wal.len() > config.wal_rewrite_bytes.max(2 * wal_base_bytes)
-        {
+        if batch.is_none() && driver.engine.is_durable() && rewrite_due(&wal) {
             rewrite_wal(&driver.engine, &mut wal).await?;
             wal_base_bytes = wal.len();
         }
