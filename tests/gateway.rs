@@ -614,6 +614,38 @@ fn a_property_of_a_missing_node_is_not_found_but_an_unset_one_is_null() {
     });
 }
 
+#[test]
+fn a_resent_write_with_the_same_session_and_seq_is_applied_once() {
+    let cluster = LocalCluster::start("exactly-once", &[]);
+    run(async {
+        let mut a = connect(&cluster.urls[0]).await;
+        let mut b = connect(&cluster.urls[1]).await;
+        let create = |seq: i64| {
+            vec![
+                ("parent", s("/root")),
+                ("name", s("Once")),
+                ("class", s("Node")),
+                ("session", Value::Int(0x5e55)),
+                ("seq", Value::Int(seq)),
+            ]
+        };
+        let first = a.request("create", create(1)).await.expect("first copy");
+        // The resend goes through another server, as after a lost connection.
+        let again = b.request("create", create(1)).await.expect("the copy is answered");
+        assert_eq!(field(&first, "index"), field(&again, "index"));
+        assert_eq!(field(&first, "hlc"), field(&again, "hlc"));
+        let root = b.get("/root").await.expect("get");
+        let once = names(&root).iter().filter(|n| **n == s("Once")).count();
+        assert_eq!(once, 1, "{root:?}");
+        // A new sequence is a new write: it applies, and fails as a duplicate name would.
+        assert_eq!(code(b.request("create", create(2)).await), "name_taken");
+        assert_eq!(code(a.request("create", create(1)).await), "stale_sequence");
+        // The client's own writes carry a session: it is what makes its resends safe.
+        let hlc = a.set("/root/Once", vec![("hp".into(), Value::Int(3))]).await;
+        assert!(hlc.is_ok(), "{hlc:?}");
+    });
+}
+
 /// A bare WebSocket client on a blocking socket that writes frames exactly as given, as a
 /// browser does with a large message (the Rust client sends each message as one frame).
 struct RawWs {

@@ -62,6 +62,15 @@ pub enum ReplyError {
     BadRequest { reason: String },
     #[error("malformed request: {reason}")]
     Malformed { reason: String },
+    /// A resent write (same session and sequence) that the shard had already applied and
+    /// rejected: this is the first copy's answer. Nothing changed, then or now.
+    #[error("{message} (rejected when first sent; nothing changed)")]
+    Replayed { code: &'static str, message: String },
+    /// A copy of a session's write older than the last one the shard applied (a session
+    /// has one write in flight at a time): nothing changed now; the older copy's own answer
+    /// stands.
+    #[error("sequence {seq} of this session is older than its last applied write {last}; nothing changed")]
+    StaleSequence { seq: u64, last: u64 },
     /// Until the spine and parallel commits exist, a transaction stays inside one shard.
     #[error("this transaction spans shards; cross-shard transactions are not supported yet")]
     CrossShard,
@@ -83,6 +92,8 @@ impl ReplyError {
             ReplyError::BadRequest { .. } => "bad_request",
             ReplyError::Malformed { .. } => "malformed",
             ReplyError::CrossShard => "cross_shard",
+            ReplyError::Replayed { code, .. } => code,
+            ReplyError::StaleSequence { .. } => "stale_sequence",
         }
     }
 

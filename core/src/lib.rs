@@ -36,7 +36,7 @@ pub mod value;
 pub mod wire;
 
 pub use limits::Limits;
-pub use op::{Expect, Op, Precondition, Prop, Txn};
+pub use op::{Expect, Op, Precondition, Prop, SessionSeq, Txn};
 pub use path::NodePath;
 pub use tree::{Tree, TreeError};
 pub use value::Value;

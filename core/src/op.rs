@@ -125,11 +125,24 @@ pub struct Precondition {
     pub expect: Expect,
 }
 
+/// A client session's request number: the key that makes a write exactly-once (Raft
+/// dissertation §6.3). A client picks a random `session`, numbers its writes 1, 2, 3… one at
+/// a time, and resends a write it got no answer for under the same `seq`; each shard answers
+/// a resent `seq` it already applied with the first answer instead of applying it again
+/// (`replica::sessions`).
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SessionSeq {
+    pub session: u64,
+    pub seq: u64,
+}
+
 /// Operations applied atomically, all or none, if every precondition holds.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 pub struct Txn {
     pub expect: Vec<Precondition>,
     pub ops: Vec<Op>,
+    /// Set by clients that retry: the write applies at most once per (session, seq).
+    pub session: Option<SessionSeq>,
 }
 
 impl Txn {
@@ -138,6 +151,7 @@ impl Txn {
         Txn {
             expect: Vec::new(),
             ops: vec![op],
+            session: None,
         }
     }
 }

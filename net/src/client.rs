@@ -1,5 +1,7 @@
 //! A blocking client of the minimal protocol, for tests, the CLI and the load generator.
-//! It knows every server and follows `NotLeader` hints.
+//! It knows every server and follows `NotLeader` hints. Its writes carry an exactly-once
+//! key (a random session and a sequence number), so resending one after a lost answer,
+//! a timeout or `unknown_outcome` applies it at most once (`docs/protocol.md`).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -7,10 +9,11 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use thiserror::Error;
-use treesync_core::{wire, Txn, Value};
+use treesync_core::{wire, SessionSeq, Txn, Value};
 
 use crate::client_proto::{self, Response};
 use crate::frame::{parse_header, push_frame, HEADER_BYTES};
+use crate::ws_client::random_session;
 
 /// Attempts (across servers) before a request fails.
 const ATTEMPTS_MAX: usize = 40;
@@ -31,6 +34,8 @@ pub struct Client {
     connections: BTreeMap<u64, TcpStream>,
     leader: u64,
     pub timeout: Duration,
+    session: u64,
+    seq: u64,
 }
 
 impl Client {
@@ -41,6 +46,8 @@ impl Client {
             connections: BTreeMap::new(),
             leader,
             timeout: Duration::from_secs(2),
+            session: random_session(),
+            seq: 0,
         }
     }
 
@@ -78,6 +85,8 @@ impl Client {
     }
 
     /// Sends to the believed leader, following hints and retrying other servers.
+    ///
+    /// Transport errors are retried: reads are idempotent and writes carry a session.
     fn request(&mut self, kind: u32, body: &[u8]) -> Result<Response, ClientError> {
         let ids: Vec<u64> = self.servers.keys().copied().collect();
         let mut last = String::from("no attempt");
@@ -90,7 +99,10 @@ impl Client {
                     self.leader = ids[(attempt + 1) % ids.len()];
                     std::thread::sleep(RETRY_PAUSE);
                 }
-                Ok(Response::Rejected { code, message }) if code == "dropped" => {
+                // A write's copies share its session and sequence: a resend applies once.
+                Ok(Response::Rejected { code, message })
+                    if matches!(code.as_str(), "dropped" | "unavailable" | "unknown_outcome") =>
+                {
                     last = message;
                     std::thread::sleep(RETRY_PAUSE);
                 }
@@ -113,9 +125,18 @@ impl Client {
         })
     }
 
-    /// Commits a transaction; returns (index, term).
+    /// Commits a transaction exactly once (under this client's session and the next
+    /// sequence number unless `txn` has its own); returns (index, term).
     pub fn write(&mut self, txn: &Txn) -> Result<(u64, u64), ClientError> {
-        match self.request(client_proto::WRITE, &wire::encode_txn(txn))? {
+        let mut txn = txn.clone();
+        if txn.session.is_none() {
+            self.seq += 1;
+            txn.session = Some(SessionSeq {
+                session: self.session,
+                seq: self.seq,
+            });
+        }
+        match self.request(client_proto::WRITE, &wire::encode_txn(&txn))? {
             Response::Written { index, term, .. } => Ok((index, term)),
             other => Err(ClientError::Refused(format!(
                 "unexpected response {other:?}"

@@ -25,10 +25,40 @@ pub enum WsClientError {
     Closed(Option<String>),
     #[error("protocol error: {0}")]
     Protocol(String),
-    /// The server refused the request (`{ok: false, error, message}`); nothing changed.
+    /// The server refused the request (`{ok: false, error, message}`); nothing changed,
+    /// unless `code` is `unknown_outcome` (see `may_have_applied`).
     #[error("{code}: {message}")]
     Refused { code: String, message: String },
 }
+
+impl WsClientError {
+    /// Whether the request may have taken effect: an `unknown_outcome` answer, or a
+    /// connection lost after the request went out. Every other error changed nothing.
+    pub fn may_have_applied(&self) -> bool {
+        match self {
+            WsClientError::Refused { code, .. } => code == "unknown_outcome",
+            WsClientError::Closed(_) | WsClientError::Protocol(_) => true,
+            WsClientError::Connect { .. } => false,
+        }
+    }
+
+    /// Whether resending the same write (same session and sequence) is safe and useful.
+    fn is_retryable(&self) -> bool {
+        match self {
+            WsClientError::Refused { code, .. } => {
+                matches!(code.as_str(), "unknown_outcome" | "unavailable" | "dropped")
+            }
+            WsClientError::Closed(_)
+            | WsClientError::Protocol(_)
+            | WsClientError::Connect { .. } => true,
+        }
+    }
+}
+
+/// Attempts of one write (the first and its resends under the same session and sequence).
+const WRITE_ATTEMPTS_MAX: u32 = 5;
+/// Pause before the n-th resend: n times this.
+const WRITE_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 
 type Result<T> = std::result::Result<T, WsClientError>;
 
@@ -114,8 +144,17 @@ impl PushEvent {
 }
 
 /// A session with a treesync gateway.
+///
+/// Every write carries this client's exactly-once key (`session`, `seq`; `docs/protocol.md`):
+/// when a write's answer is lost, unknown or `unavailable`, the client resends it under the
+/// same key, reconnecting if needed, and the shard applies it at most once.
 pub struct WsClient {
     framed: Framed<BoxedSocket, Codec>,
+    url: String,
+    /// Random per client: the shards' session table key.
+    session: u64,
+    /// The last write's sequence number (writes are numbered from 1).
+    seq: u64,
     version: GodotVersion,
     next_id: i64,
     /// Subscription pushes that arrived while waiting for a reply.
@@ -134,23 +173,31 @@ impl WsClient {
         } else {
             GodotVersion::V4
         };
-        let (_, framed) = awc::Client::new()
-            .ws(url)
-            .max_frame_size(16 * 1024 * 1024)
-            .connect()
-            .await
-            .map_err(|e| WsClientError::Connect {
-                url: url.to_owned(),
-                reason: e.to_string(),
-            })?;
+        let framed = open(url).await?;
         Ok(WsClient {
             framed,
+            url: url.to_owned(),
+            session: random_session(),
+            seq: 0,
             version,
             next_id: 1,
             pushes: VecDeque::new(),
             partial: BTreeMap::new(),
             largest_frame: 0,
         })
+    }
+
+    /// This client's session id (for tests and logs).
+    pub fn session(&self) -> u64 {
+        self.session
+    }
+
+    /// Replaces the connection with a new one to the same URL (same session).
+    pub async fn reconnect(&mut self) -> Result<()> {
+        self.framed = open(&self.url).await?;
+        self.pushes.clear();
+        self.partial.clear();
+        Ok(())
     }
 
     /// Sends raw bytes as one binary message (for tests of bad input).
@@ -286,8 +333,34 @@ impl WsClient {
         })
     }
 
-    async fn write(&mut self, op: &str, fields: Vec<(&str, Value)>) -> Result<u64> {
-        let reply = self.request(op, fields).await?;
+    /// Sends a write under the next sequence number and resends it under the same one while
+    /// its fate is unknown or the shard was unavailable (up to `WRITE_ATTEMPTS_MAX`).
+    async fn write(&mut self, op: &str, mut fields: Vec<(&str, Value)>) -> Result<u64> {
+        self.seq += 1;
+        fields.push(("session", Value::Int(self.session as i64)));
+        fields.push(("seq", Value::Int(self.seq as i64)));
+        let mut attempt = 1;
+        let reply = loop {
+            let mut result = self.request(op, fields.clone()).await;
+            if matches!(
+                result,
+                Err(WsClientError::Closed(_) | WsClientError::Protocol(_))
+            ) {
+                // The connection is gone or unusable: the resend needs a new one.
+                if let Err(e) = self.reconnect().await {
+                    result = Err(e);
+                }
+            }
+            match result {
+                Ok(reply) => break reply,
+                Err(e) if attempt < WRITE_ATTEMPTS_MAX && e.is_retryable() => {
+                    tracing::debug!(op, seq = self.seq, attempt, error = %e, "resending write");
+                    actix_rt::time::sleep(WRITE_RETRY_PAUSE * attempt).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         int_field(&reply, "hlc")
             .map(|h| h as u64)
             .ok_or_else(|| WsClientError::Protocol("a write reply without hlc".into()))
@@ -390,6 +463,32 @@ impl WsClient {
             .await
             .map(drop)
     }
+}
+
+async fn open(url: &str) -> Result<Framed<BoxedSocket, Codec>> {
+    let (_, framed) = awc::Client::new()
+        .ws(url)
+        .max_frame_size(16 * 1024 * 1024)
+        .connect()
+        .await
+        .map_err(|e| WsClientError::Connect {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })?;
+    Ok(framed)
+}
+
+/// A session id unlikely to collide with another client's: the clock, the process and a
+/// per-process counter, mixed.
+pub(crate) fn random_session() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let seed =
+        nanos ^ (u64::from(std::process::id()) << 32) ^ COUNTER.fetch_add(1, Ordering::Relaxed);
+    treesync_core::rng::SplitMix64::new(seed).next_u64()
 }
 
 fn props_value(props: Vec<(String, Value)>) -> Value {

@@ -3,12 +3,14 @@
 use raft::prelude::Entry;
 use raft::Storage;
 
+use super::sessions::{Admission, Remembered};
 use super::{entry_hlc, Applied, Output, ReadTarget, Replica, Reply, ReplyError};
 use crate::engine::mirror;
 use crate::hlc::Timestamp;
 use crate::op::Txn;
 use crate::path::NodePath;
 use crate::shard::stable_hash;
+use crate::tree::TreeError;
 use crate::value::Value;
 use crate::wire;
 
@@ -42,12 +44,9 @@ impl Replica {
                         entry.index
                     )
                 });
-                let result = self.tree.apply_txn(&txn);
-                match &result {
-                    Err(_) => {
-                        self.rejected.insert(entry.index);
-                    }
-                    Ok(()) if self.record_changes => {
+                let outcome = self.apply_txn(&txn, entry.index, entry.term, hlc);
+                match &outcome {
+                    EntryOutcome::Applied if self.record_changes => {
                         // What relocated nodes look like now: a mirror that never saw them
                         // gets them as creates (`engine::mirror`).
                         let landed = txn
@@ -66,26 +65,37 @@ impl Replica {
                             landed,
                         })
                     }
-                    Ok(()) => {}
+                    EntryOutcome::Applied => {}
+                    // Changed nothing: feeds and `changes_after` leave it out.
+                    _ => {
+                        self.rejected.insert(entry.index);
+                    }
                 }
-                Some(result)
+                Some(outcome)
             };
             if let Some((id, term)) = self.pending_writes.remove(&entry.index) {
+                let written = |index, term, hlc| Reply::Written {
+                    id,
+                    index,
+                    term,
+                    hlc,
+                };
+                let failed = |error| Reply::Failed { id, error };
                 let reply = match result {
-                    _ if term != entry.term => Reply::Failed {
-                        id,
-                        error: ReplyError::Dropped,
-                    },
-                    Some(Err(e)) => Reply::Failed {
-                        id,
-                        error: ReplyError::Rejected(e),
-                    },
-                    _ => Reply::Written {
-                        id,
-                        index: entry.index,
-                        term,
-                        hlc: entry_hlc(&entry),
-                    },
+                    _ if term != entry.term => failed(ReplyError::Dropped),
+                    None | Some(EntryOutcome::Applied) => {
+                        written(entry.index, term, entry_hlc(&entry))
+                    }
+                    Some(EntryOutcome::Rejected(e)) => failed(ReplyError::Rejected(e)),
+                    Some(EntryOutcome::Replayed(Remembered::Written { index, term, hlc })) => {
+                        written(index, term, hlc)
+                    }
+                    Some(EntryOutcome::Replayed(Remembered::Rejected { code, message })) => {
+                        failed(ReplyError::Replayed { code, message })
+                    }
+                    Some(EntryOutcome::Stale { seq, last }) => {
+                        failed(ReplyError::StaleSequence { seq, last })
+                    }
                 };
                 out.replies.push(reply);
             }
@@ -93,6 +103,39 @@ impl Replica {
         assert_eq!(self.applied, last);
         self.raw.advance_apply_to(self.applied);
         self.maybe_compact();
+    }
+
+    /// Applies a committed transaction to the tree, at most once per session sequence
+    /// (`sessions`): a resent copy is answered with the first copy's answer.
+    fn apply_txn(&mut self, txn: &Txn, index: u64, term: u64, hlc: Timestamp) -> EntryOutcome {
+        self.sessions.expire(hlc);
+        let Some(key) = txn.session else {
+            return match self.tree.apply_txn(txn) {
+                Ok(()) => EntryOutcome::Applied,
+                Err(e) => EntryOutcome::Rejected(e),
+            };
+        };
+        match self.sessions.admit(key) {
+            Admission::Duplicate(answer) => EntryOutcome::Replayed(answer),
+            Admission::Stale { last } => EntryOutcome::Stale { seq: key.seq, last },
+            Admission::Fresh => {
+                let (outcome, answer) = match self.tree.apply_txn(txn) {
+                    Ok(()) => (
+                        EntryOutcome::Applied,
+                        Remembered::Written { index, term, hlc },
+                    ),
+                    Err(e) => {
+                        let answer = Remembered::Rejected {
+                            code: e.code(),
+                            message: e.to_string(),
+                        };
+                        (EntryOutcome::Rejected(e), answer)
+                    }
+                };
+                self.sessions.record(key, hlc, answer);
+                outcome
+            }
+        }
     }
 
     /// Whether a node exists at `path` (an invalid path names no node).
@@ -153,6 +196,19 @@ impl Replica {
     pub fn read_local_unsafe(&self, path: &str, target: &ReadTarget) -> Option<Value> {
         self.read_value(path, target)
     }
+}
+
+/// What applying one committed transaction did.
+enum EntryOutcome {
+    Applied,
+    Rejected(TreeError),
+    /// A resent copy of a session's write: the first copy's answer.
+    Replayed(Remembered),
+    /// A copy older than the session's last applied write.
+    Stale {
+        seq: u64,
+        last: u64,
+    },
 }
 
 /// Next link of the applied-entries hash chain.

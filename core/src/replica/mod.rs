@@ -27,6 +27,7 @@
 //!   StateMachineSafety).
 
 mod apply;
+pub mod sessions;
 mod snapshot;
 mod storage;
 
@@ -243,6 +244,8 @@ pub struct Replica {
     /// Indexes still in the log whose transaction the tree rejected (they changed nothing;
     /// `changes_after` leaves them out).
     rejected: BTreeSet<u64>,
+    /// Each client session's last applied write and its answer (exactly-once retries).
+    sessions: sessions::Sessions,
     /// Election timeout jitter: our own draw replaces raft-rs's thread-RNG one, so runs are
     /// reproducible (see `jitter_election_timeout`).
     jitter: crate::rng::SplitMix64,
@@ -336,6 +339,7 @@ impl Replica {
             snapshots_installed: 0,
             record_changes: false,
             rejected: BTreeSet::new(),
+            sessions: sessions::Sessions::default(),
             jitter: crate::rng::SplitMix64::new(config.jitter_seed),
             election_ticks: config.election_ticks,
             election_timeout: config.election_ticks,
@@ -529,6 +533,7 @@ impl Replica {
             self.election_timeout
         );
         self.tree.check_invariants();
+        self.sessions.check_invariants();
     }
 
     /// The election timeout in ticks this replica uses now.

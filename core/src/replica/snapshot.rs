@@ -1,12 +1,14 @@
 //! Tree snapshots for Raft: taking one to compact the log, and installing one a leader sent.
 //!
-//! Snapshot data: `digest u64 | applied_hlc u64 | Tree::snapshot_bytes()` (a checksummed
-//! rkyv frame), so a replica caught up by snapshot continues the same hash chain and HLC
-//! order as the replicas that applied every entry.
+//! Snapshot data: `digest u64 | applied_hlc u64 | session table | Tree::snapshot_bytes()`
+//! (the table as `Sessions::encode` writes it, the tree as a checksummed rkyv frame), so a
+//! replica caught up by snapshot continues the same hash chain, HLC order and exactly-once
+//! answers as the replicas that applied every entry.
 
 use raft::prelude::{ConfState, Snapshot};
 use raft::Storage;
 
+use super::sessions::Sessions;
 use super::Replica;
 use crate::hlc::Timestamp;
 use crate::tree::Tree;
@@ -34,6 +36,7 @@ impl Replica {
         let mut data = Vec::with_capacity(PREFIX_BYTES + tree_bytes.len());
         data.extend_from_slice(&self.digest.to_le_bytes());
         data.extend_from_slice(&self.applied_hlc.as_u64().to_le_bytes());
+        self.sessions.encode(&mut data);
         data.extend_from_slice(&tree_bytes);
         snapshot.data = data.into();
         let metadata = snapshot.mut_metadata();
@@ -101,11 +104,16 @@ impl Replica {
             "snapshot data holds the digest, HLC and tree"
         );
         let word = |at: usize| u64::from_le_bytes(data[at..at + 8].try_into().expect("8 bytes"));
+        let (sessions, sessions_len) =
+            Sessions::decode(&data[PREFIX_BYTES..]).unwrap_or_else(|e| {
+                panic!("snapshot at {index} from a peer or the WAL is invalid: {e}")
+            });
         self.tree = Tree::restore(
-            &crate::wire::aligned(&data[PREFIX_BYTES..]),
+            &crate::wire::aligned(&data[PREFIX_BYTES + sessions_len..]),
             self.tree.limits().clone(),
         )
         .unwrap_or_else(|e| panic!("snapshot at {index} from a peer or the WAL is invalid: {e}"));
+        self.sessions = sessions;
         self.digest = word(0);
         self.applied_hlc = Timestamp::from_u64(word(8));
         self.max_log_hlc = self.max_log_hlc.max(self.applied_hlc);

@@ -498,3 +498,5 @@ fn proposals_a_snapshot_install_covers_are_answered_unknown_outcome() {
         );
     }
 }
+
+mod sessions;

@@ -322,6 +322,7 @@ fn failed_txn_rolls_back_everything_including_deletes() {
             },
             create("/root/Missing", "X"),
         ],
+        session: None,
     };
     let err = tree.apply_txn(&txn).expect_err("last op fails");
     assert!(
@@ -339,8 +340,8 @@ fn failed_txn_rolls_back_everything_including_deletes() {
     tree.check_invariants();
     // The same ops without the failing one apply, and later ops see earlier ones.
     let ok = Txn {
-        expect: vec![],
         ops: txn.ops[..6].to_vec(),
+        ..Txn::default()
     };
     tree.apply_txn(&ok).expect("applies");
     assert_eq!(children(&tree, "/root/A"), ["D", "New"]);
@@ -372,6 +373,7 @@ fn preconditions_gate_the_whole_txn() {
             path: "/root/Chest".into(),
             props: vec![Prop::new("gold", Value::Int(0))],
         }],
+        session: None,
     };
     assert!(matches!(
         tree.apply_txn(&take(4)),
@@ -388,14 +390,15 @@ fn preconditions_gate_the_whole_txn() {
             expect: Expect::Exists,
         }],
         ops: vec![],
+        session: None,
     };
     assert!(matches!(
         tree.apply_txn(&exists),
         Err(TreeError::PreconditionFailed { .. })
     ));
     let too_many = Txn {
-        expect: vec![],
         ops: vec![create("/root", "X"); 1025],
+        ..Txn::default()
     };
     assert!(matches!(
         tree.apply_txn(&too_many),
@@ -544,7 +547,10 @@ proptest! {
         let before = tree.to_snapshot();
         let mut sequential = tree.clone();
         let all_ok = ops.iter().all(|op| sequential.apply_op(op).is_ok());
-        let result = tree.apply_txn(&Txn { expect: vec![], ops });
+        let result = tree.apply_txn(&Txn {
+            ops,
+            ..Txn::default()
+        });
         tree.check_invariants();
         prop_assert_eq!(result.is_ok(), all_ok);
         if all_ok {

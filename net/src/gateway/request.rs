@@ -6,7 +6,7 @@
 //! `bad_request`.
 
 use treesync_core::codec::DecodeError;
-use treesync_core::op::{Expect, Op, Precondition, Prop, Txn};
+use treesync_core::op::{Expect, Op, Precondition, Prop, SessionSeq, Txn};
 use treesync_core::path::NodePath;
 use treesync_core::value::dict_field as field;
 use treesync_core::{Limits, Value};
@@ -253,6 +253,32 @@ pub fn parse(message: &Value, limits: &Limits) -> (Option<i64>, Result<Request, 
 }
 
 fn parse_op(d: &Dict, limits: &Limits) -> Result<Request, RequestError> {
+    let mut request = parse_kind(d, limits)?;
+    if let Some(key) = session(d)? {
+        match &mut request {
+            Request::Write(txn) => txn.session = Some(key),
+            _ => return Err(bad("\"session\" and \"seq\" are for writes only".into())),
+        }
+    }
+    Ok(request)
+}
+
+/// The optional exactly-once key of a write: `session` (any int, the client's random id)
+/// and `seq` (1, 2, 3… per write), both or neither (`docs/protocol.md`).
+fn session(d: &Dict) -> Result<Option<SessionSeq>, RequestError> {
+    match (int(d, "session")?, int(d, "seq")?) {
+        (None, None) => Ok(None),
+        (Some(session), Some(seq)) if seq > 0 => Ok(Some(SessionSeq {
+            // A Godot int is an i64; the session is its 64 bits.
+            session: session as u64,
+            seq: seq as u64,
+        })),
+        (Some(_), Some(seq)) => Err(bad(format!("\"seq\" must be at least 1, not {seq}"))),
+        _ => Err(bad("\"session\" and \"seq\" come together".into())),
+    }
+}
+
+fn parse_kind(d: &Dict, limits: &Limits) -> Result<Request, RequestError> {
     let name = string(d, "op")?;
     Ok(match name.as_str() {
         "get" => Request::Get {
@@ -291,7 +317,11 @@ fn parse_op(d: &Dict, limits: &Limits) -> Result<Request, RequestError> {
                 .iter()
                 .map(|item| precondition(item, limits))
                 .collect::<Result<Vec<_>, _>>()?;
-            Request::Write(Txn { expect, ops })
+            Request::Write(Txn {
+                expect,
+                ops,
+                session: None,
+            })
         }
         other => Request::Write(Txn::single(op(other, d, limits)?)),
     })
@@ -427,6 +457,50 @@ mod tests {
             let e = decode(&bytes, GodotVersion::V4).expect_err("refused");
             assert_eq!(RequestError::from(e).code(), code, "{bytes:?}");
         }
+    }
+
+    #[test]
+    fn a_write_carries_its_session_and_bad_sessions_are_bad_requests() {
+        let set = |extra: &[(&str, Value)]| {
+            let mut pairs = vec![
+                ("id", Value::Int(1)),
+                ("op", s("set")),
+                ("path", s("/root")),
+                ("props", Value::Dictionary(vec![(s("hp"), Value::Int(1))])),
+            ];
+            pairs.extend_from_slice(extra);
+            parsed(&pairs)
+        };
+        let Ok(Request::Write(txn)) = set(&[("session", Value::Int(-3)), ("seq", Value::Int(2))])
+        else {
+            panic!("a write with a session parses")
+        };
+        let expected = SessionSeq {
+            session: (-3i64) as u64,
+            seq: 2,
+        };
+        assert_eq!(txn.session, Some(expected));
+        for extra in [
+            vec![("session", Value::Int(1))],
+            vec![("seq", Value::Int(1))],
+            vec![("session", Value::Int(1)), ("seq", Value::Int(0))],
+            vec![("session", s("x")), ("seq", Value::Int(1))],
+        ] {
+            let result = set(&extra);
+            assert_eq!(
+                result.as_ref().err().map(RequestError::code),
+                Some("bad_request"),
+                "{extra:?} → {result:?}"
+            );
+        }
+        let read = parsed(&[
+            ("id", Value::Int(1)),
+            ("op", s("get")),
+            ("path", s("/root")),
+            ("session", Value::Int(1)),
+            ("seq", Value::Int(1)),
+        ]);
+        assert_eq!(read.err().map(|e| e.code()), Some("bad_request"));
     }
 
     #[test]

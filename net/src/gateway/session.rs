@@ -284,7 +284,7 @@ impl Session {
         let (tx, rx) = flume::bounded(self.shared.limits.sub_queue_max);
         let (shared, path, from) = (self.shared.clone(), state.path.clone(), state.position);
         let started = async move {
-            patiently(&shared.limits, || {
+            patiently(&shared.limits, false, || {
                 shared.backend.subscribe(path.clone(), from, tx.clone())
             })
             .await
@@ -416,7 +416,10 @@ fn close(ctx: &mut ws::WebsocketContext<Session>, code: ws::CloseCode, why: &str
 /// Runs one request against the backend, waiting out elections up to `leader_wait`.
 async fn execute(shared: Shared, request: Request) -> ReplyFields {
     let backend = shared.backend.clone();
-    let response = patiently(&shared.limits, || match &request {
+    // A write with a session may be resent after an unknown outcome: the shard applies
+    // its (session, seq) once and answers the copy with the first answer.
+    let exactly_once = matches!(&request, Request::Write(txn) if txn.session.is_some());
+    let response = patiently(&shared.limits, exactly_once, || match &request {
         Request::Write(txn) => backend.write(txn.clone()),
         Request::Get { path, prop } => {
             let target = prop.clone().map_or(ReadTarget::Node, ReadTarget::Prop);
@@ -432,18 +435,21 @@ async fn execute(shared: Shared, request: Request) -> ReplyFields {
 }
 
 /// Asks again while the shard has no leader or the attempt was dropped by a leadership
-/// change (neither changed anything), until `leader_wait` has passed.
+/// change (neither changed anything), and for an `exactly_once` write also after an unknown
+/// outcome, until `leader_wait` has passed.
 async fn patiently(
     limits: &GatewayLimits,
+    exactly_once: bool,
     mut attempt: impl FnMut() -> super::BoxFuture<Outcome>,
 ) -> Outcome {
     let deadline = Instant::now() + limits.leader_wait;
     loop {
         let outcome = attempt().await;
-        let retry = matches!(
-            &outcome,
-            Err(ReplyError::NotLeader { leader: None } | ReplyError::Dropped)
-        );
+        let retry = match &outcome {
+            Err(ReplyError::NotLeader { leader: None } | ReplyError::Dropped) => true,
+            Err(ReplyError::UnknownOutcome | ReplyError::Unavailable { .. }) => exactly_once,
+            _ => false,
+        };
         if !retry || Instant::now() >= deadline {
             return outcome;
         }
