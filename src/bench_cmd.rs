@@ -94,6 +94,8 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
             wal_rewrite_bytes: runtime::WAL_REWRITE_BYTES_DEFAULT,
             compact_entries: runtime::COMPACT_ENTRIES_DEFAULT,
             cluster_secret: secret.clone(),
+            dial: BTreeMap::new(),
+            unsafe_local_reads: false,
         };
         // The servers run until the process exits at the end of the benchmark.
         let handle = runtime::start(config).map_err(|e| e.to_string())?;

@@ -5,7 +5,9 @@
 
 mod args;
 mod bench_cmd;
+mod check_cmd;
 mod client_cmd;
+mod jepsen;
 mod server_cmd;
 mod sim;
 
@@ -26,6 +28,8 @@ commands:
   bench     load generator against 3 in-process replicas on loopback:
               --clients N (1) --seconds S (5) --value-bytes B (128) --no-fsync --json
               --gateway (write through the WebSocket gateway, Godot Variants)
+  check HISTORY [--html OUT.html] [--states-max N]
+            decide a recorded history (docs/history.md): VALID (exit 0), INVALID or UNKNOWN (1)
   tree PATH                                print a subtree
   get PATH [PROP]                          print a node or one property
   set PATH PROP VALUE [PROP VALUE ...]     set properties (null unsets)
@@ -47,7 +51,15 @@ commands:
               gateway limits (serve and local): --max-message-bytes B (1 MiB)
               --max-in-flight N (256) --sub-queue N (1024) --max-subs N (64)
               --data DIR --cores C --shards S --tick-ms T --compact-entries N (10000)
-              --wal-rewrite-bytes B (default 256 MiB) --no-fsync (benchmarks only) --no-pin";
+              --wal-rewrite-bytes B (default 256 MiB) --no-fsync (benchmarks only) --no-pin
+              --dial 2=HOST:PORT,... (reach these peers at another address: a proxy)
+              test-only faults (treesync jepsen): --test-clock-offset-file F (ms added to
+              the wall clock), --test-disk-fault-file F (eio|full), --test-unsafe-local-reads
+  jepsen    real `serve` processes on loopback under faults, checked for linearizability:
+              --nemesis none|kill-one|kill-majority|kill-all|pause|partition|clock|disk|all
+              --servers 3|5 (3) --seconds S (per nemesis, 20) --clients N (6) --keys K (4)
+              --workload register|set (register) --out DIR (results/jepsen-<time>)
+              --broken-reads (servers skip ReadIndex: the run must be INVALID)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -64,6 +76,14 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        "jepsen" => jepsen::run(&args[1..]).unwrap_or_else(|message| {
+            eprintln!("treesync jepsen: {message}");
+            ExitCode::from(2)
+        }),
+        "check" => check_cmd::run(&args[1..]).unwrap_or_else(|message| {
+            eprintln!("treesync check: {message}");
+            ExitCode::from(2)
+        }),
         "version" | "--version" => {
             println!("treesync {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

@@ -100,6 +100,8 @@ pub fn serve_config(
         wal_rewrite_bytes: runtime::WAL_REWRITE_BYTES_DEFAULT,
         compact_entries: runtime::COMPACT_ENTRIES_DEFAULT,
         cluster_secret: runtime::ClusterSecret::random(),
+        dial: BTreeMap::new(),
+        unsafe_local_reads: false,
     };
     let mut secret_file: Option<PathBuf> = None;
     let mut args = args.iter();
@@ -120,6 +122,15 @@ pub fn serve_config(
             }
             "--no-fsync" => config.fsync = false,
             "--no-pin" => config.pin = false,
+            "--dial" => config.dial = parse_peers(&value::<String>(flag, args.next())?)?,
+            // Test-only faults (`treesync jepsen`): see `treesync_actors::test_hooks`.
+            "--test-unsafe-local-reads" => config.unsafe_local_reads = true,
+            "--test-clock-offset-file" => treesync_actors::test_hooks::set_clock_offset_file(
+                value::<String>(flag, args.next())?.into(),
+            ),
+            "--test-disk-fault-file" => treesync_actors::test_hooks::set_disk_fault_file(
+                value::<String>(flag, args.next())?.into(),
+            ),
             other if limit_flag(&mut limits, other, &mut args)? => {}
             other => return Err(format!("unknown option {other:?}")),
         }
@@ -146,6 +157,12 @@ pub fn serve(args: &[String]) -> Result<ExitCode, String> {
     if !config.fsync {
         eprintln!(
             "WARNING: --no-fsync: acknowledged writes can be lost on a crash. Benchmarks only."
+        );
+    }
+    if config.unsafe_local_reads {
+        eprintln!(
+            "WARNING: --test-unsafe-local-reads: reads skip ReadIndex and can be stale. \
+             A deliberately broken server, for testing the Jepsen checker only."
         );
     }
     println!(
@@ -210,6 +227,8 @@ pub fn local(args: &[String]) -> Result<ExitCode, String> {
             wal_rewrite_bytes: runtime::WAL_REWRITE_BYTES_DEFAULT,
             compact_entries,
             cluster_secret: secret.clone(),
+            dial: BTreeMap::new(),
+            unsafe_local_reads: false,
         };
         handles.push(runtime::start(config).map_err(|e| e.to_string())?);
     }

@@ -10,6 +10,7 @@
 
 pub mod runtime;
 pub mod storage;
+pub mod test_hooks;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -23,9 +24,10 @@ impl WallClock for SystemClock {
     fn now_ms(&self) -> u64 {
         // A clock before 1970 is an operator error the HLC cannot fix; report it as 0 so the
         // HLC keeps counting logically rather than crashing the server.
-        SystemTime::now()
+        let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
+            .map_or(0, |d| d.as_millis() as u64);
+        now.saturating_add_signed(test_hooks::clock_offset_ms())
     }
 }
 

@@ -34,6 +34,8 @@ fn embedded_single_server_writes_and_reads() {
         wal_rewrite_bytes: 4096,
         compact_entries: treesync_actors::runtime::COMPACT_ENTRIES_DEFAULT,
         cluster_secret: ClusterSecret::random(),
+        dial: BTreeMap::new(),
+        unsafe_local_reads: false,
     };
     let server = runtime::start(config).expect("starts");
     let txn = Txn::single(Op::Set {

@@ -85,8 +85,11 @@ pub async fn run(
         .await
         .map_err(|e| e.to_string())?;
     let (peer_tx, peer_rx) = flume::bounded(super::CORE_MAILBOX_MAX);
-    let mut transport = Transport::start(peer_auth(&config, core), &config.peers, peer_tx)
-        .map_err(|e| e.to_string())?;
+    // Our own entry is where we listen; the others are where we dial them.
+    let mut routes = config.peers.clone();
+    routes.extend(config.dial.iter().filter(|(id, _)| **id != config.id));
+    let mut transport =
+        Transport::start(peer_auth(&config, core), &routes, peer_tx).map_err(|e| e.to_string())?;
     let logger = slog::Logger::root(slog::Discard, slog::o!());
     let peers: Vec<u64> = config.peers.keys().copied().collect();
     let nonce = boot_nonce(core);
@@ -98,6 +101,7 @@ pub async fn run(
             compact_entries: config.compact_entries,
             jitter_seed: nonce,
             boot_nonce: nonce,
+            unsafe_local_reads: config.unsafe_local_reads,
             ..ReplicaConfig::new(config.id, peers.clone())
         },
         request_ticks_max: REQUEST_TICKS_DEFAULT,

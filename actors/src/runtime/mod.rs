@@ -88,6 +88,12 @@ pub struct ServerConfig {
     pub compact_entries: u64,
     /// The secret every server of the cluster shares: peers prove it to each other.
     pub cluster_secret: ClusterSecret,
+    /// Where to dial some peers instead of their member address in `peers` (a proxy, a
+    /// NAT): the member list, and so the cluster's identity, stays as it is. The Jepsen
+    /// runner routes peer links through its fault-injecting proxy this way.
+    pub dial: BTreeMap<u64, SocketAddr>,
+    /// Test-only broken mode: reads skip ReadIndex (`ReplicaConfig::unsafe_local_reads`).
+    pub unsafe_local_reads: bool,
 }
 
 /// The cluster's shared secret (kept out of `Debug` output and logs).

@@ -352,10 +352,14 @@ impl Wal {
             let data = &self.tail[at.min(self.tail.len())..(at + len).min(self.tail.len())];
             bytes[..data.len()].copy_from_slice(data);
             bytes[data.len()..].fill(0);
-            let written = self
-                .file
-                .write_at(buffer, self.block_start + at as u64)
-                .await;
+            let written = match injected(crate::test_hooks::DiskFault::Full) {
+                Some(error) => Err(error),
+                None => {
+                    self.file
+                        .write_at(buffer, self.block_start + at as u64)
+                        .await
+                }
+            };
             let written = written.map_err(|source| {
                 self.poisoned = true;
                 io(&self.path, "write", source)
@@ -399,7 +403,7 @@ impl Wal {
 
     #[cfg(not(test))]
     fn injected_eio(&mut self) -> Option<glommio::GlommioError<()>> {
-        None
+        injected(crate::test_hooks::DiskFault::Eio)
     }
 
     /// Bytes of valid log in the file, its header included.
@@ -462,6 +466,21 @@ impl Wal {
             },
         }
     }
+}
+
+/// The error a test's disk fault file asks for (`test_hooks`), if it asks for `fault`.
+fn injected(fault: crate::test_hooks::DiskFault) -> Option<glommio::GlommioError<()>> {
+    use crate::test_hooks::DiskFault;
+    const EIO: i32 = 5;
+    const ENOSPC: i32 = 28;
+    let code = match crate::test_hooks::disk_fault()? {
+        found if found != fault => return None,
+        DiskFault::Eio => EIO,
+        DiskFault::Full => ENOSPC,
+    };
+    Some(glommio::GlommioError::IoError(
+        std::io::Error::from_raw_os_error(code),
+    ))
 }
 
 fn io(path: &str, op: &'static str, source: glommio::GlommioError<()>) -> WalError {

@@ -70,6 +70,10 @@ pub struct ReplicaConfig {
     /// Differs on every boot of the process (the driver picks it): read-index requests carry
     /// it, so an answer meant for a previous run can never satisfy a read of this one.
     pub boot_nonce: u64,
+    /// Test-only broken mode (`treesync serve --test-unsafe-local-reads`, for the Jepsen
+    /// runner's must-fail run): answer reads from the local tree at once, without ReadIndex,
+    /// so a partitioned or lagging replica serves stale values. Never set in production.
+    pub unsafe_local_reads: bool,
 }
 
 impl ReplicaConfig {
@@ -83,6 +87,7 @@ impl ReplicaConfig {
             limits: Limits::default(),
             jitter_seed: id,
             boot_nonce: 0,
+            unsafe_local_reads: false,
         }
     }
 }
@@ -254,6 +259,7 @@ pub struct Replica {
     /// (term, role) when the timeout was last drawn: a change means raft-rs reset it.
     timeout_drawn_at: (u64, StateRole),
     boot_nonce: u64,
+    unsafe_local_reads: bool,
 }
 
 /// Bytes of a read-index context: boot nonce, then request id (both little-endian u64).
@@ -345,6 +351,7 @@ impl Replica {
             election_timeout: config.election_ticks,
             timeout_drawn_at: (u64::MAX, StateRole::Follower),
             boot_nonce: config.boot_nonce,
+            unsafe_local_reads: config.unsafe_local_reads,
         };
         replica.jitter_election_timeout();
         if let Some(snapshot) = snapshot {
@@ -459,6 +466,11 @@ impl Replica {
                 self.expire_reads(out);
             }
             Input::Propose { id, txn, hlc } => self.propose(id, &txn, hlc, out),
+            Input::Read { id, path, target } if self.unsafe_local_reads => {
+                let value = self.read_local_unsafe(&path, &target);
+                let index = self.applied;
+                out.replies.push(Reply::Read { id, index, value });
+            }
             Input::Read { id, path, target } => {
                 if self.leader().is_none() {
                     // raft-rs drops a read index request when no leader is known.
