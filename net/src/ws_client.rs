@@ -340,8 +340,14 @@ impl WsClient {
         fields.push(("session", Value::Int(self.session as i64)));
         fields.push(("seq", Value::Int(self.seq as i64)));
         let mut attempt = 1;
+        // Whether an earlier attempt may have been applied: then so may the write, whatever
+        // the last attempt says (a refused reconnect does not undo a delivered request).
+        let mut uncertain = false;
         let reply = loop {
             let mut result = self.request(op, fields.clone()).await;
+            if let Err(e) = &result {
+                uncertain |= e.may_have_applied();
+            }
             if matches!(
                 result,
                 Err(WsClientError::Closed(_) | WsClientError::Protocol(_))
@@ -357,6 +363,15 @@ impl WsClient {
                     tracing::debug!(op, seq = self.seq, attempt, error = %e, "resending write");
                     actix_rt::time::sleep(WRITE_RETRY_PAUSE * attempt).await;
                     attempt += 1;
+                }
+                Err(e) if uncertain && !e.may_have_applied() => {
+                    return Err(WsClientError::Refused {
+                        code: "unknown_outcome".into(),
+                        message: format!(
+                            "{e}; an earlier attempt may have been applied (resend it under \
+                             the same session and seq to learn its outcome)"
+                        ),
+                    })
                 }
                 Err(e) => return Err(e),
             }

@@ -157,7 +157,9 @@ fn run_one(o: &Options, nemesis: Nemesis) -> Result<Report, String> {
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut cluster = Cluster::start(&dir, o.servers, o.broken_reads)?;
     let urls: Vec<String> = cluster.urls.values().cloned().collect();
-    let history = Arc::new(History::new(Instant::now()));
+    // One clock for the history and the nemesis log, so their times compare.
+    let started = Instant::now();
+    let history = Arc::new(History::new(started));
     let stop = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let clients = {
@@ -199,8 +201,7 @@ fn run_one(o: &Options, nemesis: Nemesis) -> Result<Report, String> {
     setup.map_err(|e| format!("{}: {e}", nemesis.name()))?;
     let mut log = String::new();
     let mut rng = treesync_core::rng::SplitMix64::new(o.seed ^ nemesis as u64);
-    let started = Instant::now();
-    let budget = Duration::from_secs(o.seconds);
+    let budget = started.elapsed() + Duration::from_secs(o.seconds);
     let mut faults = 0;
     let mut now = "healthy".to_string();
     while started.elapsed() + nemesis::QUIET + nemesis::FAULT_HOLD <= budget {

@@ -78,12 +78,39 @@ impl History {
     /// Appends one event; its time is taken under the lock, so times never decrease
     /// along the file.
     fn event(&self, process: u64, kind: &str, f: &str, key: u64, value: &str, node: u64) {
+        self.event_with(process, kind, f, key, value, node, None);
+    }
+
+    /// `event` with the error a `fail` or `info` came with (JSON-escaped here).
+    #[allow(clippy::too_many_arguments)]
+    fn event_with(
+        &self,
+        process: u64,
+        kind: &str,
+        f: &str,
+        key: u64,
+        value: &str,
+        node: u64,
+        error: Option<&str>,
+    ) {
+        let error = error.map_or(String::new(), |e| {
+            let escaped: String = e
+                .chars()
+                .filter(|c| !c.is_control())
+                .map(|c| match c {
+                    '"' => "\\\"".to_string(),
+                    '\\' => "\\\\".to_string(),
+                    c => c.to_string(),
+                })
+                .collect();
+            format!(",\"error\":\"{escaped}\"")
+        });
         let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
         let time = self.start.elapsed().as_nanos() as u64;
         let index = lines.len();
         lines.push(format!(
             "{{\"index\":{index},\"time\":{time},\"process\":{process},\"type\":\"{kind}\",\
-             \"f\":\"{f}\",\"key\":{key},\"value\":{value},\"node\":{node}}}"
+             \"f\":\"{f}\",\"key\":{key},\"value\":{value},\"node\":{node}{error}}}"
         ));
         let counter = match kind {
             "ok" => &self.ok,
@@ -158,23 +185,28 @@ impl ClientTask {
                 self.perform_at_leader(c, &mut server, &invoked),
             )
             .await;
-            let completed = match outcome {
+            let (completed, error) = match outcome {
                 Ok(Ok((completed, value))) => {
                     if let Some(value) = value {
                         seen[key as usize] = Some(value);
                     }
-                    completed
+                    (completed, None)
                 }
-                Ok(Err(e)) if invoked.f == "read" || !e.may_have_applied() => Completed::Fail,
-                Ok(Err(_)) | Err(_) => Completed::Info,
+                Ok(Err(e)) if invoked.f == "read" || !e.may_have_applied() => {
+                    (Completed::Fail, Some(e.to_string()))
+                }
+                Ok(Err(e)) => (Completed::Info, Some(e.to_string())),
+                Err(_) => (Completed::Info, Some("timed out".to_string())),
             };
             let (kind, value) = match completed {
                 Completed::Ok(value) => ("ok", value),
                 Completed::Fail => ("fail", invoked.value.clone()),
                 Completed::Info => ("info", invoked.value.clone()),
             };
+            let error = error.as_deref();
+            let event = (process, kind, invoked.f, key);
             self.history
-                .event(process, kind, invoked.f, key, &value, node);
+                .event_with(event.0, event.1, event.2, event.3, &value, node, error);
             if kind != "ok" {
                 // Unknown or refused: try another server, on a new connection.
                 client = None;
