@@ -93,6 +93,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         cmd @ ("local" | "serve") => {
+            init_logs();
             let result = if cmd == "local" {
                 server_cmd::local(&args[1..])
             } else {
@@ -115,6 +116,23 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Server logs go to stderr at `TREESYNC_LOG` (error, warn, info — the default — debug,
+/// trace).
+fn init_logs() {
+    let level = match std::env::var("TREESYNC_LOG").as_deref() {
+        Ok("error") => tracing::Level::ERROR,
+        Ok("warn") => tracing::Level::WARN,
+        Ok("debug") => tracing::Level::DEBUG,
+        Ok("trace") => tracing::Level::TRACE,
+        _ => tracing::Level::INFO,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
 }
 
 fn demo() -> ExitCode {

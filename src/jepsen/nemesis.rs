@@ -111,9 +111,13 @@ pub fn inject(
         }
         Nemesis::Clock => {
             let victim = pick(rng, &ids, 1)[0];
-            let sign = if rng.next_u64() % 2 == 0 { 1 } else { -1 };
+            let sign = if rng.next_u64().is_multiple_of(2) {
+                1
+            } else {
+                -1
+            };
             let offset = sign
-                * if cycle % 2 == 0 {
+                * if cycle.is_multiple_of(2) {
                     CLOCK_WITHIN_MS
                 } else {
                     CLOCK_BEYOND_MS
@@ -123,7 +127,11 @@ pub fn inject(
         }
         Nemesis::Disk => {
             let victim = pick(rng, &ids, 1)[0];
-            let fault = if cycle % 2 == 0 { "eio" } else { "full" };
+            let fault = if cycle.is_multiple_of(2) {
+                "eio"
+            } else {
+                "full"
+            };
             cluster.set_disk_fault(victim, fault)?;
             format!("disk of [{victim}]: {fault}")
         }
