@@ -631,7 +631,10 @@ fn a_resent_write_with_the_same_session_and_seq_is_applied_once() {
         };
         let first = a.request("create", create(1)).await.expect("first copy");
         // The resend goes through another server, as after a lost connection.
-        let again = b.request("create", create(1)).await.expect("the copy is answered");
+        let again = b
+            .request("create", create(1))
+            .await
+            .expect("the copy is answered");
         assert_eq!(field(&first, "index"), field(&again, "index"));
         assert_eq!(field(&first, "hlc"), field(&again, "hlc"));
         let root = b.get("/root").await.expect("get");
@@ -641,7 +644,9 @@ fn a_resent_write_with_the_same_session_and_seq_is_applied_once() {
         assert_eq!(code(b.request("create", create(2)).await), "name_taken");
         assert_eq!(code(a.request("create", create(1)).await), "stale_sequence");
         // The client's own writes carry a session: it is what makes its resends safe.
-        let hlc = a.set("/root/Once", vec![("hp".into(), Value::Int(3))]).await;
+        let hlc = a
+            .set("/root/Once", vec![("hp".into(), Value::Int(3))])
+            .await;
         assert!(hlc.is_ok(), "{hlc:?}");
     });
 }

@@ -24,22 +24,30 @@
 //!
 //! `Bug` turns on a deliberate bug so anyone can watch a check catch it.
 //!
+//! The checkers also decide histories recorded outside the simulator: `history` reads and
+//! writes the JSON-lines format of `treesync jepsen` (`docs/history.md`), and
+//! `check_history` decides one (registers by `linearizability`, sets by `set_check`), as
+//! `treesync check` does.
+//!
 //! With `SimOptions::trace` a run uses one core and one shard and records its Raft steps
 //! as spec actions (`trace`), for TLC to check against `specs/RaftLeaderElectionTrace.tla`.
 
 mod checks;
 mod clients;
 mod disk;
-mod linearizability;
+pub mod history;
+pub mod linearizability;
 mod mirrors;
 mod rng;
+pub mod set_check;
 pub mod trace;
 mod world;
 
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-pub use linearizability::{check as check_history, OpKind, Operation, Violation};
+pub use history::{check_history, Report, Verdict};
+pub use linearizability::{OpKind, Operation, Violation};
 use world::World;
 
 /// A deliberate bug, for showing that the checks catch it.

@@ -27,6 +27,20 @@ fn read(value: Option<i64>, invoke: u64, complete: u64) -> Operation {
     }
 }
 
+fn cas(expected: i64, new: i64, invoke: u64, complete: u64) -> Operation {
+    Operation {
+        kind: OpKind::Cas { expected, new },
+        ..write(0, invoke, complete)
+    }
+}
+
+fn unknown_cas(expected: i64, new: i64, invoke: u64) -> Operation {
+    Operation {
+        complete: None,
+        ..cas(expected, new, invoke, invoke)
+    }
+}
+
 fn on(key: u64, op: Operation) -> Operation {
     Operation { key, ..op }
 }
@@ -53,6 +67,7 @@ fn search_only(history: &[Operation]) -> Result<(), Violation> {
             .filter_map(|&i| entry(history, i, &uses))
             .collect(),
         ops_count: indices.len(),
+        name: &|i| format!("op {i}"),
     };
     register.search(STATES_MAX_DEFAULT)
 }
@@ -92,6 +107,183 @@ fn rejects_stale_read() {
     );
     assert!(text.contains("leaving the register = 2"), "{text}");
     assert!(text.contains("completed without a place"), "{text}");
+}
+
+#[test]
+fn stale_read_dead_end_names_prefix_and_blocked_op() {
+    let history = [write(1, 0, 10), write(2, 20, 30), read(Some(1), 40, 50)];
+    let dead_end = rejected(&history)
+        .dead_end
+        .expect("the search met a dead end");
+    assert_eq!(dead_end.prefix, vec![0, 1]);
+    assert_eq!(dead_end.blocked, 2);
+    assert!(dead_end.candidates.is_empty(), "{dead_end:?}");
+}
+
+#[test]
+fn check_named_uses_the_callers_names() {
+    let history = [write(1, 0, 10), write(2, 20, 30), read(Some(1), 40, 50)];
+    let options = CheckOptions::default();
+    let violation =
+        check_named(&history, &options, &|i| format!("line {}", 10 + i)).expect_err("stale read");
+    assert!(
+        violation.explanation.contains("line 12: client 40 read 1"),
+        "{violation}"
+    );
+}
+
+#[test]
+fn rejects_cas_on_overwritten_value() {
+    let history = [write(1, 0, 10), write(2, 20, 30), cas(1, 3, 40, 50)];
+    let text = rejected(&history).to_string();
+    assert!(text.contains("op 2: client 40 cas 1->3"), "{text}");
+}
+
+#[test]
+fn rejects_two_successful_cases_from_one_value() {
+    // Only one of two concurrent CASes from 1 can find 1.
+    rejected(&[write(1, 0, 10), cas(1, 2, 20, 30), cas(1, 3, 20, 30)]);
+    // Unless a write of 1 in between makes the second one possible.
+    let history = [
+        write(1, 0, 10),
+        cas(1, 2, 20, 30),
+        cas(1, 3, 20, 30),
+        write(1, 20, 30),
+    ];
+    assert_eq!(check(&history), Ok(()));
+}
+
+#[test]
+fn rejects_cas_expecting_a_value_never_written() {
+    let text = rejected(&[write(1, 0, 10), cas(5, 6, 20, 30)]).to_string();
+    assert!(text.contains("succeeded on an expected value"), "{text}");
+    assert!(text.contains("op 1: client 20 cas 5->6"), "{text}");
+    // The same check counts a CAS's new value as written.
+    assert_eq!(
+        check(&[write(5, 0, 1), cas(5, 6, 2, 5), read(Some(6), 10, 20)]),
+        Ok(())
+    );
+}
+
+#[test]
+fn rejects_read_of_cas_value_before_its_invoke() {
+    rejected(&[
+        write(1, 0, 10),
+        read(Some(2), 20, 30),
+        unknown_cas(1, 2, 40),
+    ]);
+    rejected(&[write(1, 0, 10), read(Some(2), 20, 30), cas(1, 2, 40, 50)]);
+}
+
+#[test]
+fn rejects_unset_read_after_known_cas() {
+    // The known CAS found 1, so the unknown write took effect before it.
+    rejected(&[unknown_write(1, 0), cas(1, 2, 10, 20), read(None, 30, 40)]);
+    rejected(&[unknown_write(5, 0), cas(5, 6, 10, 20), read(None, 30, 40)]);
+}
+
+#[test]
+fn accepts_unknown_write_taking_effect_late_for_a_cas() {
+    let history = [unknown_write(5, 0), read(None, 10, 20), cas(5, 6, 30, 40)];
+    assert_eq!(check(&history), Ok(()));
+    assert_eq!(search_only(&history), Ok(()));
+}
+
+#[test]
+fn accepts_unknown_cas_that_took_effect_late() {
+    let history = [
+        write(1, 0, 10),
+        unknown_cas(1, 2, 20),
+        read(Some(1), 30, 40),
+        read(Some(1), 50, 60),
+        read(Some(2), 100, 110),
+    ];
+    assert_eq!(check(&history), Ok(()));
+    assert_eq!(search_only(&history), Ok(()));
+}
+
+#[test]
+fn accepts_unknown_cas_that_never_took_effect() {
+    let history = [
+        write(1, 0, 10),
+        unknown_cas(1, 2, 20),
+        read(Some(1), 100, 110),
+    ];
+    assert_eq!(check(&history), Ok(()));
+    assert_eq!(search_only(&history), Ok(()));
+    // Even if it expected a value nothing wrote.
+    let history = [
+        write(1, 0, 10),
+        unknown_cas(7, 2, 20),
+        read(Some(1), 100, 110),
+    ];
+    assert_eq!(check(&history), Ok(()));
+}
+
+#[test]
+fn accepts_unknown_cas_observed_by_a_known_cas() {
+    let history = [
+        write(1, 0, 10),
+        unknown_cas(1, 2, 20),
+        cas(2, 3, 50, 60),
+        read(Some(3), 70, 80),
+    ];
+    assert_eq!(check(&history), Ok(()));
+}
+
+#[test]
+fn rejects_unknown_cas_undone() {
+    let history = [
+        write(1, 0, 10),
+        unknown_cas(1, 2, 20),
+        read(Some(2), 30, 40),
+        read(Some(1), 50, 60),
+    ];
+    rejected(&history);
+}
+
+#[test]
+fn unknown_cas_is_bounded_by_the_first_read_of_its_value() {
+    // The CAS took effect inside [20, 40]: after the read of 1, before the read of 2.
+    let ok = [
+        write(1, 0, 10),
+        unknown_cas(1, 2, 20),
+        read(Some(2), 30, 40),
+        read(Some(1), 35, 36),
+    ];
+    assert_eq!(check(&ok), Ok(()));
+    let late = [
+        write(1, 0, 10),
+        unknown_cas(1, 2, 20),
+        read(Some(2), 30, 40),
+        read(Some(1), 45, 50),
+    ];
+    rejected(&late);
+}
+
+#[test]
+fn accepts_aba_and_rejects_it_out_of_order() {
+    let aba = [
+        write(1, 0, 10),
+        cas(1, 2, 20, 30),
+        cas(2, 1, 40, 50),
+        cas(1, 3, 60, 70),
+        read(Some(3), 80, 90),
+    ];
+    assert_eq!(check(&aba), Ok(()));
+    let early = [
+        write(1, 0, 10),
+        cas(1, 2, 20, 30),
+        cas(1, 3, 35, 38),
+        cas(2, 1, 40, 50),
+    ];
+    rejected(&early);
+}
+
+#[test]
+fn cas_to_the_same_value_is_a_read() {
+    assert_eq!(check(&[write(1, 0, 10), cas(1, 1, 20, 30)]), Ok(()));
+    rejected(&[write(1, 0, 10), write(2, 12, 18), cas(1, 1, 20, 30)]);
 }
 
 #[test]
@@ -352,7 +544,7 @@ fn brute_force(history: &[Operation]) -> bool {
         let precedes = |a: &Operation, b: &Operation| a.complete.is_some_and(|c| c < b.invoke);
         let required_left = (0..ops.len()).any(|i| !placed[i] && ops[i].complete.is_some());
         if !required_left {
-            return true; // What is left are unknown writes, which may never happen.
+            return true; // What is left are unknown writes and CASes: they may never happen.
         }
         for i in 0..ops.len() {
             let blocked = (0..ops.len()).any(|j| !placed[j] && precedes(&ops[j], &ops[i]));
@@ -363,6 +555,8 @@ fn brute_force(history: &[Operation]) -> bool {
                 OpKind::Write { value } => Some(value),
                 OpKind::Read { value } if value == register => register,
                 OpKind::Read { .. } => continue,
+                OpKind::Cas { expected, new } if Some(expected) == register => Some(new),
+                OpKind::Cas { .. } => continue,
             };
             placed[i] = true;
             let found = extend(ops, placed, after);
@@ -375,7 +569,7 @@ fn brute_force(history: &[Operation]) -> bool {
     }
     let ops: Vec<Operation> = history
         .iter()
-        .filter(|op| matches!(op.kind, OpKind::Write { .. }) || op.complete.is_some())
+        .filter(|op| !matches!(op.kind, OpKind::Read { .. }) || op.complete.is_some())
         .copied()
         .collect();
     extend(&ops, &mut vec![false; ops.len()], None)
@@ -386,30 +580,7 @@ fn agrees_with_brute_force_on_small_random_histories() {
     let mut rng = SplitMix64(0xb007);
     let (mut accepted, mut rejected) = (0, 0);
     for round in 0..3000 {
-        let ops_count = 1 + rng.below(7);
-        let history: Vec<Operation> = (0..ops_count)
-            .map(|client| {
-                let invoke = rng.below(20);
-                let value = i64::try_from(rng.below(4)).unwrap();
-                let kind = if rng.below(2) == 0 {
-                    OpKind::Write {
-                        value: value.max(1),
-                    }
-                } else {
-                    OpKind::Read {
-                        value: (value > 0).then_some(value),
-                    }
-                };
-                let complete = (rng.below(100) >= 15).then(|| invoke + rng.below(8));
-                Operation {
-                    key: KEY,
-                    kind,
-                    invoke,
-                    complete,
-                    client,
-                }
-            })
-            .collect();
+        let history = random_small_history(&mut rng, 0);
         let expected = brute_force(&history);
         assert_eq!(
             check(&history).is_ok(),
@@ -425,6 +596,73 @@ fn agrees_with_brute_force_on_small_random_histories() {
     assert!(
         accepted >= 500 && rejected >= 500,
         "{accepted} accepted, {rejected} rejected"
+    );
+}
+
+/// A random history of one key, a few ops, values 1 to 3; `cas_per_mille` of them CASes.
+fn random_small_history(rng: &mut SplitMix64, cas_per_mille: u64) -> Vec<Operation> {
+    let ops_count = 1 + rng.below(7);
+    (0..ops_count)
+        .map(|client| {
+            let invoke = rng.below(20);
+            let value = i64::try_from(rng.below(4)).unwrap();
+            let kind = if rng.below(1000) < cas_per_mille {
+                OpKind::Cas {
+                    expected: 1 + i64::try_from(rng.below(3)).unwrap(),
+                    new: value.max(1),
+                }
+            } else if rng.below(2) == 0 {
+                OpKind::Write {
+                    value: value.max(1),
+                }
+            } else {
+                OpKind::Read {
+                    value: (value > 0).then_some(value),
+                }
+            };
+            let complete = (rng.below(100) >= 15).then(|| invoke + rng.below(8));
+            Operation {
+                key: KEY,
+                kind,
+                invoke,
+                complete,
+                client,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn agrees_with_brute_force_on_small_random_histories_with_cas() {
+    let mut rng = SplitMix64(0xca5);
+    let (mut accepted, mut rejected) = (0, 0);
+    let mut unknown_cas_accepted = 0;
+    for round in 0..6000 {
+        let history = random_small_history(&mut rng, 400);
+        let expected = brute_force(&history);
+        assert_eq!(
+            check(&history).is_ok(),
+            expected,
+            "round {round}: {history:?}"
+        );
+        if expected {
+            accepted += 1;
+            let unknown_cas =
+                |op: &Operation| matches!(op.kind, OpKind::Cas { .. }) && op.complete.is_none();
+            if history.iter().any(unknown_cas) {
+                unknown_cas_accepted += 1;
+            }
+        } else {
+            rejected += 1;
+        }
+    }
+    assert!(
+        accepted >= 1000 && rejected >= 1000,
+        "{accepted} accepted, {rejected} rejected"
+    );
+    assert!(
+        unknown_cas_accepted >= 200,
+        "only {unknown_cas_accepted} accepted with an unknown CAS"
     );
 }
 
