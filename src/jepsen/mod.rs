@@ -159,7 +159,8 @@ fn run_one(o: &Options, nemesis: Nemesis) -> Result<Report, String> {
     let urls: Vec<String> = cluster.urls.values().cloned().collect();
     // One clock for the history and the nemesis log, so their times compare.
     let started = Instant::now();
-    let history = Arc::new(History::new(started));
+    let history_path = dir.join("history.jsonl");
+    let history = Arc::new(History::create(&history_path, started)?);
     let stop = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let clients = {
@@ -262,10 +263,7 @@ fn run_one(o: &Options, nemesis: Nemesis) -> Result<Report, String> {
         FINAL_PROCESS,
     ));
     cluster.stop();
-    let history_path = dir.join("history.jsonl");
-    history
-        .write_to(&history_path)
-        .map_err(|e| format!("{}: {e}", history_path.display()))?;
+    history.finish()?;
     std::fs::write(dir.join("nemesis.log"), &log).map_err(|e| e.to_string())?;
     let checked = Instant::now();
     let verdict = match final_reads {

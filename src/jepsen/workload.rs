@@ -14,10 +14,15 @@
 //! its old op may still take effect at any time.
 
 use std::cell::Cell;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::Path;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use treesync_sim::history::{Call, HistoryWriteError, HistoryWriter, Outcome, Reply};
 
 use treesync_core::Value;
 use treesync_net::ws_client::{WsClient, WsClientError};
@@ -31,12 +36,14 @@ pub enum Workload {
     Set,
 }
 
-/// The run's history as JSON lines, in the order events happened.
-///
-/// Shared by the client thread and the nemesis thread (which prints progress).
+/// The run's history, streamed to its file as events happen (`HistoryWriter`: the format
+/// `treesync check` reads). Shared by the client thread and the nemesis thread (which
+/// prints progress); the clock is read under the lock, so file order is time order.
 pub struct History {
     start: Instant,
-    lines: Mutex<Vec<String>>,
+    writer: Mutex<HistoryWriter<BufWriter<File>>>,
+    /// The first write error, if any: reported when the run ends.
+    broken: Mutex<Option<String>>,
     ok: AtomicU64,
     fail: AtomicU64,
     info: AtomicU64,
@@ -57,14 +64,17 @@ impl Counts {
 }
 
 impl History {
-    pub fn new(start: Instant) -> History {
-        History {
+    /// A history written to `path`; times count from `start`.
+    pub fn create(path: &Path, start: Instant) -> Result<History, String> {
+        let file = File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(History {
             start,
-            lines: Mutex::new(Vec::new()),
+            writer: Mutex::new(HistoryWriter::new(BufWriter::new(file))),
+            broken: Mutex::new(None),
             ok: AtomicU64::new(0),
             fail: AtomicU64::new(0),
             info: AtomicU64::new(0),
-        }
+        })
     }
 
     pub fn counts(&self) -> Counts {
@@ -75,72 +85,42 @@ impl History {
         }
     }
 
-    /// Appends one event; its time is taken under the lock, so times never decrease
-    /// along the file.
-    fn event(&self, process: u64, kind: &str, f: &str, key: u64, value: &str, node: u64) {
-        self.event_with(process, kind, f, key, value, node, None);
-    }
-
-    /// `event` with the error a `fail` or `info` came with (JSON-escaped here).
-    #[allow(clippy::too_many_arguments)]
-    fn event_with(
-        &self,
-        process: u64,
-        kind: &str,
-        f: &str,
-        key: u64,
-        value: &str,
-        node: u64,
-        error: Option<&str>,
-    ) {
-        let error = error.map_or(String::new(), |e| {
-            let escaped: String = e
-                .chars()
-                .filter(|c| !c.is_control())
-                .map(|c| match c {
-                    '"' => "\\\"".to_string(),
-                    '\\' => "\\\\".to_string(),
-                    c => c.to_string(),
-                })
-                .collect();
-            format!(",\"error\":\"{escaped}\"")
-        });
-        let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+    fn invoke(&self, process: u64, key: u64, call: Call) {
+        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let time = self.start.elapsed().as_nanos() as u64;
-        let index = lines.len();
-        lines.push(format!(
-            "{{\"index\":{index},\"time\":{time},\"process\":{process},\"type\":\"{kind}\",\
-             \"f\":\"{f}\",\"key\":{key},\"value\":{value},\"node\":{node}{error}}}"
-        ));
-        let counter = match kind {
-            "ok" => &self.ok,
-            "fail" => &self.fail,
-            "info" => &self.info,
-            _ => return,
+        let written = writer.invoke(time, process, key, call);
+        self.note(written.map(drop));
+    }
+
+    fn complete(&self, process: u64, outcome: Outcome, error: Option<&str>) {
+        let counter = match outcome {
+            Outcome::Ok(_) => &self.ok,
+            Outcome::Fail => &self.fail,
+            Outcome::Info => &self.info,
         };
+        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let time = self.start.elapsed().as_nanos() as u64;
+        let written = writer.complete(time, process, outcome, error);
         counter.fetch_add(1, Ordering::Relaxed);
+        self.note(written.map(drop));
     }
 
-    pub fn write_to(&self, path: &std::path::Path) -> std::io::Result<()> {
-        let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
-        let mut text = lines.join("\n");
-        text.push('\n');
-        std::fs::write(path, text)
+    fn note(&self, written: Result<(), HistoryWriteError>) {
+        if let Err(e) = written {
+            let mut broken = self.broken.lock().unwrap_or_else(|e| e.into_inner());
+            broken.get_or_insert_with(|| e.to_string());
+        }
     }
-}
 
-/// One op as invoked: its function, key and invoke value (JSON).
-struct Invoked {
-    f: &'static str,
-    key: u64,
-    value: String,
-}
-
-/// What came back, with the completion value (JSON).
-enum Completed {
-    Ok(String),
-    Fail,
-    Info,
+    /// Flushes the file; `Err` names the first event that could not be written.
+    pub fn finish(&self) -> Result<(), String> {
+        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        writer.flush().map_err(|e| format!("history: {e}"))?;
+        match self.broken.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            Some(e) => Err(format!("history: {e}")),
+            None => Ok(()),
+        }
+    }
 }
 
 /// One client: a session to one server at a time, moving on when that server fails it.
@@ -176,43 +156,34 @@ impl ClientTask {
                 continue;
             };
             let key = rng.next_u64() % self.keys;
-            let invoked = self.choose(&mut rng, key, &seen);
-            let node = server as u64 + 1;
-            self.history
-                .event(process, "invoke", invoked.f, key, &invoked.value, node);
+            let call = self.choose(&mut rng, key, &seen);
+            self.history.invoke(process, key, call.clone());
             let outcome = actix_rt::time::timeout(
                 OP_TIMEOUT,
-                self.perform_at_leader(c, &mut server, &invoked),
+                self.perform_at_leader(c, &mut server, key, &call),
             )
             .await;
-            let (completed, error) = match outcome {
-                Ok(Ok((completed, value))) => {
+            let (outcome, error) = match outcome {
+                Ok(Ok((outcome, value))) => {
                     if let Some(value) = value {
                         seen[key as usize] = Some(value);
                     }
-                    (completed, None)
+                    (outcome, None)
                 }
-                Ok(Err(e)) if invoked.f == "read" || !e.may_have_applied() => {
-                    (Completed::Fail, Some(e.to_string()))
+                Ok(Err(e)) if call == Call::Read || !e.may_have_applied() => {
+                    (Outcome::Fail, Some(e.to_string()))
                 }
-                Ok(Err(e)) => (Completed::Info, Some(e.to_string())),
-                Err(_) => (Completed::Info, Some("timed out".to_string())),
+                Ok(Err(e)) => (Outcome::Info, Some(e.to_string())),
+                Err(_) => (Outcome::Info, Some("timed out".to_string())),
             };
-            let (kind, value) = match completed {
-                Completed::Ok(value) => ("ok", value),
-                Completed::Fail => ("fail", invoked.value.clone()),
-                Completed::Info => ("info", invoked.value.clone()),
-            };
-            let error = error.as_deref();
-            let event = (process, kind, invoked.f, key);
-            self.history
-                .event_with(event.0, event.1, event.2, event.3, &value, node, error);
-            if kind != "ok" {
+            let (ok, info) = (matches!(outcome, Outcome::Ok(_)), outcome == Outcome::Info);
+            self.history.complete(process, outcome, error.as_deref());
+            if !ok {
                 // Unknown or refused: try another server, on a new connection.
                 client = None;
                 server = (server + 1) % self.urls.len();
             }
-            if kind == "info" {
+            if info {
                 process += self.clients;
             }
         }
@@ -229,29 +200,20 @@ impl ClientTask {
         rng: &mut treesync_core::rng::SplitMix64,
         key: u64,
         seen: &[Option<i64>],
-    ) -> Invoked {
+    ) -> Call {
         let roll = rng.next_u64() % 10;
         match self.workload {
-            Workload::Set => Invoked {
-                f: "add",
-                key,
-                value: self.unique().to_string(),
+            Workload::Set => Call::Add {
+                element: self.unique(),
             },
-            Workload::Register if roll < 4 => Invoked {
-                f: "read",
-                key,
-                value: "null".into(),
-            },
+            Workload::Register if roll < 4 => Call::Read,
             Workload::Register => match seen[key as usize] {
-                Some(expected) if roll < 7 => Invoked {
-                    f: "cas",
-                    key,
-                    value: format!("[{expected},{}]", self.unique()),
+                Some(expected) if roll < 7 => Call::Cas {
+                    expected,
+                    new: self.unique(),
                 },
-                _ => Invoked {
-                    f: "write",
-                    key,
-                    value: self.unique().to_string(),
+                _ => Call::Write {
+                    value: self.unique(),
                 },
             },
         }
@@ -263,10 +225,11 @@ impl ClientTask {
         &self,
         client: &mut WsClient,
         server: &mut usize,
-        op: &Invoked,
-    ) -> Result<(Completed, Option<i64>), WsClientError> {
+        key: u64,
+        call: &Call,
+    ) -> Result<(Outcome, Option<i64>), WsClientError> {
         for _ in 0..self.urls.len() {
-            match self.perform(client, op).await {
+            match self.perform(client, key, call).await {
                 Err(e) => match leader_hint(&e) {
                     Some(leader) if leader <= self.urls.len() => {
                         *client = WsClient::connect(&self.urls[leader - 1]).await?;
@@ -277,35 +240,33 @@ impl ClientTask {
                 done => return done,
             }
         }
-        self.perform(client, op).await
+        self.perform(client, key, call).await
     }
 
-    /// Runs one op; on success, the completion value and the register value now known.
+    /// Runs one op; on success its outcome and the register value now known.
     async fn perform(
         &self,
         client: &mut WsClient,
-        op: &Invoked,
-    ) -> Result<(Completed, Option<i64>), WsClientError> {
-        let path = register_path(self.workload, op.key);
-        match op.f {
-            "read" => {
-                let value = client.get_prop(&path, "v").await?;
-                let read = match value {
+        key: u64,
+        call: &Call,
+    ) -> Result<(Outcome, Option<i64>), WsClientError> {
+        let path = register_path(self.workload, key);
+        let done = Outcome::Ok(Reply::Done);
+        match *call {
+            Call::Read => {
+                let read = match client.get_prop(&path, "v").await? {
                     Value::Int(v) => Some(v),
                     _ => None,
                 };
-                let json = read.map_or("null".to_string(), |v| v.to_string());
-                Ok((Completed::Ok(json), read))
+                Ok((Outcome::Ok(Reply::Read(read)), read))
             }
-            "write" => {
-                let value: i64 = op.value.parse().expect("we wrote an int");
+            Call::Write { value } => {
                 client
                     .set(&path, vec![("v".into(), Value::Int(value))])
                     .await?;
-                Ok((Completed::Ok(op.value.clone()), Some(value)))
+                Ok((done, Some(value)))
             }
-            "cas" => {
-                let (expected, new) = parse_pair(&op.value);
+            Call::Cas { expected, new } => {
                 let set = dict(&[
                     ("op", Value::String("set".into())),
                     ("path", Value::String(path.clone())),
@@ -317,19 +278,19 @@ impl ClientTask {
                     ("value", Value::Int(expected)),
                 ]);
                 match client.txn(vec![set], vec![expect]).await {
-                    Ok(_) => Ok((Completed::Ok(op.value.clone()), Some(new))),
+                    Ok(_) => Ok((done, Some(new))),
                     Err(WsClientError::Refused { code, .. }) if code == "precondition_failed" => {
-                        Ok((Completed::Fail, None))
+                        Ok((Outcome::Fail, None))
                     }
                     Err(e) => Err(e),
                 }
             }
-            "add" => {
-                let prop = format!("e{}", op.value);
+            Call::Add { element } => {
+                let prop = format!("e{element}");
                 client.set(&path, vec![(prop, Value::Bool(true))]).await?;
-                Ok((Completed::Ok(op.value.clone()), None))
+                Ok((done, None))
             }
-            other => unreachable!("no op {other}"),
+            Call::ReadSet => unreachable!("read_set is only the final read"),
         }
     }
 }
@@ -352,15 +313,6 @@ pub fn register_path(workload: Workload, key: u64) -> String {
         Workload::Register => format!("/root/r{key}"),
         Workload::Set => format!("/root/s{key}"),
     }
-}
-
-fn parse_pair(json: &str) -> (i64, i64) {
-    let inner = json.trim_matches(|c| c == '[' || c == ']');
-    let (a, b) = inner.split_once(',').expect("we wrote [a,b]");
-    (
-        a.parse().expect("we wrote an int"),
-        b.parse().expect("we wrote an int"),
-    )
 }
 
 fn dict(pairs: &[(&str, Value)]) -> Value {
@@ -424,9 +376,9 @@ pub async fn final_reads(
     history: &History,
     process: u64,
 ) -> Result<(), String> {
-    let f = match workload {
-        Workload::Register => "read",
-        Workload::Set => "read_set",
+    let call = match workload {
+        Workload::Register => Call::Read,
+        Workload::Set => Call::ReadSet,
     };
     for key in 0..keys {
         let path = register_path(workload, key);
@@ -439,8 +391,7 @@ pub async fn final_reads(
             }
             let node = hint.take().unwrap_or(attempt) % urls.len();
             attempt += 1;
-            let at = node as u64 + 1;
-            history.event(process, "invoke", f, key, "null", at);
+            history.invoke(process, key, call.clone());
             let read = async {
                 let mut c = WsClient::connect(&urls[node]).await?;
                 match workload {
@@ -450,23 +401,19 @@ pub async fn final_reads(
             };
             match actix_rt::time::timeout(OP_TIMEOUT * 2, read).await {
                 Ok(Ok(value)) => {
-                    let json = match (workload, value) {
-                        (Workload::Register, Value::Int(v)) => v.to_string(),
-                        (Workload::Register, _) => "null".to_string(),
-                        (Workload::Set, node) => {
-                            let elements: Vec<String> =
-                                set_elements(&node).iter().map(i64::to_string).collect();
-                            format!("[{}]", elements.join(","))
-                        }
+                    let reply = match (workload, value) {
+                        (Workload::Register, Value::Int(v)) => Reply::Read(Some(v)),
+                        (Workload::Register, _) => Reply::Read(None),
+                        (Workload::Set, node) => Reply::ReadSet(set_elements(&node)),
                     };
-                    history.event(process, "ok", f, key, &json, at);
+                    history.complete(process, Outcome::Ok(reply), None);
                     break;
                 }
                 Ok(Err(e)) => {
                     hint = leader_hint(&e).map(|l| l - 1);
-                    history.event(process, "fail", f, key, "null", at);
+                    history.complete(process, Outcome::Fail, Some(&e.to_string()));
                 }
-                Err(_) => history.event(process, "fail", f, key, "null", at),
+                Err(_) => history.complete(process, Outcome::Fail, Some("timed out")),
             }
             actix_rt::time::sleep(Duration::from_millis(200)).await;
         }
