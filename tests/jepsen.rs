@@ -9,7 +9,9 @@ use std::process::Command;
 const SECONDS: &str = "10";
 
 fn results(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("jepsen-tests").join(name);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("jepsen-tests")
+        .join(name);
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
@@ -45,10 +47,16 @@ fn valid_under(nemesis: &str, extra: &[&str]) {
     let name = format!("{nemesis}{}", extra.join(""));
     let (code, stdout) = jepsen(&name, &args);
     let line = summary(&stdout, nemesis);
-    assert!(line.ends_with("VALID") && !line.contains("INVALID"), "{line}");
+    assert!(
+        line.ends_with("VALID") && !line.contains("INVALID"),
+        "{line}"
+    );
     assert_eq!(code, 0, "{stdout}");
     if nemesis != "none" {
-        assert!(!line.contains(" 0 faults"), "the nemesis injected nothing: {line}");
+        assert!(
+            !line.contains(" 0 faults"),
+            "the nemesis injected nothing: {line}"
+        );
     }
 }
 
