@@ -51,8 +51,23 @@ const SHARDS: u32 = 2;
 /// Kill-and-restart cycles per run.
 const FAILOVERS: usize = 3;
 
+/// The ports of this run start here: peers at +3, +6, +9, framed clients at +21..+23,
+/// gateways at +31..+33. Chosen once, where all of them are free right now (a pid formula
+/// alone collided with other tests' ports).
 fn base_port() -> u16 {
-    20_000 + (std::process::id() % 2_000) as u16 * 10
+    static BASE: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+    *BASE.get_or_init(|| {
+        let offsets = [3u16, 6, 9, 21, 22, 23, 31, 32, 33];
+        let seed = std::process::id() as u64;
+        (0..2_000u64)
+            .map(|i| 20_000 + ((seed + i * 7) % 4_000) as u16 * 10)
+            .find(|base| {
+                offsets
+                    .iter()
+                    .all(|o| std::net::TcpListener::bind(("127.0.0.1", base + o)).is_ok())
+            })
+            .expect("some port range is free")
+    })
 }
 
 fn cluster(dir: &std::path::Path) -> (Vec<Server>, BTreeMap<u64, SocketAddr>) {
