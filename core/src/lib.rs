@@ -32,6 +32,7 @@ mod sync;
 pub mod testing;
 pub mod text;
 pub mod tree;
+pub mod txn;
 pub mod value;
 pub mod wire;
 

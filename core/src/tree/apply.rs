@@ -56,22 +56,49 @@ impl Tree {
 
     /// Applies a transaction atomically: preconditions first, then every op, or nothing.
     pub fn apply_txn(&mut self, txn: &Txn) -> Result<(), TreeError> {
+        let mut undo = Vec::with_capacity(txn.ops.len());
+        let result = self.apply_all(txn, &mut undo);
+        if result.is_err() {
+            self.roll_back(undo);
+        }
+        result
+    }
+
+    /// Whether `txn` would apply now, leaving the tree exactly as it was either way: an
+    /// intent is validated when it is written and applied when it is resolved, and its
+    /// locks keep what it checked true in between (`txn::locks`).
+    pub fn check_txn(&mut self, txn: &Txn) -> Result<(), TreeError> {
+        let live_before = self.live_count;
+        let mut undo = Vec::with_capacity(txn.ops.len());
+        let result = self.apply_all(txn, &mut undo);
+        self.roll_back(undo);
+        assert_eq!(self.live_count, live_before, "a check changes nothing");
+        result
+    }
+
+    /// Checks and applies every op, pushing undo records; on `Err` the caller rolls back.
+    fn apply_all(&mut self, txn: &Txn, undo: &mut Vec<Undo>) -> Result<(), TreeError> {
         self.check_txn_size(txn)?;
         for (index, precondition) in txn.expect.iter().enumerate() {
             self.check_precondition(index, precondition)?;
         }
-        let mut undo = Vec::with_capacity(txn.ops.len());
         for (index, op) in txn.ops.iter().enumerate() {
-            if let Err(source) = self.apply_one(op, &mut undo) {
-                self.roll_back(undo);
-                return Err(TreeError::InTxn {
+            self.apply_one(op, undo)
+                .map_err(|source| TreeError::InTxn {
                     index,
                     op: op.name(),
                     source: Box::new(source),
-                });
-            }
+                })?;
         }
         Ok(())
+    }
+
+    /// Nodes `txn` would add if it applied (creates; a move or rename adds none).
+    pub fn nodes_created_by(txn: &Txn) -> usize {
+        txn.ops
+            .iter()
+            .filter(|op| matches!(op, Op::Create { .. }))
+            .count()
     }
 
     fn check_txn_size(&self, txn: &Txn) -> Result<(), TreeError> {

@@ -560,3 +560,29 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// `check_txn` (an intent's validation) answers as `apply_txn` would and leaves the tree
+    /// byte-identical, arena and free list included: applying afterwards gives the same
+    /// bytes as applying without the check.
+    #[test]
+    fn a_checked_txn_answers_like_apply_and_changes_nothing(setup in proptest::collection::vec(arb_op(), 0..20), ops in proptest::collection::vec(arb_op(), 1..8)) {
+        let mut tree = Tree::new(Limits::default());
+        for op in &setup {
+            let _ = tree.apply_op(op); // setup only: rejected ops are fine here
+        }
+        let txn = Txn { ops, ..Txn::default() };
+        let bytes = tree.snapshot_bytes().to_vec();
+        let mut unchecked = tree.clone();
+        let checked = tree.check_txn(&txn);
+        tree.check_invariants();
+        prop_assert_eq!(tree.snapshot_bytes().to_vec(), bytes);
+        prop_assert_eq!(checked.is_ok(), unchecked.apply_txn(&txn).is_ok());
+        if checked.is_ok() {
+            tree.apply_txn(&txn).expect("checked, so it applies");
+            prop_assert_eq!(tree.snapshot_bytes().to_vec(), unchecked.snapshot_bytes().to_vec());
+        }
+    }
+}
