@@ -43,6 +43,7 @@ commands:
               WebSocket clients on --client-addr (default 127.0.0.1:7070 and the next two
               ports, one per server; or off),
               peers on --port-base B (default 7100: B+100, B+200, B+300),
+              --shards S (default 8: the spine, shard 0, and 7 entity shards),
               --compact-entries N (log entries kept before a snapshot, default 10000)
   serve     one server of a cluster:
               --id N --peers 1=HOST:PORT,2=HOST:PORT,3=HOST:PORT (core c listens on PORT+c)

@@ -8,7 +8,11 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use treesync_actors::runtime::{self, LocalCluster, ServerConfig};
+use treesync_actors::runtime::{self, LocalCluster, ServerBackend, ServerConfig};
+
+/// Shards `treesync local` runs by default: the spine and 7 entity shards, so whatever a
+/// newcomer tries spans shards.
+pub const LOCAL_SHARDS_DEFAULT: u32 = 8;
 use treesync_net::gateway::{self, Backend, GatewayLimits};
 
 use crate::args::value;
@@ -174,8 +178,11 @@ pub fn serve(args: &[String]) -> Result<ExitCode, String> {
         config.proto_addr.map_or("off".into(), |a| a.to_string())
     );
     let handle = runtime::start(config).map_err(|e| e.to_string())?;
+    handle.host.set_route(Arc::new(handle.router.clone()));
     if let Some(addr) = gateway {
-        start_gateway(addr, &limits, Arc::new(handle.router.clone()), "")?;
+        let map = handle.router.shard_map().clone();
+        let backend = ServerBackend::new(handle.router.clone(), handle.host.clone(), map);
+        start_gateway(addr, &limits, Arc::new(backend), "")?;
     }
     handle.wait();
     Ok(ExitCode::FAILURE)
@@ -189,11 +196,13 @@ pub fn local(args: &[String]) -> Result<ExitCode, String> {
     let mut gateway = client_addr(CLIENT_ADDR_DEFAULT)?;
     let mut port_base: u16 = 7100;
     let mut compact_entries = runtime::COMPACT_ENTRIES_DEFAULT;
+    let mut shards = LOCAL_SHARDS_DEFAULT;
     let mut limits = GatewayLimits::default();
     let mut args = args.iter();
     while let Some(flag) = args.next() {
         match flag.as_str() {
             "--data" => data = PathBuf::from(value::<String>(flag, args.next())?),
+            "--shards" => shards = value(flag, args.next())?,
             "--client-addr" => gateway = client_addr(&value::<String>(flag, args.next())?)?,
             "--port-base" => port_base = value(flag, args.next())?,
             "--compact-entries" => compact_entries = value(flag, args.next())?,
@@ -220,7 +229,7 @@ pub fn local(args: &[String]) -> Result<ExitCode, String> {
             proto_addr: None,
             data_dir: data.join(format!("node{id}")),
             cores: 1,
-            shards: 1,
+            shards,
             fsync: true,
             tick: Duration::from_millis(10),
             pin: false,
@@ -233,7 +242,9 @@ pub fn local(args: &[String]) -> Result<ExitCode, String> {
         handles.push(runtime::start(config).map_err(|e| e.to_string())?);
     }
     println!(
-        "treesync local: 3 replicas on loopback, data under {}",
+        "treesync local: 3 replicas on loopback, {shards} shards (the spine and {} entity \
+         shards), data under {}",
+        shards.saturating_sub(1).max(1),
         data.display()
     );
     println!(
@@ -249,6 +260,10 @@ pub fn local(args: &[String]) -> Result<ExitCode, String> {
             .map(|(h, id)| (id, h.router.clone()))
             .collect();
         let cluster = LocalCluster::new(routers);
+        let map = handles[0].router.shard_map().clone();
+        for (handle, id) in handles.iter().zip(1u64..) {
+            handle.host.set_route(Arc::new(cluster.starting_at(id)));
+        }
         for id in 1..=3u16 {
             let mut addr = addr;
             if addr.port() != 0 {
@@ -258,7 +273,9 @@ pub fn local(args: &[String]) -> Result<ExitCode, String> {
                     .ok_or("--client-addr port too high")?;
                 addr.set_port(port);
             }
-            let backend = Arc::new(cluster.starting_at(u64::from(id)));
+            let host = handles[usize::from(id) - 1].host.clone();
+            let route = cluster.starting_at(u64::from(id));
+            let backend = Arc::new(ServerBackend::new(route, host, map.clone()));
             start_gateway(addr, &limits, backend, &format!(" of server {id}"))?;
         }
     }

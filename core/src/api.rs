@@ -23,6 +23,8 @@ pub enum Answer {
     },
     Value(Option<Value>),
     Subscribed,
+    /// A parallel-commit step applied (between a coordinator and a shard; never a client's).
+    Step(crate::txn::step::StepOutcome),
 }
 
 /// The answer to one request.
@@ -74,6 +76,10 @@ pub enum ReplyError {
     /// Until the spine and parallel commits exist, a transaction stays inside one shard.
     #[error("this transaction spans shards; cross-shard transactions are not supported yet")]
     CrossShard,
+    /// A cross-shard transaction holds a provisional write on what this touches; nothing
+    /// changed; retry (the server retries for a while before answering this).
+    #[error("transaction {} holds what this touches; nothing changed; retry", holder.id)]
+    Locked { holder: crate::txn::TxnMeta },
 }
 
 impl ReplyError {
@@ -94,6 +100,7 @@ impl ReplyError {
             ReplyError::CrossShard => "cross_shard",
             ReplyError::Replayed { code, .. } => code,
             ReplyError::StaleSequence { .. } => "stale_sequence",
+            ReplyError::Locked { .. } => "locked",
         }
     }
 

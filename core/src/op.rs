@@ -65,19 +65,23 @@ pub fn is_within(path: &str, ancestor: &str) -> bool {
 
 impl Op {
     /// Whether a subscriber to the subtree at `subtree` must see this op: it changes a node
-    /// in the subtree, moves one into it, or changes an ancestor (a rename or delete of an
-    /// ancestor moves or removes the whole subtree).
+    /// in the subtree, moves or renames one into it (or onto its root), or changes an
+    /// ancestor (a rename or delete of an ancestor moves or removes the whole subtree).
     pub fn touches(&self, subtree: &str) -> bool {
         let affects = |path: &str| is_within(path, subtree) || is_within(subtree, path);
         match self {
             Op::Create { parent, name, .. } => affects(&format!("{parent}/{name}")),
             Op::Move {
                 path, new_parent, ..
-            } => affects(path) || is_within(new_parent, subtree),
-            Op::Delete { path }
-            | Op::Set { path, .. }
-            | Op::Rename { path, .. }
-            | Op::Emit { path, .. } => affects(path),
+            } => {
+                let name = path.rsplit('/').next().unwrap_or_default();
+                affects(path) || affects(&format!("{new_parent}/{name}"))
+            }
+            Op::Rename { path, new_name } => {
+                let parent = path.rsplit_once('/').map_or("", |(p, _)| p);
+                affects(path) || affects(&format!("{parent}/{new_name}"))
+            }
+            Op::Delete { path } | Op::Set { path, .. } | Op::Emit { path, .. } => affects(path),
         }
     }
 
@@ -116,6 +120,10 @@ pub enum Expect {
     Absent,
     /// The node exists and `prop` equals `value` (bitwise for floats; `Nil` = unset).
     PropEquals { prop: String, value: Value },
+    /// The node exists and its whole subtree (names, classes, properties, child order)
+    /// hashes to `digest` (`tree::subtree_digest`): a move between shards deletes exactly
+    /// the subtree it copied, or nothing.
+    SubtreeDigest { digest: u64 },
 }
 
 /// A condition checked before a transaction applies.
@@ -180,5 +188,11 @@ mod touch_tests {
             index: None,
         };
         assert!(mv.touches("/root/a"), "moved into the subtree");
+        assert!(mv.touches("/root/a/x"), "moved onto the subtree's root");
+        let rename = Op::Rename {
+            path: "/root/b".into(),
+            new_name: "a".into(),
+        };
+        assert!(rename.touches("/root/a/y"), "renamed onto an ancestor");
     }
 }

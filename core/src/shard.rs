@@ -1,18 +1,21 @@
-//! The shard map: which shard (Raft group) owns a node.
+//! The shard map: which shard (Raft group) owns a node (DESIGN.md "Sharding: one world
+//! over many shards").
 //!
 //! A node's **shard root** is the prefix of its path made of the first `depth` segments
-//! (default 3: `/root/<world>/<entity>`). The shard is the jump consistent hash (Lamping &
-//! Veach 2014) of a stable 64-bit hash of the shard root, unless an operator pinned a prefix
-//! of the path to a shard explicitly (the longest pinned prefix wins).
+//! (default 3: `/root/<world>/<entity>`). Nodes above the shard roots (`/root`, the worlds)
+//! live in the **spine**, shard 0, which also keeps one entry (a "dentry": name and class)
+//! per shard root. Every shard root lives in an **entity shard**: the jump consistent hash
+//! (Lamping & Veach 2014) of a stable 64-bit hash of the shard root over shards 1..N, unless
+//! an operator pinned a prefix of it to a shard (the longest pinned prefix wins). With one
+//! shard, the spine and the entities share it.
 //!
 //! # Invariants
-//! - A node at depth ≥ `depth` and its whole subtree map to one shard (they share a root).
-//! - Growing from N to N+1 shards moves about 1/(N+1) of the roots, and only to the new shard.
+//! - I1: a node at depth ≥ `depth` and its whole subtree map to one shard (they share a
+//!   root); a node above that depth maps to the spine, and nothing else does.
+//! - With N ≥ 2 shards no shard root maps to the spine unless pinned there.
+//! - Growing from N to N+1 shards moves about 1/N of the roots, and only to the new shard.
 //! - The hash is stable across processes, platforms and releases (FNV-1a + splitmix64, no
 //!   per-process seed): every server computes the same map.
-//!
-//! Nodes above the shard depth (`/root`, `/root/<world>`) are ancestors of many shards'
-//! subtrees; which shard holds them is decided the same way, from their own (shorter) path.
 
 use thiserror::Error;
 
@@ -35,7 +38,12 @@ pub enum ShardMapError {
     BadDepth { depth: usize },
     #[error("shard {shard} does not exist (there are {shard_count})")]
     NoSuchShard { shard: u32, shard_count: u32 },
+    #[error("{prefix} is above the shard roots (depth {depth}): it lives in the spine")]
+    PinAboveShardRoots { prefix: String, depth: usize },
 }
+
+/// The spine: `/root`, the nodes above the shard roots, and a dentry per shard root.
+pub const SPINE: ShardId = ShardId(0);
 
 /// Maps node paths to shards.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,8 +77,15 @@ impl ShardMap {
         self.depth
     }
 
-    /// Pins every node at or below `prefix` to `shard` (replacing an earlier pin of it).
+    /// Pins every node at or below `prefix` (a shard root or below) to `shard`, replacing
+    /// an earlier pin of it.
     pub fn pin(&mut self, prefix: NodePath, shard: ShardId) -> Result<(), ShardMapError> {
+        if self.is_spine(&prefix) {
+            return Err(ShardMapError::PinAboveShardRoots {
+                prefix: prefix.as_str().to_owned(),
+                depth: self.depth,
+            });
+        }
         if shard.0 >= self.shard_count {
             return Err(ShardMapError::NoSuchShard {
                 shard: shard.0,
@@ -88,20 +103,34 @@ impl ShardMap {
         path.prefix(self.depth)
     }
 
+    /// Whether `path` is above the shard roots (a spine node).
+    pub fn is_spine(&self, path: &NodePath) -> bool {
+        path.depth() < self.depth
+    }
+
+    /// Whether `path` is a shard root (it has a dentry in the spine).
+    pub fn is_shard_root(&self, path: &NodePath) -> bool {
+        path.depth() == self.depth
+    }
+
     /// The shard that owns `path`.
     pub fn shard_of(&self, path: &NodePath) -> ShardId {
+        if self.is_spine(path) {
+            return SPINE;
+        }
         if let Some((_, shard)) = self.pins.iter().find(|(prefix, _)| path.is_within(prefix)) {
             return *shard;
         }
-        let shard = jump_hash(
-            stable_hash(self.shard_root(path).as_bytes()),
-            self.shard_count,
-        );
+        if self.shard_count == 1 {
+            return SPINE;
+        }
+        let entity_shards = self.shard_count - 1;
+        let bucket = jump_hash(stable_hash(self.shard_root(path).as_bytes()), entity_shards);
         assert!(
-            shard < self.shard_count,
+            bucket < entity_shards,
             "jump hash returns a bucket below the count"
         );
-        ShardId(shard)
+        ShardId(1 + bucket)
     }
 }
 
@@ -150,7 +179,7 @@ mod tests {
     #[test]
     fn growing_moves_about_one_over_n_plus_one_and_only_to_the_new_shard() {
         let roots = roots(20_000);
-        for n in [1u32, 4, 8, 31] {
+        for n in [2u32, 4, 8, 31] {
             let (before, after) = (
                 ShardMap::new(n, 3).expect("ok"),
                 ShardMap::new(n + 1, 3).expect("ok"),
@@ -163,7 +192,7 @@ mod tests {
                     moved += 1;
                 }
             }
-            let expected = roots.len() as f64 / f64::from(n + 1);
+            let expected = roots.len() as f64 / f64::from(n);
             let ratio = moved as f64 / expected;
             assert!(
                 (0.85..1.15).contains(&ratio),
@@ -176,24 +205,37 @@ mod tests {
     fn shards_are_balanced() {
         let map = ShardMap::new(16, 3).expect("ok");
         let mut counts = [0usize; 16];
-        for r in roots(32_000) {
+        for r in roots(30_000) {
             counts[map.shard_of(&r).0 as usize] += 1;
         }
-        for c in counts {
-            assert!((1600..2400).contains(&c), "unbalanced: {counts:?}");
+        assert_eq!(counts[0], 0, "no shard root in the spine");
+        for c in &counts[1..] {
+            assert!((1600..2400).contains(c), "unbalanced: {counts:?}");
         }
     }
 
     #[test]
     fn pins_override_the_hash_and_the_longest_wins() {
         let mut map = ShardMap::new(8, 3).expect("ok");
-        map.pin(path("/root/Lobby"), ShardId(5)).expect("ok");
-        map.pin(path("/root/Lobby/Boss"), ShardId(6)).expect("ok");
-        assert_eq!(map.shard_of(&path("/root/Lobby/Player/Gun")), ShardId(5));
-        assert_eq!(map.shard_of(&path("/root/Lobby/Boss/Arm")), ShardId(6));
-        assert_eq!(map.shard_of(&path("/root/Lobby")), ShardId(5));
+        map.pin(path("/root/Lobby/Boss"), ShardId(5)).expect("ok");
+        map.pin(path("/root/Lobby/Boss/Arm"), ShardId(6))
+            .expect("ok");
+        assert_eq!(map.shard_of(&path("/root/Lobby/Boss/Leg")), ShardId(5));
+        assert_eq!(map.shard_of(&path("/root/Lobby/Boss/Arm/Hand")), ShardId(6));
+        assert_eq!(
+            map.shard_of(&path("/root/Lobby")),
+            SPINE,
+            "a world is a spine node"
+        );
+        assert_eq!(
+            map.pin(path("/root/Lobby"), ShardId(5)),
+            Err(ShardMapError::PinAboveShardRoots {
+                prefix: "/root/Lobby".into(),
+                depth: 3
+            })
+        );
         assert!(matches!(
-            map.pin(path("/root/X"), ShardId(8)),
+            map.pin(path("/root/X/Y"), ShardId(8)),
             Err(ShardMapError::NoSuchShard { .. })
         ));
         assert!(matches!(ShardMap::new(0, 3), Err(ShardMapError::NoShards)));
@@ -216,6 +258,20 @@ mod tests {
         assert_eq!(jump_hash(stable_hash(b"/root/World/Player1"), 1000), 159);
         assert_eq!(jump_hash(12_345, 1000), 938);
         assert_eq!(jump_hash(12_345, 1), 0);
+    }
+
+    #[test]
+    fn the_spine_holds_everything_above_the_shard_roots() {
+        let map = ShardMap::new(4, 3).expect("ok");
+        assert_eq!(map.shard_of(&path("/root")), SPINE);
+        assert_eq!(map.shard_of(&path("/root/World")), SPINE);
+        assert_ne!(map.shard_of(&path("/root/World/Player")), SPINE);
+        let single = ShardMap::new(1, 3).expect("ok");
+        assert_eq!(
+            single.shard_of(&path("/root/World/Player/Gun")),
+            SPINE,
+            "one shard"
+        );
     }
 
     proptest! {

@@ -16,6 +16,7 @@ use thiserror::Error;
 
 use crate::op::{ArchivedTxn, Txn};
 use crate::tree::{ArchivedTreeSnapshot, TreeSnapshot};
+use crate::txn::step::{ArchivedStep, Step};
 
 pub const MAGIC: [u8; 4] = *b"TSYN";
 pub const VERSION: u16 = 1;
@@ -27,6 +28,8 @@ pub const HEADER_BYTES: usize = 16;
 pub enum FrameKind {
     Txn = 1,
     TreeSnapshot = 2,
+    /// A parallel-commit step (`txn::step::Step`) in a Raft entry.
+    Step = 3,
 }
 
 /// Why a frame was refused.
@@ -77,6 +80,33 @@ pub fn decode_txn_unaligned(bytes: &[u8]) -> Result<Txn, WireError> {
 /// Validates and deserializes a transaction frame.
 pub fn decode_txn(bytes: &[u8]) -> Result<Txn, WireError> {
     rkyv::deserialize::<Txn, rancor::Error>(access_txn(bytes)?).map_err(invalid)
+}
+
+/// Archives a parallel-commit step into a frame (a Raft entry beside transactions).
+pub fn encode_step(step: &Step) -> AlignedVec {
+    let payload = rkyv::to_bytes::<rancor::Error>(step).expect("archiving to memory cannot fail");
+    frame(FrameKind::Step, &payload)
+}
+
+/// What a Raft entry holds.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LogEntry {
+    Txn(Txn),
+    Step(Step),
+}
+
+/// Validates and deserializes a Raft entry's frame (a transaction or a step), from bytes of
+/// unknown alignment.
+pub fn decode_entry_unaligned(bytes: &[u8]) -> Result<LogEntry, WireError> {
+    let frame = aligned(bytes);
+    let kind = frame.get(6..8).map(|k| u16::from_le_bytes([k[0], k[1]]));
+    if kind == Some(FrameKind::Step as u16) {
+        let payload = payload(&frame, FrameKind::Step)?;
+        let archived = rkyv::access::<ArchivedStep, rancor::Error>(payload).map_err(invalid)?;
+        let step = rkyv::deserialize::<Step, rancor::Error>(archived).map_err(invalid)?;
+        return Ok(LogEntry::Step(step));
+    }
+    decode_txn(&frame).map(LogEntry::Txn)
 }
 
 /// Archives a tree snapshot into a frame.

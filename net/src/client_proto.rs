@@ -61,6 +61,8 @@ impl From<Outcome> for Response {
             },
             Ok(Answer::Value(value)) => Response::Value(value),
             Ok(Answer::Subscribed) => Response::Value(None),
+            // Steps pass between coordinators and shards, never to a client.
+            Ok(Answer::Step(step)) => Response::rejected("internal", format!("{step:?}")),
             Err(ReplyError::NotLeader { leader }) => Response::NotLeader { leader },
             Err(error) => Response::rejected(error.code(), error.to_string()),
         }

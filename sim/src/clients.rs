@@ -252,6 +252,7 @@ impl Clients {
                 self.complete(pending.history, now, Some(value));
             }
             Ok(Answer::Subscribed) => unreachable!("clients do not subscribe"),
+            Ok(Answer::Step(_)) => unreachable!("clients propose no parallel-commit steps"),
             Err(error) => {
                 let hint = match error {
                     ReplyError::NotLeader { leader: Some(l) } => *l,

@@ -65,7 +65,7 @@ impl Mirrors {
     pub fn subscribed(&mut self, sub: u64, path: &str) {
         let mirror = Mirror {
             path: path.to_owned(),
-            tree: Tree::new(Limits::default()),
+            tree: mirror_tree(),
         };
         self.mirrors.insert(sub, mirror);
     }
@@ -82,7 +82,7 @@ impl Mirrors {
         };
         match push {
             Push::Snapshot { tree, .. } => {
-                mirror.tree = Tree::new(Limits::default());
+                mirror.tree = mirror_tree();
                 let Some(tree) = tree else { return Ok(()) };
                 if mirror.path == "/root" {
                     // The root always exists: its children are what the snapshot adds.
@@ -130,6 +130,12 @@ impl Mirrors {
             replica.len()
         ))
     }
+}
+
+/// A mirror's tree makes placeholder ancestors as an entity shard's does: a move or create
+/// that made them in the replica makes them here too (on the spine none is ever needed).
+fn mirror_tree() -> Tree {
+    Tree::new(Limits::default()).with_placeholders(treesync_core::shard::SHARD_DEPTH_DEFAULT)
 }
 
 fn apply(tree: &mut Tree, ops: &[Op], what: &str) -> Result<(), String> {

@@ -107,6 +107,16 @@ impl Driver {
                     hlc,
                 }
             }
+            CoreMsg::Step { shard, step, reply } => {
+                self.replies.insert(token, reply);
+                let hlc = self.hlc.now();
+                Input::Step {
+                    token,
+                    shard,
+                    step,
+                    hlc,
+                }
+            }
             CoreMsg::Read {
                 shard,
                 path,

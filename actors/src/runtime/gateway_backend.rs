@@ -3,18 +3,177 @@
 //! `Router` serves one server's shards: a request for a shard led elsewhere is answered
 //! `NotLeader` (the gateway tells the client which server leads). `LocalCluster` holds every
 //! server of this process (`treesync local`) and forwards to whichever leads the shard, so a
-//! client may talk to any of them.
+//! client may talk to any of them. Both are `ShardRoute`s for a transaction host, and
+//! `ServerBackend` puts one under the gateway with the host: a write that stays in one
+//! shard goes straight to it, any other (and one that meets an intent) through the host;
+//! a read above the shard roots is served from the spine and every entity shard below.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use treesync_core::api::{Outcome, ReplyError};
+use treesync_core::api::{Answer, Outcome, ReplyError};
+use treesync_core::path::NodePath;
 use treesync_core::replica::ReadTarget;
+use treesync_core::shard::ShardMap;
+use treesync_core::txn::host::Request;
+use treesync_core::txn::split::{self, roots_of_subtree};
 use treesync_core::Txn;
+use treesync_core::{Limits, TreeError};
 use treesync_net::gateway::{Backend, BoxFuture, Push};
 
+use super::txn_host::{HostHandle, ShardRoute};
 use super::Router;
+
+impl ShardRoute for Router {
+    fn call(&self, shard: u32, request: Request) -> BoxFuture<Outcome> {
+        let router = self.clone();
+        Box::pin(async move { router.serve(shard, request).await })
+    }
+}
+
+impl Router {
+    /// One host request on this server's replica of `shard`.
+    pub async fn serve(&self, shard: u32, request: Request) -> Outcome {
+        match request {
+            Request::Read { path, target } => self.read(path, target).await,
+            Request::Propose(txn) => self.write_on(shard, txn).await,
+            Request::Step(step) => self.step(shard, step).await,
+        }
+    }
+}
+
+impl ShardRoute for LocalCluster {
+    fn call(&self, shard: u32, request: Request) -> BoxFuture<Outcome> {
+        Box::pin(self.clone().follow(move |router| {
+            let request = request.clone();
+            async move { router.serve(shard, request).await }
+        }))
+    }
+}
+
+/// Times a read that met an intent is retried (after pushing its holder) before the
+/// client is told `locked`: 50 × 2 ticks, about a second at 10 ms ticks.
+const LOCKED_READS_MAX: usize = 50;
+
+/// The gateway's backend over a route to the shards' leaders and this server's host.
+#[derive(Clone)]
+pub struct ServerBackend<R> {
+    route: R,
+    host: HostHandle,
+    map: ShardMap,
+    limits: Limits,
+}
+
+impl<R: ShardRoute + Clone> ServerBackend<R> {
+    pub fn new(route: R, host: HostHandle, map: ShardMap) -> ServerBackend<R> {
+        ServerBackend {
+            route,
+            host,
+            map,
+            limits: Limits::default(),
+        }
+    }
+
+    /// The one shard a transaction touches when it needs no planning read, if so.
+    fn fast_shard(&self, txn: &Txn) -> Option<u32> {
+        let no_reads = split::reads_needed(txn, &self.map, &self.limits)
+            .ok()?
+            .is_empty();
+        let empty = std::collections::BTreeMap::new();
+        let plan = split::plan(txn, &self.map, &self.limits, &empty).ok()?;
+        plan.single_shard().filter(|_| no_reads)
+    }
+
+    async fn write(self, txn: Txn) -> Outcome {
+        if let Some(shard) = self.fast_shard(&txn) {
+            match self.route.call(shard, Request::Propose(txn.clone())).await {
+                Err(ReplyError::Locked { holder }) => self.host.push(holder, shard),
+                outcome => return outcome,
+            }
+        }
+        self.host.transact(txn).await
+    }
+
+    /// A read of one shard, waiting out intents (pushing their holders).
+    async fn read_shard(&self, shard: u32, path: String, target: ReadTarget) -> Outcome {
+        let router_read = |path: String, target: ReadTarget| {
+            let route = self.route.clone();
+            async move { route.read(shard, path, target).await }
+        };
+        for _ in 0..LOCKED_READS_MAX {
+            match router_read(path.clone(), target.clone()).await {
+                Err(ReplyError::Locked { holder }) => {
+                    self.host.push(holder, shard);
+                    self.host.after(2).await;
+                }
+                outcome => return outcome,
+            }
+        }
+        router_read(path, target).await
+    }
+
+    async fn read(self, path: String, target: ReadTarget) -> Outcome {
+        let parsed = NodePath::parse(&path, &self.limits).map_err(|e| ReplyError::InvalidPath {
+            reason: e.to_string(),
+        })?;
+        let shard = self.map.shard_of(&parsed).0;
+        let merged = self.map.is_spine(&parsed) && target == ReadTarget::Subtree;
+        let outcome = self.read_shard(shard, path.clone(), target).await;
+        if !merged || self.map.shard_count() == 1 {
+            return outcome;
+        }
+        let Ok(Answer::Value(Some(mut spine))) = outcome else {
+            return outcome;
+        };
+        // Each entity below, from its shard (not a consistent cut across shards yet).
+        for root in roots_of_subtree(&path, &spine, self.map.depth()) {
+            let root_path = NodePath::parse(&root, &self.limits).expect("a spine path");
+            let owner = self.map.shard_of(&root_path).0;
+            match self
+                .read_shard(owner, root.clone(), ReadTarget::Subtree)
+                .await
+            {
+                Ok(Answer::Value(Some(entity))) => split::graft(&mut spine, &path, &root, entity),
+                Ok(Answer::Value(None)) | Err(ReplyError::Rejected(TreeError::NotFound { .. })) => {
+                }
+                Err(e) => return Err(e),
+                Ok(other) => return Ok(other),
+            }
+        }
+        Ok(Answer::Value(Some(spine)))
+    }
+}
+
+/// A route's read of one shard.
+trait RouteRead {
+    fn read(&self, shard: u32, path: String, target: ReadTarget) -> BoxFuture<Outcome>;
+}
+
+impl<R: ShardRoute> RouteRead for R {
+    fn read(&self, shard: u32, path: String, target: ReadTarget) -> BoxFuture<Outcome> {
+        self.call(shard, Request::Read { path, target })
+    }
+}
+
+impl<R: ShardRoute + Clone + Backend> Backend for ServerBackend<R> {
+    fn write(&self, txn: Txn) -> BoxFuture<Outcome> {
+        Box::pin(self.clone().write(txn))
+    }
+
+    fn read(&self, path: String, target: ReadTarget) -> BoxFuture<Outcome> {
+        Box::pin(self.clone().read(path, target))
+    }
+
+    fn subscribe(
+        &self,
+        path: String,
+        from: Option<u64>,
+        sink: flume::Sender<Push>,
+    ) -> BoxFuture<Outcome> {
+        self.route.subscribe(path, from, sink)
+    }
+}
 
 impl Backend for Router {
     fn write(&self, txn: Txn) -> BoxFuture<Outcome> {

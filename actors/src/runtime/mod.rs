@@ -10,6 +10,7 @@ mod core_loop;
 mod driver;
 mod gateway_backend;
 mod router;
+pub mod txn_host;
 pub mod wal_records;
 
 use std::collections::BTreeMap;
@@ -26,8 +27,9 @@ use treesync_core::shard::ShardMap;
 use treesync_core::Txn;
 use treesync_net::gateway::Push;
 
-pub use gateway_backend::LocalCluster;
+pub use gateway_backend::{LocalCluster, ServerBackend};
 pub use router::Router;
+pub use txn_host::{HostHandle, ShardRoute};
 
 use crate::SystemClock;
 
@@ -36,6 +38,12 @@ pub enum CoreMsg {
     Propose {
         shard: u32,
         txn: Txn,
+        reply: flume::Sender<Outcome>,
+    },
+    /// A parallel-commit step from a transaction host (`treesync_core::txn::host`).
+    Step {
+        shard: u32,
+        step: treesync_core::txn::step::Step,
         reply: flume::Sender<Outcome>,
     },
     Read {
@@ -160,6 +168,8 @@ pub enum StartError {
 /// A running server: its cores' mailboxes, for embedding, and their threads.
 pub struct ServerHandle {
     pub router: Router,
+    /// This server's transaction host (runs on core 0); give it a route (`set_route`).
+    pub host: HostHandle,
     threads: Vec<ExecutorJoinHandle<()>>,
     /// This process's hold on the data directory (released when the handle goes).
     _data_dir: crate::storage::identity::DirLock,
@@ -212,7 +222,9 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..config.cores)
         .map(|_| flume::bounded(CORE_MAILBOX_MAX))
         .unzip();
-    let router = Router::new(senders, shard_map);
+    let router = Router::new(senders, shard_map.clone());
+    let (host, host_inbox, host_self) = txn_host::mailbox();
+    let mut host_parts = Some((host_inbox, host_self));
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     // One hybrid logical clock per process, shared by its cores (one AtomicU64).
     let hlc = std::sync::Arc::new(Hlc::new(SystemClock, MAX_OFFSET_MS_DEFAULT));
@@ -224,6 +236,15 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
             Placement::Unbound
         };
         let (config, router, hlc) = (config.clone(), router.clone(), hlc.clone());
+        let host_task = match core {
+            0 => host_parts.take().map(|(inbox, me)| {
+                let limits = treesync_core::Limits::default();
+                let host =
+                    treesync_core::txn::host::TxnHost::new(shard_map.clone(), limits, config.id);
+                (host, inbox, me)
+            }),
+            _ => None,
+        };
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("treesync-{}-core{core}", config.id))
             .io_memory(IO_MEMORY_BYTES)
@@ -232,6 +253,10 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
                     if let Some(addr) = config.proto_addr {
                         glommio::spawn_local(client_port::serve(addr, router.clone())).detach();
                     }
+                }
+                if let Some((host, inbox, me)) = host_task {
+                    let run = txn_host::run(host, inbox, me, hlc.clone(), config.tick);
+                    glommio::spawn_local(run).detach();
                 }
                 if let Err(e) = core_loop::run(core, config, inbox, hlc).await {
                     tracing::error!(core, error = %e, "core stopped");
@@ -247,6 +272,7 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
     }
     Ok(ServerHandle {
         router,
+        host,
         threads,
         _data_dir: data_dir,
     })

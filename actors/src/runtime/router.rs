@@ -86,6 +86,32 @@ impl Router {
         .await
     }
 
+    /// Commits `txn` on this server's replica of `shard` (which must lead it), as planned:
+    /// a plan's part may hold ops on dentries whose paths map to other shards.
+    pub async fn write_on(&self, shard: u32, txn: Txn) -> Outcome {
+        self.ask(self.core_of(shard), true, |reply| CoreMsg::Propose {
+            shard,
+            txn,
+            reply,
+        })
+        .await
+    }
+
+    /// Proposes a parallel-commit step on this server's replica of `shard`.
+    pub async fn step(&self, shard: u32, step: treesync_core::txn::step::Step) -> Outcome {
+        self.ask(self.core_of(shard), true, |reply| CoreMsg::Step {
+            shard,
+            step,
+            reply,
+        })
+        .await
+    }
+
+    /// The shard map requests are routed by.
+    pub fn shard_map(&self) -> &ShardMap {
+        &self.shard_map
+    }
+
     /// Linearizable read through this server's replica (raft-rs ReadIndex works from
     /// followers too: the replica answers once it applied the leader's commit index).
     pub async fn read(&self, path: String, target: ReadTarget) -> Outcome {

@@ -32,7 +32,10 @@ pub const FILE_MAGIC: [u8; 4] = *b"TSWL";
 /// Format 4 stores a transaction's client session (`Txn::session`) in each entry and the
 /// shard's session table in each snapshot (`replica::sessions`); format 3 entries and
 /// snapshots do not decode as format 4 ones, so format 3 files are refused.
-pub const FILE_VERSION: u16 = 4;
+/// Format 5 adds each shard's transaction tables (intents, records) to its snapshots and
+/// parallel-commit steps (frame kind `Step`) beside transactions in entries, and places
+/// nodes by the spine (`shard::SPINE`): a format 4 file's data lives on other shards.
+pub const FILE_VERSION: u16 = 5;
 pub const FILE_HEADER_BYTES: usize = std::mem::size_of::<FileHeader>();
 
 const _: () = assert!(

@@ -22,7 +22,9 @@ use thiserror::Error;
 
 const FILE: &str = "identity";
 const LOCK: &str = "identity.lock";
-const FORMAT: &str = "treesync-identity 1";
+/// Version 2: nodes are placed by the spine (`shard::SPINE`); a version 1 directory holds
+/// its shards' data where this build would not look for it, so it is refused.
+const FORMAT: &str = "treesync-identity 2";
 
 /// Who wrote a data directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,8 +87,16 @@ impl Identity {
 
     fn parse(text: &str) -> Result<Identity, String> {
         let mut lines = text.lines();
-        if lines.next() != Some(FORMAT) {
-            return Err(format!("not a {FORMAT:?} file"));
+        match lines.next() {
+            Some(FORMAT) => {}
+            Some(older) if older.starts_with("treesync-identity ") => {
+                return Err(format!(
+                    "written by another treesync version ({older:?}, this build reads \
+                     {FORMAT:?}); its data is placed on other shards: use a new directory \
+                     and let the replica catch up from its peers"
+                ))
+            }
+            _ => return Err(format!("not a {FORMAT:?} file")),
         }
         let mut field = |name: &str| -> Result<String, String> {
             let line = lines.next().ok_or(format!("no {name}"))?;

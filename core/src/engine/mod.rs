@@ -75,6 +75,13 @@ pub enum Input {
         txn: Txn,
         hlc: Timestamp,
     },
+    /// Replicate and apply a parallel-commit step on `shard` (from a transaction host).
+    Step {
+        token: Token,
+        shard: u32,
+        step: crate::txn::step::Step,
+        hlc: Timestamp,
+    },
     /// Linearizable read.
     Read {
         token: Token,
@@ -190,6 +197,11 @@ impl Engine {
                 let replica_config = ReplicaConfig {
                     jitter_seed: config.replica.jitter_seed
                         ^ u64::from(*shard).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                    // Every shard but the spine is an entity shard (DESIGN.md "Sharding").
+                    placeholder_depth: match *shard {
+                        0 => 0,
+                        _ => crate::shard::SHARD_DEPTH_DEFAULT,
+                    },
                     ..config.replica.clone()
                 };
                 let slot = Slot {
@@ -224,6 +236,16 @@ impl Engine {
             } => self.request(token, shard, true, commands, |id| ReplicaInput::Propose {
                 id,
                 txn,
+                hlc,
+            }),
+            Input::Step {
+                token,
+                shard,
+                step,
+                hlc,
+            } => self.request(token, shard, true, commands, |id| ReplicaInput::Step {
+                id,
+                step,
                 hlc,
             }),
             Input::Read {
@@ -521,6 +543,7 @@ fn outcome_of(reply: Reply) -> (u64, Outcome) {
         } => (id, Ok(Answer::Written { index, term, hlc })),
         Reply::Read { id, value, .. } => (id, Ok(Answer::Value(value))),
         Reply::Failed { id, error } => (id, Err(error)),
+        Reply::Stepped { id, outcome } => (id, Ok(Answer::Step(outcome))),
     }
 }
 

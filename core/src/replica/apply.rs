@@ -11,6 +11,9 @@ use crate::op::Txn;
 use crate::path::NodePath;
 use crate::shard::stable_hash;
 use crate::tree::TreeError;
+use crate::txn::intents::IntentRefusal;
+use crate::txn::step::Step;
+use crate::txn::TxnMeta;
 use crate::value::Value;
 use crate::wire;
 
@@ -38,32 +41,23 @@ impl Replica {
                     self.applied_hlc
                 );
                 self.applied_hlc = hlc;
-                let txn = wire::decode_txn_unaligned(&entry.data).unwrap_or_else(|e| {
+                let entry_data = wire::decode_entry_unaligned(&entry.data).unwrap_or_else(|e| {
                     panic!(
-                        "entry {} holds no transaction ({e}): the log is corrupt",
+                        "entry {} holds no transaction or step ({e}): the log is corrupt",
                         entry.index
                     )
                 });
+                let txn = match entry_data {
+                    wire::LogEntry::Txn(txn) => txn,
+                    wire::LogEntry::Step(step) => {
+                        self.apply_step(&step, entry.index, entry.term, hlc, out);
+                        continue;
+                    }
+                };
                 let outcome = self.apply_txn(&txn, entry.index, entry.term, hlc);
                 match &outcome {
                     EntryOutcome::Applied if self.record_changes => {
-                        // What relocated nodes look like now: a mirror that never saw them
-                        // gets them as creates (`engine::mirror`).
-                        let landed = txn
-                            .ops
-                            .iter()
-                            .enumerate()
-                            .filter_map(|(i, op)| {
-                                let (_, dest) = mirror::relocation(op)?;
-                                Some((i, mirror::creates_of(&self.tree, &dest)))
-                            })
-                            .collect();
-                        out.applied.push(Applied::Txn {
-                            index: entry.index,
-                            hlc,
-                            txn,
-                            landed,
-                        })
+                        self.publish(entry.index, hlc, txn, out);
                     }
                     EntryOutcome::Applied => {}
                     // Changed nothing: feeds and `changes_after` leave it out.
@@ -96,6 +90,7 @@ impl Replica {
                     Some(EntryOutcome::Stale { seq, last }) => {
                         failed(ReplyError::StaleSequence { seq, last })
                     }
+                    Some(EntryOutcome::Locked(holder)) => failed(ReplyError::Locked { holder }),
                 };
                 out.replies.push(reply);
             }
@@ -105,10 +100,83 @@ impl Replica {
         self.maybe_compact();
     }
 
+    /// Hands an applied change to subscribers, with what relocated nodes look like now (a
+    /// mirror that never saw them gets them as creates: `engine::mirror`).
+    fn publish(&mut self, index: u64, hlc: Timestamp, txn: Txn, out: &mut Output) {
+        let landed = txn
+            .ops
+            .iter()
+            .enumerate()
+            .filter_map(|(i, op)| {
+                let (_, dest) = mirror::relocation(op)?;
+                Some((i, mirror::creates_of(&self.tree, &dest)))
+            })
+            .collect();
+        out.applied.push(Applied::Txn {
+            index,
+            hlc,
+            txn,
+            landed,
+        });
+    }
+
+    /// Applies a committed parallel-commit step and answers its proposer. Only a committed
+    /// resolution changes the tree; its ops are what subscribers see.
+    fn apply_step(
+        &mut self,
+        step: &Step,
+        index: u64,
+        entry_term: u64,
+        hlc: Timestamp,
+        out: &mut Output,
+    ) {
+        self.sessions.expire(hlc);
+        let (outcome, resolved) = self.tables.apply(step, &mut self.tree, hlc);
+        match resolved {
+            Some(intent) => {
+                self.resolved.insert(index, intent.txn.clone());
+                if self.record_changes {
+                    self.publish(index, hlc, intent.txn, out);
+                }
+            }
+            None => {
+                self.rejected.insert(index);
+            }
+        }
+        if let Some((id, term)) = self.pending_writes.remove(&index) {
+            let reply = match term == entry_term {
+                true => Reply::Stepped { id, outcome },
+                false => Reply::Failed {
+                    id,
+                    error: ReplyError::Dropped,
+                },
+            };
+            out.replies.push(reply);
+        }
+    }
+
     /// Applies a committed transaction to the tree, at most once per session sequence
-    /// (`sessions`): a resent copy is answered with the first copy's answer.
+    /// (`sessions`): a resent copy is answered with the first copy's answer. A transaction
+    /// that touches what an intent locks changes nothing and is answered `Locked`.
     fn apply_txn(&mut self, txn: &Txn, index: u64, term: u64, hlc: Timestamp) -> EntryOutcome {
         self.sessions.expire(hlc);
+        let locks = match self.tables.intents.admit_plain(txn, &self.tree) {
+            Ok(locks) => locks,
+            Err(IntentRefusal::Locked { holder }) => return EntryOutcome::Locked(holder),
+            Err(IntentRefusal::Rejected(e)) => return EntryOutcome::Rejected(e),
+            Err(IntentRefusal::Full { nodes, max }) => {
+                return EntryOutcome::Rejected(TreeError::TooManyNodes { count: nodes, max })
+            }
+            Err(other) => unreachable!("a plain write is never refused for {other}"),
+        };
+        let outcome = self.apply_admitted(txn, index, term, hlc);
+        if matches!(outcome, EntryOutcome::Applied) {
+            self.tables.intents.record_plain_write(&locks, hlc);
+        }
+        outcome
+    }
+
+    fn apply_admitted(&mut self, txn: &Txn, index: u64, term: u64, hlc: Timestamp) -> EntryOutcome {
         let Some(key) = txn.session else {
             return match self.tree.apply_txn(txn) {
                 Ok(()) => EntryOutcome::Applied,
@@ -176,8 +244,11 @@ impl Replica {
             .iter()
             .filter(|e| !e.data.is_empty() && !self.rejected.contains(&e.index))
             .map(|e| {
-                let txn =
-                    wire::decode_txn_unaligned(&e.data).expect("applied entries hold transactions");
+                let txn = match self.resolved.get(&e.index) {
+                    Some(txn) => txn.clone(),
+                    None => wire::decode_txn_unaligned(&e.data)
+                        .expect("applied entries that are not steps hold transactions"),
+                };
                 (e.index, entry_hlc(e), txn)
             })
             .collect();
@@ -209,6 +280,8 @@ enum EntryOutcome {
         seq: u64,
         last: u64,
     },
+    /// An intent holds what it touches (nothing changed; retry).
+    Locked(TxnMeta),
 }
 
 /// Next link of the applied-entries hash chain.

@@ -74,6 +74,9 @@ pub struct ReplicaConfig {
     /// runner's must-fail run): answer reads from the local tree at once, without ReadIndex,
     /// so a partitioned or lagging replica serves stale values. Never set in production.
     pub unsafe_local_reads: bool,
+    /// 0 for the spine (and a single-shard cluster); the shard-root depth for an entity
+    /// shard, whose tree makes missing ancestors above its roots (`Tree::with_placeholders`).
+    pub placeholder_depth: usize,
 }
 
 impl ReplicaConfig {
@@ -88,6 +91,7 @@ impl ReplicaConfig {
             jitter_seed: id,
             boot_nonce: 0,
             unsafe_local_reads: false,
+            placeholder_depth: 0,
         }
     }
 }
@@ -102,6 +106,12 @@ pub enum Input {
     Propose {
         id: u64,
         txn: Txn,
+        hlc: Timestamp,
+    },
+    /// Replicate and apply a parallel-commit step; answered with `Reply::Stepped`.
+    Step {
+        id: u64,
+        step: crate::txn::step::Step,
         hlc: Timestamp,
     },
     /// Linearizable read of a node, its subtree or one property.
@@ -167,6 +177,11 @@ pub enum Reply {
     Failed {
         id: u64,
         error: ReplyError,
+    },
+    /// A step applied at `index` and answered `outcome`.
+    Stepped {
+        id: u64,
+        outcome: crate::txn::step::StepOutcome,
     },
 }
 
@@ -251,6 +266,11 @@ pub struct Replica {
     rejected: BTreeSet<u64>,
     /// Each client session's last applied write and its answer (exactly-once retries).
     sessions: sessions::Sessions,
+    /// Intents on this shard and the transaction records it anchors (parallel commits).
+    tables: crate::txn::tables::TxnTables,
+    /// Committed resolutions still in the log, by index: the intent's ops, for subscribers
+    /// resuming there (`changes_after`); the entry itself only names the transaction.
+    resolved: BTreeMap<u64, Txn>,
     /// Election timeout jitter: our own draw replaces raft-rs's thread-RNG one, so runs are
     /// reproducible (see `jitter_election_timeout`).
     jitter: crate::rng::SplitMix64,
@@ -329,7 +349,7 @@ impl Replica {
             .expect("replica config is valid");
         let mut replica = Replica {
             raw,
-            tree: Tree::new(config.limits.clone()),
+            tree: Tree::new(config.limits.clone()).with_placeholders(config.placeholder_depth),
             peers: config.peers.clone(),
             compact_entries: config.compact_entries,
             applied: 0,
@@ -346,6 +366,8 @@ impl Replica {
             record_changes: false,
             rejected: BTreeSet::new(),
             sessions: sessions::Sessions::default(),
+            tables: crate::txn::tables::TxnTables::default(),
+            resolved: BTreeMap::new(),
             jitter: crate::rng::SplitMix64::new(config.jitter_seed),
             election_ticks: config.election_ticks,
             election_timeout: config.election_ticks,
@@ -465,7 +487,14 @@ impl Replica {
                 self.ticks += 1;
                 self.expire_reads(out);
             }
-            Input::Propose { id, txn, hlc } => self.propose(id, &txn, hlc, out),
+            Input::Propose { id, txn, hlc } => {
+                let data = wire::encode_txn(&txn);
+                self.propose(id, &data, hlc, out)
+            }
+            Input::Step { id, step, hlc } => {
+                let data = wire::encode_step(&step);
+                self.propose(id, &data, hlc, out)
+            }
             Input::Read { id, path, target } if self.unsafe_local_reads => {
                 let value = self.read_local_unsafe(&path, &target);
                 let index = self.applied;
@@ -546,6 +575,12 @@ impl Replica {
         );
         self.tree.check_invariants();
         self.sessions.check_invariants();
+        self.tables.check_invariants();
+    }
+
+    /// This shard's intents and transaction records.
+    pub fn txn_tables(&self) -> &crate::txn::tables::TxnTables {
+        &self.tables
     }
 
     /// The election timeout in ticks this replica uses now.
@@ -553,7 +588,7 @@ impl Replica {
         self.election_timeout
     }
 
-    fn propose(&mut self, id: u64, txn: &Txn, hlc: Timestamp, out: &mut Output) {
+    fn propose(&mut self, id: u64, data: &[u8], hlc: Timestamp, out: &mut Output) {
         if !self.is_leader() {
             let error = ReplyError::NotLeader {
                 leader: self.leader(),
@@ -561,7 +596,6 @@ impl Replica {
             out.replies.push(Reply::Failed { id, error });
             return;
         }
-        let data = wire::encode_txn(txn);
         let max = self.tree.limits().message_bytes_max;
         if data.len() > max {
             let error = ReplyError::TooLarge {
@@ -757,6 +791,16 @@ impl Replica {
                 out.replies.push(Reply::Failed { id, error });
                 continue;
             }
+            // A provisional write may be implicitly committed already: a read must not show
+            // the old value as current, so it waits (the client or gateway retries).
+            if let Some(holder) = self.tables.intents.blocking(&[read_lock(&path, &target)]) {
+                let holder = holder.meta;
+                out.replies.push(Reply::Failed {
+                    id,
+                    error: ReplyError::Locked { holder },
+                });
+                continue;
+            }
             let value = self.read_value(&path, &target);
             out.replies.push(Reply::Read {
                 id,
@@ -764,6 +808,15 @@ impl Replica {
                 value,
             });
         }
+    }
+}
+
+/// What a read of `target` at `path` must not see half of.
+fn read_lock(path: &str, target: &ReadTarget) -> crate::txn::locks::Lock {
+    use crate::txn::locks::Lock;
+    match target {
+        ReadTarget::Subtree => Lock::Subtree(path.to_owned()),
+        ReadTarget::Node | ReadTarget::Prop(_) => Lock::Node(path.to_owned()),
     }
 }
 

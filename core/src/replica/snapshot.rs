@@ -1,9 +1,10 @@
 //! Tree snapshots for Raft: taking one to compact the log, and installing one a leader sent.
 //!
-//! Snapshot data: `digest u64 | applied_hlc u64 | session table | Tree::snapshot_bytes()`
-//! (the table as `Sessions::encode` writes it, the tree as a checksummed rkyv frame), so a
-//! replica caught up by snapshot continues the same hash chain, HLC order and exactly-once
-//! answers as the replicas that applied every entry.
+//! Snapshot data: `digest u64 | applied_hlc u64 | session table | tables_len u64 |
+//! transaction tables | Tree::snapshot_bytes()` (the sessions as `Sessions::encode` writes
+//! them, the intents and records as `TxnTables::to_bytes`, the tree as a checksummed rkyv
+//! frame), so a replica caught up by snapshot continues the same hash chain, HLC order,
+//! exactly-once answers and transactions as the replicas that applied every entry.
 
 use raft::prelude::{ConfState, Snapshot};
 use raft::Storage;
@@ -12,6 +13,7 @@ use super::sessions::Sessions;
 use super::Replica;
 use crate::hlc::Timestamp;
 use crate::tree::Tree;
+use crate::txn::tables::TxnTables;
 
 const PREFIX_BYTES: usize = 16;
 
@@ -37,6 +39,9 @@ impl Replica {
         data.extend_from_slice(&self.digest.to_le_bytes());
         data.extend_from_slice(&self.applied_hlc.as_u64().to_le_bytes());
         self.sessions.encode(&mut data);
+        let tables = self.tables.to_bytes();
+        data.extend_from_slice(&(tables.len() as u64).to_le_bytes());
+        data.extend_from_slice(&tables);
         data.extend_from_slice(&tree_bytes);
         snapshot.data = data.into();
         let metadata = snapshot.mut_metadata();
@@ -51,6 +56,7 @@ impl Replica {
             .compact(self.applied)
             .expect("compacting below the applied index");
         self.rejected = self.rejected.split_off(&self.applied);
+        self.resolved = self.resolved.split_off(&self.applied);
         assert_eq!(
             store.first_index().expect("memory storage"),
             self.applied,
@@ -108,11 +114,29 @@ impl Replica {
             Sessions::decode(&data[PREFIX_BYTES..]).unwrap_or_else(|e| {
                 panic!("snapshot at {index} from a peer or the WAL is invalid: {e}")
             });
+        let invalid = |e: String| -> ! {
+            panic!("snapshot at {index} from a peer or the WAL is invalid: {e}")
+        };
+        let at = PREFIX_BYTES + sessions_len;
+        let tables_len = data
+            .get(at..at + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+            .unwrap_or_else(|| invalid("no transaction tables".into()));
+        let tables_end = (at + 8)
+            .checked_add(tables_len)
+            .filter(|end| *end <= data.len())
+            .unwrap_or_else(|| invalid(format!("transaction tables of {tables_len} bytes")));
+        let tables =
+            TxnTables::from_bytes(&data[at + 8..tables_end]).unwrap_or_else(|e| invalid(e));
+        let placeholders = self.tree.placeholder_depth();
         self.tree = Tree::restore(
-            &crate::wire::aligned(&data[PREFIX_BYTES + sessions_len..]),
+            &crate::wire::aligned(&data[tables_end..]),
             self.tree.limits().clone(),
         )
-        .unwrap_or_else(|e| panic!("snapshot at {index} from a peer or the WAL is invalid: {e}"));
+        .unwrap_or_else(|e| invalid(e.to_string()))
+        .with_placeholders(placeholders);
+        self.tables = tables;
+        self.resolved.clear();
         self.sessions = sessions;
         self.digest = word(0);
         self.applied_hlc = Timestamp::from_u64(word(8));

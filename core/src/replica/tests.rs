@@ -9,11 +9,11 @@ use crate::op::{Op, Prop};
 use raft::Storage;
 use std::collections::BTreeSet;
 
-fn logger() -> slog::Logger {
+pub(super) fn logger() -> slog::Logger {
     slog::Logger::root(slog::Discard, slog::o!())
 }
 
-fn set(prop: &str, value: i64) -> Txn {
+pub(super) fn set(prop: &str, value: i64) -> Txn {
     Txn::single(Op::Set {
         path: "/root".into(),
         props: vec![Prop::new(prop, Value::Int(value))],
@@ -21,7 +21,7 @@ fn set(prop: &str, value: i64) -> Txn {
 }
 
 /// Runs a single-node replica: persists every request at once and loops messages (none).
-fn settle(replica: &mut Replica, out: &mut Output) -> Vec<Reply> {
+pub(super) fn settle(replica: &mut Replica, out: &mut Output) -> Vec<Reply> {
     let mut replies = Vec::new();
     for _ in 0..100 {
         replies.append(&mut out.replies);
@@ -393,7 +393,8 @@ impl Trio {
         self.replies.iter().find(|r| match r {
             Reply::Written { id: i, .. }
             | Reply::Read { id: i, .. }
-            | Reply::Failed { id: i, .. } => *i == id,
+            | Reply::Failed { id: i, .. }
+            | Reply::Stepped { id: i, .. } => *i == id,
         })
     }
 
@@ -499,4 +500,5 @@ fn proposals_a_snapshot_install_covers_are_answered_unknown_outcome() {
     }
 }
 
+mod intents;
 mod sessions;

@@ -4,7 +4,7 @@
 //! Every op validates everything before it mutates anything, so a failing op pushes no undo
 //! record; a failing op inside a transaction rolls back the ops before it.
 
-use super::{Node, NodeId, Tree, TreeError, ROOT};
+use super::{Node, NodeId, Tree, TreeError, PLACEHOLDER_CLASS, ROOT};
 use crate::op::{Expect, Op, Precondition, Prop, Txn};
 use crate::path::{validate_name, NodePath, PathError};
 use crate::value::Value;
@@ -47,10 +47,11 @@ impl Tree {
     pub fn apply_op(&mut self, op: &Op) -> Result<(), TreeError> {
         let mut undo = Vec::new();
         let result = self.apply_one(op, &mut undo);
-        debug_assert!(
-            result.is_ok() || undo.is_empty(),
-            "a failing op mutates nothing"
-        );
+        if result.is_err() {
+            // Only placeholders an op made before failing are undone here: every op
+            // validates before it mutates its own node.
+            self.roll_back(undo);
+        }
         result
     }
 
@@ -121,6 +122,10 @@ impl Tree {
                 self.node(id).props.get(prop).unwrap_or(&Value::Nil) == value
             }
             (Expect::PropEquals { .. }, None) => false,
+            (Expect::SubtreeDigest { digest }, Some(id)) => {
+                super::subtree_digest(&self.node_value(id, true)) == *digest
+            }
+            (Expect::SubtreeDigest { .. }, None) => false,
         };
         if holds {
             Ok(())
@@ -270,11 +275,23 @@ impl Tree {
         props: &[Prop],
         undo: &mut Vec<Undo>,
     ) -> Result<(), TreeError> {
-        let (parent_path, parent_id) = self.find(parent)?;
+        let (parent_path, parent_id) = self.find_parent(parent, undo)?;
         parent_path.child(name, &self.limits)?;
         self.check_class(class)?;
         self.check_props(props)?;
         self.check_props_count(&format!("{parent_path}/{name}"), None, props)?;
+        self.insert_node(parent_id, name, class, props, undo)
+    }
+
+    /// Adds a checked node as the last child of `parent_id`, if there is room.
+    fn insert_node(
+        &mut self,
+        parent_id: NodeId,
+        name: &str,
+        class: &str,
+        props: &[Prop],
+        undo: &mut Vec<Undo>,
+    ) -> Result<(), TreeError> {
         self.check_room_for_child(parent_id, name)?;
         let (count, max) = (self.live_count + 1, self.limits.nodes_max);
         if count > max {
@@ -307,6 +324,41 @@ impl Tree {
             reused_slot,
         });
         Ok(())
+    }
+
+    /// The node a create or move puts its node under. In an entity shard's tree
+    /// (`placeholder_depth` > 0) missing ancestors above the shard roots are made as
+    /// placeholders first: the spine is their authority (DESIGN I4), the entity shard only
+    /// needs a place for its subtrees.
+    fn find_parent(
+        &mut self,
+        text: &str,
+        undo: &mut Vec<Undo>,
+    ) -> Result<(NodePath, NodeId), TreeError> {
+        let path = self.parse(text)?;
+        if let Some(id) = self.lookup(&path) {
+            return Ok((path, id));
+        }
+        if path.depth() >= self.placeholder_depth {
+            return Err(TreeError::NotFound {
+                path: path.as_str().to_owned(),
+            });
+        }
+        let mut id = ROOT;
+        for name in path.segments().skip(1) {
+            id = match self.node(id).child_by_name.get(name) {
+                Some(child) => *child,
+                None => {
+                    self.insert_node(id, name, PLACEHOLDER_CLASS, &[], undo)?;
+                    *self
+                        .node(id)
+                        .child_by_name
+                        .get(name)
+                        .expect("just inserted")
+                }
+            };
+        }
+        Ok((path, id))
     }
 
     /// Inserts `id` among `parent`'s children at `index` (or last) and indexes its name.
@@ -453,7 +505,7 @@ impl Tree {
         undo: &mut Vec<Undo>,
     ) -> Result<(), TreeError> {
         let (path, id) = self.find_non_root(path, "moved")?;
-        let (parent_path, parent_id) = self.find(new_parent)?;
+        let (parent_path, parent_id) = self.find_parent(new_parent, undo)?;
         if parent_path.is_within(&path) {
             return Err(TreeError::Cycle {
                 path: path.to_string(),

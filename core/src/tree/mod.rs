@@ -105,7 +105,21 @@ pub struct Tree {
     free: Vec<NodeId>,
     live_count: usize,
     limits: Limits,
+    /// In an entity shard, the shard-root depth: ancestors shallower than it are made as
+    /// placeholders when a create or move needs them (0: never, as in the spine).
+    placeholder_depth: usize,
 }
+
+/// A stable hash of a subtree as Godot data (`subtree_value`): its Godot 4 encoding, which
+/// Godot's format fixes byte for byte, hashed with `shard::stable_hash`.
+pub fn subtree_digest(subtree: &Value) -> u64 {
+    // A value that cannot be encoded (none the tree holds) hashes as empty on every side.
+    let bytes = crate::codec::encode(subtree, crate::codec::GodotVersion::V4).unwrap_or_default();
+    crate::shard::stable_hash(&bytes)
+}
+
+/// The class of an ancestor an entity shard made on demand (`Tree::with_placeholders`).
+pub const PLACEHOLDER_CLASS: &str = "Node";
 
 impl PartialEq for Tree {
     /// Trees are equal when their snapshots are: same shape, names, classes, properties.
@@ -124,7 +138,19 @@ impl Tree {
             free: Vec::new(),
             live_count: 1,
             limits,
+            placeholder_depth: 0,
         }
+    }
+
+    /// Makes this an entity shard's tree: a create or move under a missing ancestor
+    /// shallower than `shard_depth` makes the ancestor (class `PLACEHOLDER_CLASS`).
+    pub fn with_placeholders(mut self, shard_depth: usize) -> Tree {
+        self.placeholder_depth = shard_depth;
+        self
+    }
+
+    pub fn placeholder_depth(&self) -> usize {
+        self.placeholder_depth
     }
 
     pub fn limits(&self) -> &Limits {

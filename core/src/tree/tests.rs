@@ -488,6 +488,46 @@ fn a_node_summary_names_its_children_without_their_subtrees() {
 }
 
 /// Paths over a small name pool, so random ops often hit existing nodes.
+#[test]
+fn an_entity_shard_makes_missing_ancestors_above_the_shard_roots_as_placeholders() {
+    let mut spine = Tree::new(Limits::default());
+    let err = rejects(&mut spine, &create("/root/World", "Player"));
+    assert!(
+        matches!(err, TreeError::NotFound { .. }),
+        "the spine makes none"
+    );
+
+    let mut entities = Tree::new(Limits::default()).with_placeholders(3);
+    entities
+        .apply_op(&create("/root/World", "Player"))
+        .expect("made /root/World");
+    assert_eq!(children(&entities, "/root"), vec!["World"]);
+    let world = entities.get(&path("/root/World")).expect("placeholder");
+    assert_eq!(world.class(), PLACEHOLDER_CLASS);
+    entities.check_invariants();
+    // Below the shard roots a parent must exist, as anywhere.
+    let err = rejects(&mut entities, &create("/root/World/Ghost", "Gun"));
+    assert!(matches!(err, TreeError::NotFound { .. }));
+    // A create that fails after making its placeholders leaves nothing behind.
+    let bad_class = Op::Create {
+        parent: "/root/Other".into(),
+        name: "X".into(),
+        class: "not a class".into(),
+        props: vec![],
+    };
+    rejects(&mut entities, &bad_class);
+    assert!(entities.get(&path("/root/Other")).is_none());
+    // A move of a shard root to another world makes that world here too.
+    let moved = Op::Move {
+        path: "/root/World/Player".into(),
+        new_parent: "/root/Zone2".into(),
+        index: None,
+    };
+    entities.apply_op(&moved).expect("moves");
+    assert!(entities.get(&path("/root/Zone2/Player")).is_some());
+    entities.check_invariants();
+}
+
 fn arb_path() -> impl Strategy<Value = String> {
     proptest::collection::vec(prop_oneof!["a", "b", "c"], 0..4).prop_map(|names| {
         std::iter::once("/root".to_owned())

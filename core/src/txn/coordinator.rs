@@ -21,9 +21,10 @@ use std::collections::BTreeSet;
 
 use super::intents::IntentRefusal;
 use super::record::{RecordRefusal, Status};
-use super::{TxnId, TxnMeta};
+use super::TxnMeta;
 use crate::hlc::Timestamp;
 use crate::op::Txn;
+use crate::tree::TreeError;
 
 /// Resends of one command whose outcome was lost before the coordinator gives up.
 pub const RESENDS_MAX: u32 = 5;
@@ -63,8 +64,7 @@ pub enum Command {
     /// as the wait queue decides; then feed back `Unblocked { shard }`.
     Wait {
         shard: u32,
-        holder: TxnId,
-        holder_ts: Timestamp,
+        holder: TxnMeta,
     },
     /// The client's answer (emitted once).
     Reply(TxnReply),
@@ -146,6 +146,9 @@ pub struct Coordinator {
     waits: u32,
     last_heartbeat: Timestamp,
     abort_reply: Option<TxnReply>,
+    /// Refused intents while others are still unanswered: the abort waits for them so the
+    /// client hears the reason a single tree would give (a failed precondition first).
+    refused: Vec<(u32, IntentRefusal)>,
     /// Test-only must-fail twin: answer once the record is staged, without waiting for the
     /// intents (the injected bug "implicit commit without all intents").
     ack_without_intents: bool,
@@ -184,6 +187,7 @@ impl Coordinator {
             waits: 0,
             last_heartbeat: meta.ts,
             abort_reply: None,
+            refused: Vec::new(),
             ack_without_intents: false,
         }
     }
@@ -212,6 +216,7 @@ impl Coordinator {
                 assert!(self.unresolved.contains(&shard), "{shard} is a participant");
                 self.written.insert(shard);
                 self.maybe_ack(out);
+                self.maybe_abort_refused(out);
             }
             Event::StagingWritten if self.phase == Phase::Writing => {
                 self.staged = true;
@@ -275,16 +280,38 @@ impl Coordinator {
 
     fn refused(&mut self, shard: u32, refusal: IntentRefusal, out: &mut Vec<Command>) {
         match refusal {
-            IntentRefusal::Locked { holder, holder_ts } if self.waits < WAITS_MAX => {
+            IntentRefusal::Locked { holder } if self.waits < WAITS_MAX => {
                 self.waits += 1;
-                out.push(Command::Wait {
-                    shard,
-                    holder,
-                    holder_ts,
-                });
+                out.push(Command::Wait { shard, holder });
             }
-            refusal => self.abort_self(TxnReply::Aborted { shard, refusal }, out),
+            refusal => {
+                self.refused.retain(|(s, _)| *s != shard);
+                self.refused.push((shard, refusal));
+                self.maybe_abort_refused(out);
+            }
         }
+    }
+
+    /// Aborts once a precondition failed, or once every intent answered with at least one
+    /// refusal; the reason is a failed precondition if any, else the lowest shard's.
+    fn maybe_abort_refused(&mut self, out: &mut Vec<Command>) {
+        if self.phase != Phase::Writing || self.refused.is_empty() {
+            return;
+        }
+        let precondition = |r: &IntentRefusal| {
+            matches!(
+                r,
+                IntentRefusal::Rejected(TreeError::PreconditionFailed { .. })
+            )
+        };
+        let answered = self.written.len() + self.refused.len() == self.parts.len();
+        self.refused.sort_by_key(|(s, _)| *s);
+        let failed = self.refused.iter().position(|(_, r)| precondition(r));
+        if failed.is_none() && !answered {
+            return;
+        }
+        let (shard, refusal) = self.refused.swap_remove(failed.unwrap_or(0));
+        self.abort_self(TxnReply::Aborted { shard, refusal }, out);
     }
 
     /// `AbortSelf(t)`.

@@ -36,8 +36,8 @@ pub enum IntentRefusal {
     Closed { txn: TxnId },
     #[error("a newer write ({existing}) is on a path the write at {ts} locks")]
     TooOld { ts: Timestamp, existing: Timestamp },
-    #[error("transaction {holder} holds a conflicting intent")]
-    Locked { holder: TxnId, holder_ts: Timestamp },
+    #[error("transaction {} holds a conflicting intent", holder.id)]
+    Locked { holder: TxnMeta },
     #[error("the shard has no room: {nodes} nodes live or reserved, at most {max}")]
     Full { nodes: usize, max: usize },
     #[error(transparent)]
@@ -140,8 +140,7 @@ impl IntentTable {
         let locks = txn_locks(txn);
         if let Some(holder) = self.blocking(&locks) {
             return Err(IntentRefusal::Locked {
-                holder: holder.meta.id,
-                holder_ts: holder.meta.ts,
+                holder: holder.meta,
             });
         }
         let existing = self.last_write(&locks);
@@ -170,8 +169,7 @@ impl IntentTable {
         let locks = txn_locks(txn);
         if let Some(holder) = self.blocking(&locks) {
             return Err(IntentRefusal::Locked {
-                holder: holder.meta.id,
-                holder_ts: holder.meta.ts,
+                holder: holder.meta,
             });
         }
         self.check_room(txn, tree)?;
@@ -285,5 +283,81 @@ impl IntentTable {
             reserved, self.reserved_nodes,
             "reservations match the intents"
         );
+    }
+}
+
+impl IntentTable {
+    /// The snapshot form (see `step::TablesWire`).
+    pub(super) fn to_wire(&self, wire: &mut super::step::TablesWire) {
+        use super::step::IntentWire;
+        wire.intents = self
+            .intents
+            .values()
+            .map(|i| IntentWire {
+                meta: i.meta.into(),
+                txn: i.txn.clone(),
+            })
+            .collect();
+        wire.closed = self
+            .closed
+            .iter()
+            .map(|(id, (ts, how))| {
+                let code = match how {
+                    Closed::Committed => 0,
+                    Closed::Aborted => 1,
+                    Closed::Prevented => 2,
+                };
+                (*id, ts.as_u64(), code)
+            })
+            .collect();
+        wire.writes = self
+            .writes
+            .entries()
+            .map(|(p, ts)| (p.to_owned(), ts.as_u64()))
+            .collect();
+        wire.writes_low_water = self.writes.low_water().as_u64();
+        wire.intents_horizon = self.horizon.as_u64();
+    }
+
+    /// Rebuilds the table from a snapshot (from the WAL or a peer: validated, never
+    /// trusted); locks and reservations are recomputed.
+    pub(super) fn from_wire(wire: &super::step::TablesWire) -> Result<IntentTable, String> {
+        let mut table = IntentTable {
+            writes: PathTimestamps::new(Timestamp::from_u64(wire.writes_low_water)),
+            horizon: Timestamp::from_u64(wire.intents_horizon),
+            ..IntentTable::default()
+        };
+        for (path, ts) in &wire.writes {
+            table.writes.record(path, Timestamp::from_u64(*ts));
+        }
+        for (id, ts, code) in &wire.closed {
+            let how = match code {
+                0 => Closed::Committed,
+                1 => Closed::Aborted,
+                2 => Closed::Prevented,
+                other => return Err(format!("closed transaction {id}: unknown kind {other}")),
+            };
+            table.closed.insert(*id, (Timestamp::from_u64(*ts), how));
+        }
+        for intent in &wire.intents {
+            let meta: TxnMeta = intent.meta.into();
+            let locks = txn_locks(&intent.txn);
+            if table.blocking(&locks).is_some() || table.closed.contains_key(&meta.id) {
+                return Err(format!("intent of {} conflicts in the snapshot", meta.id));
+            }
+            table.reserved_nodes += Tree::nodes_created_by(&intent.txn);
+            let previous = table.intents.insert(
+                meta.id,
+                Intent {
+                    meta,
+                    txn: intent.txn.clone(),
+                    locks,
+                },
+            );
+            if previous.is_some() {
+                return Err(format!("two intents of {}", meta.id));
+            }
+        }
+        Ok(table)
     }
 }

@@ -30,11 +30,14 @@
 //!   writes to a path are in timestamp order.
 
 pub mod coordinator;
+pub mod host;
 pub mod intents;
 pub mod locks;
 pub mod record;
 pub mod recovery;
 pub mod split;
+pub mod step;
+pub mod tables;
 pub mod ts_cache;
 pub mod wait_queue;
 

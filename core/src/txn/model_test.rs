@@ -196,8 +196,8 @@ impl World {
                     self.acked.insert(self.metas[index].id);
                 }
                 coordinator::Command::Reply(_) => {}
-                coordinator::Command::Wait { shard, holder, .. } => {
-                    self.waiting.push((index, shard, holder))
+                coordinator::Command::Wait { shard, holder } => {
+                    self.waiting.push((index, shard, holder.id))
                 }
                 other => self
                     .pending

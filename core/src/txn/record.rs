@@ -271,3 +271,46 @@ impl RecordTable {
             .retain(|_, r| !r.finished || r.heartbeat.max(r.meta.ts) > cutoff);
     }
 }
+
+impl RecordTable {
+    /// The snapshot form (see `step::TablesWire`).
+    pub(super) fn to_wire(&self, wire: &mut super::step::TablesWire) {
+        use super::step::{status_code, RecordWire};
+        wire.records = self
+            .records
+            .values()
+            .map(|r| RecordWire {
+                meta: r.meta.into(),
+                status: status_code(r.status),
+                in_flight: r.in_flight.clone(),
+                heartbeat: r.heartbeat.as_u64(),
+                finished: r.finished,
+            })
+            .collect();
+        wire.records_horizon = self.horizon.as_u64();
+    }
+
+    /// Rebuilds the table from a snapshot (validated, never trusted).
+    pub(super) fn from_wire(wire: &super::step::TablesWire) -> Result<RecordTable, String> {
+        let mut table = RecordTable {
+            horizon: Timestamp::from_u64(wire.records_horizon),
+            ..RecordTable::default()
+        };
+        for r in &wire.records {
+            let meta: TxnMeta = r.meta.into();
+            let status = super::step::status_of(r.status)
+                .ok_or_else(|| format!("record of {}: unknown status {}", meta.id, r.status))?;
+            let record = Record {
+                meta,
+                status,
+                in_flight: r.in_flight.clone(),
+                heartbeat: Timestamp::from_u64(r.heartbeat),
+                finished: r.finished,
+            };
+            if table.records.insert(meta.id, record).is_some() {
+                return Err(format!("two records of {}", meta.id));
+            }
+        }
+        Ok(table)
+    }
+}

@@ -468,6 +468,10 @@ fn reply_of(request: &Request, outcome: Outcome) -> ReplyFields {
         }
         Ok(Answer::Value(value)) => return value_reply(request, value),
         Ok(Answer::Subscribed) => return Ok(vec![("value", Value::Nil)]),
+        // Steps pass between coordinators and shards, never to a client.
+        Ok(Answer::Step(step)) => ReplyError::Unavailable {
+            reason: format!("internal answer {step:?}"),
+        },
         Err(error) => error,
     };
     Err(match error {
