@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use treesync_actors::runtime::{self, LocalCluster, ServerBackend, ServerConfig};
+use treesync_actors::runtime::{self, Forwarding, LocalCluster, ServerBackend, ServerConfig};
 
 /// Shards `treesync local` runs by default: the spine and 7 entity shards, so whatever a
 /// newcomer tries spans shards.
@@ -177,11 +177,13 @@ pub fn serve(args: &[String]) -> Result<ExitCode, String> {
         config.data_dir.display(),
         config.proto_addr.map_or("off".into(), |a| a.to_string())
     );
+    let me = config.id;
     let handle = runtime::start(config).map_err(|e| e.to_string())?;
-    handle.host.set_route(Arc::new(handle.router.clone()));
+    let route = Forwarding::new(handle.router.clone(), me);
+    handle.host.set_route(Arc::new(route.clone()));
     if let Some(addr) = gateway {
         let map = handle.router.shard_map().clone();
-        let backend = ServerBackend::new(handle.router.clone(), handle.host.clone(), map);
+        let backend = ServerBackend::new(route, handle.host.clone(), map);
         start_gateway(addr, &limits, Arc::new(backend), "")?;
     }
     handle.wait();

@@ -20,6 +20,7 @@ pub mod api;
 pub mod clock_offset;
 pub mod codec;
 pub mod engine;
+pub mod forward;
 pub mod hlc;
 pub mod limits;
 pub mod op;

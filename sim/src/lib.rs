@@ -146,6 +146,10 @@ pub struct SeedReport {
     pub clock_refusals: u64,
     /// Feed pushes the subscribers received.
     pub pushes: u64,
+    /// After healing: shards led by their preferred member, and shards in all (leadership
+    /// is handed to the preferred member once it is caught up).
+    pub leaders_preferred: u64,
+    pub shards: u64,
     /// The recorded trace (runs with `SimOptions::trace`).
     pub trace: Option<trace::TraceRecorder>,
 }

@@ -52,6 +52,13 @@ fn runs_exercise_snapshots_crashes_refused_starts_and_bad_clocks() {
         sum(|r| r.refused_starts) > 0,
         "no corrupted WAL was refused"
     );
+    // Leadership is spread: after healing, most shards are led by their preferred member
+    // (one whose transfer is in flight at the end, or whose member just restarted, is not).
+    let (preferred, shards) = (sum(|r| r.leaders_preferred), sum(|r| r.shards));
+    assert!(
+        preferred * 10 >= shards * 8,
+        "{preferred} of {shards} shards led as preferred"
+    );
 }
 
 #[test]

@@ -18,7 +18,7 @@ use treesync_core::engine::{
 };
 use treesync_core::hlc::{Hlc, MAX_OFFSET_MS_DEFAULT};
 use treesync_core::replica::{PersistRequest, ReplicaConfig};
-use treesync_net::peer::{InboundBatch, PeerAuth, Transport};
+use treesync_net::peer::{Forwarded, InboundBatch, PeerAuth, Transport};
 
 use super::driver::Driver;
 use super::wal_records::{storage_from, to_records};
@@ -30,6 +30,7 @@ use crate::SystemClock;
 enum Wake {
     Inbox(super::CoreMsg),
     Peer(InboundBatch),
+    Forward(Forwarded),
     Tick,
     /// Every mailbox sender is gone: the server is shutting down.
     InboxClosed,
@@ -44,7 +45,7 @@ fn ending(wake: &Wake) -> Option<Result<(), String>> {
     match wake {
         Wake::InboxClosed => Some(Ok(())),
         Wake::PeersClosed => Some(Err("the peer listener stopped".into())),
-        Wake::Inbox(_) | Wake::Peer(_) | Wake::Tick => None,
+        Wake::Inbox(_) | Wake::Peer(_) | Wake::Forward(_) | Wake::Tick => None,
     }
 }
 
@@ -85,11 +86,12 @@ pub async fn run(
         .await
         .map_err(|e| e.to_string())?;
     let (peer_tx, peer_rx) = flume::bounded(super::CORE_MAILBOX_MAX);
+    let (forward_tx, forward_rx) = flume::bounded(super::CORE_MAILBOX_MAX);
     // Our own entry is where we listen; the others are where we dial them.
     let mut routes = config.peers.clone();
     routes.extend(config.dial.iter().filter(|(id, _)| **id != config.id));
-    let mut transport =
-        Transport::start(peer_auth(&config, core), &routes, peer_tx).map_err(|e| e.to_string())?;
+    let mut transport = Transport::start(peer_auth(&config, core), &routes, peer_tx, forward_tx)
+        .map_err(|e| e.to_string())?;
     let logger = slog::Logger::root(slog::Discard, slog::o!());
     let peers: Vec<u64> = config.peers.keys().copied().collect();
     let nonce = boot_nonce(core);
@@ -123,20 +125,25 @@ pub async fn run(
         let mut commands = Commands::default();
         // Wait only when nothing is left to persist; otherwise take what is there and go on.
         if batch.is_none() {
-            let wake = wait(&inbox, &peer_rx, next_tick).await;
+            let wake = wait(&inbox, &peer_rx, &forward_rx, next_tick).await;
             if let Some(end) = ending(&wake) {
                 return end;
             }
             match wake {
                 Wake::Inbox(msg) => driver.client(msg, &mut commands),
                 Wake::Peer(inbound) => driver.peer(inbound, &mut commands),
+                Wake::Forward(forwarded) => driver.forwarded(forwarded, &mut commands),
                 Wake::Tick | Wake::InboxClosed | Wake::PeersClosed => {}
             }
         }
         driver.drain(&inbox, &peer_rx, &mut commands);
+        for forwarded in forward_rx.try_iter().take(super::driver::DRAIN_MAX) {
+            driver.forwarded(forwarded, &mut commands);
+        }
         if Instant::now() >= next_tick {
             next_tick = Instant::now() + config.tick;
             driver.engine.step(Input::Tick, &mut commands);
+            driver.tick();
         }
         driver.execute(&mut commands, &mut transport);
         batch = batch.or(commands.wal.take());
@@ -151,7 +158,10 @@ pub async fn run(
             driver.engine.step(persisted, &mut commands);
             driver.execute(&mut commands, &mut transport);
             batch = commands.wal.take();
-            let waiting = !inbox.is_empty() || !peer_rx.is_empty() || Instant::now() >= next_tick;
+            let waiting = !inbox.is_empty()
+                || !peer_rx.is_empty()
+                || !forward_rx.is_empty()
+                || Instant::now() >= next_tick;
             // Interleave: take new inputs before the next batch, unless a rewrite is due:
             // then persist until the engine is durable, or steady load would starve the
             // rewrite and the log would grow without bound.
@@ -169,8 +179,16 @@ pub async fn run(
 async fn wait(
     inbox: &flume::Receiver<CoreMsg>,
     peer_rx: &flume::Receiver<InboundBatch>,
+    forward_rx: &flume::Receiver<Forwarded>,
     next_tick: Instant,
 ) -> Wake {
+    // The forward channel closes with the peer listener, which `peers` reports.
+    let forwards = async {
+        match forward_rx.recv_async().await {
+            Ok(forwarded) => Wake::Forward(forwarded),
+            Err(_) => std::future::pending().await,
+        }
+    };
     let inbox = async {
         inbox
             .recv_async()
@@ -187,7 +205,7 @@ async fn wait(
         glommio::timer::sleep(next_tick.saturating_duration_since(Instant::now())).await;
         Wake::Tick
     };
-    or(inbox, or(peers, timer)).await
+    or(inbox, or(peers, or(forwards, timer))).await
 }
 
 async fn write_batch(batch: &WalBatch, wal: &mut Wal) -> Result<(), String> {

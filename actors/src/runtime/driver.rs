@@ -12,25 +12,57 @@ use std::collections::BTreeMap;
 
 use treesync_core::clock_offset::ClockOffsets;
 use treesync_core::engine::{Commands, Engine, Input, Outcome, SubId, Subscription, Token};
+use treesync_core::forward;
 use treesync_core::hlc::{Hlc, Timestamp};
 use treesync_core::replica::ReplyError;
+use treesync_core::txn::host::Request;
 use treesync_net::gateway::Push;
-use treesync_net::peer::{InboundBatch, Transport};
+use treesync_net::peer::{Forwarded, InboundBatch, Transport};
 
+use super::router::lost;
 use super::CoreMsg;
 use crate::SystemClock;
 
 /// Most client messages, and separately most peer batches, taken per wake-up.
 pub const DRAIN_MAX: usize = 256;
+/// Ticks a forwarded request waits for its answer from the leader's server before it is
+/// answered `UnknownOutcome` (a write) or `Unavailable` (a read): 3 s at 10 ms ticks.
+pub const FORWARD_TICKS_MAX: u64 = 300;
+
+/// Forward message kinds (first byte), then a request id (u64), then the payload.
+const FORWARD_REQUEST: u8 = 0;
+const FORWARD_REPLY: u8 = 1;
+
+/// Where an answer goes.
+enum ReplyTo {
+    Local(flume::Sender<Outcome>),
+    /// A request a peer forwarded: answer over the transport.
+    Remote {
+        peer: u64,
+        request: u64,
+    },
+}
+
+/// A request this core forwarded and waits on.
+struct Awaited {
+    reply: flume::Sender<Outcome>,
+    issued_tick: u64,
+    write: bool,
+}
 
 /// One core's engine and everything around it that is not I/O.
 pub struct Driver {
     pub engine: Engine,
     hlc: std::sync::Arc<Hlc<SystemClock>>,
     offsets: ClockOffsets,
-    replies: BTreeMap<Token, flume::Sender<Outcome>>,
+    replies: BTreeMap<Token, ReplyTo>,
     sinks: BTreeMap<SubId, flume::Sender<Push>>,
     next_token: u64,
+    /// Requests forwarded to other servers, by request id.
+    awaited: BTreeMap<u64, Awaited>,
+    /// Forward messages to send at the next `execute`: (peer, bytes).
+    forward_out: Vec<(u64, Vec<u8>)>,
+    ticks: u64,
 }
 
 impl Driver {
@@ -46,6 +78,93 @@ impl Driver {
             replies: BTreeMap::new(),
             sinks: BTreeMap::new(),
             next_token: 0,
+            awaited: BTreeMap::new(),
+            forward_out: Vec::new(),
+            ticks: 0,
+        }
+    }
+
+    /// A forwarded request or answer from a peer, merged into our clock first.
+    pub fn forwarded(&mut self, forwarded: Forwarded, commands: &mut Commands) {
+        if let Err(error) = self.hlc.update(Timestamp::from_u64(forwarded.sent_hlc)) {
+            tracing::warn!(from = forwarded.from, %error, "forwarded message dropped");
+            return;
+        }
+        let bytes = &forwarded.bytes;
+        let (Some(kind), Some(id)) = (bytes.first(), bytes.get(1..9)) else {
+            return tracing::warn!(from = forwarded.from, "a short forward message: dropped");
+        };
+        let request = u64::from_le_bytes(id.try_into().expect("8 bytes"));
+        let payload = &bytes[9..];
+        match *kind {
+            FORWARD_REQUEST => match forward::decode_request(payload) {
+                Ok((shard, what)) => {
+                    let to = ReplyTo::Remote {
+                        peer: forwarded.from,
+                        request,
+                    };
+                    self.serve_forwarded(shard, what, to, commands);
+                }
+                Err(error) => tracing::warn!(from = forwarded.from, %error, "bad forward: dropped"),
+            },
+            FORWARD_REPLY => match (
+                forward::decode_outcome(payload),
+                self.awaited.remove(&request),
+            ) {
+                (Ok(outcome), Some(awaited)) => {
+                    let _ = awaited.reply.try_send(outcome); // the requester may have gone
+                }
+                (Err(error), Some(awaited)) => {
+                    tracing::warn!(from = forwarded.from, %error, "bad forwarded answer");
+                    let _ = awaited.reply.try_send(Err(lost(awaited.write)));
+                }
+                (_, None) => {} // answered already (expired)
+            },
+            other => tracing::warn!(from = forwarded.from, kind = other, "unknown forward kind"),
+        }
+    }
+
+    /// Runs a peer's forwarded request on this core's engine.
+    fn serve_forwarded(&mut self, shard: u32, what: Request, to: ReplyTo, commands: &mut Commands) {
+        self.next_token += 1;
+        let token = self.next_token;
+        self.replies.insert(token, to);
+        let input = match what {
+            Request::Read { path, target } => Input::Read {
+                token,
+                shard,
+                path,
+                target,
+            },
+            Request::Propose(txn) => Input::Propose {
+                token,
+                shard,
+                txn,
+                hlc: self.hlc.now(),
+            },
+            Request::Step(step) => Input::Step {
+                token,
+                shard,
+                step,
+                hlc: self.hlc.now(),
+            },
+        };
+        self.serve(token, input, commands);
+    }
+
+    /// Answers forwarded requests whose answer did not come in time.
+    pub fn tick(&mut self) {
+        self.ticks += 1;
+        let cutoff = self.ticks.saturating_sub(FORWARD_TICKS_MAX);
+        let expired: Vec<u64> = self
+            .awaited
+            .iter()
+            .filter(|(_, a)| a.issued_tick < cutoff)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            let awaited = self.awaited.remove(&id).expect("listed");
+            let _ = awaited.reply.try_send(Err(lost(awaited.write))); // may have gone
         }
     }
 
@@ -96,9 +215,31 @@ impl Driver {
             let _ = reply.try_send(self.engine.status());
             return;
         }
+        if let CoreMsg::Forward {
+            to,
+            shard,
+            request,
+            reply,
+        } = msg
+        {
+            let write = !matches!(request, Request::Read { .. });
+            self.awaited.insert(
+                token,
+                Awaited {
+                    reply,
+                    issued_tick: self.ticks,
+                    write,
+                },
+            );
+            let mut bytes = vec![FORWARD_REQUEST];
+            bytes.extend_from_slice(&token.to_le_bytes());
+            bytes.extend_from_slice(&forward::encode_request(shard, &request));
+            self.forward_out.push((to, bytes));
+            return;
+        }
         let input = match msg {
             CoreMsg::Propose { shard, txn, reply } => {
-                self.replies.insert(token, reply);
+                self.replies.insert(token, ReplyTo::Local(reply));
                 let hlc = self.hlc.now();
                 Input::Propose {
                     token,
@@ -108,7 +249,7 @@ impl Driver {
                 }
             }
             CoreMsg::Step { shard, step, reply } => {
-                self.replies.insert(token, reply);
+                self.replies.insert(token, ReplyTo::Local(reply));
                 let hlc = self.hlc.now();
                 Input::Step {
                     token,
@@ -123,7 +264,7 @@ impl Driver {
                 target,
                 reply,
             } => {
-                self.replies.insert(token, reply);
+                self.replies.insert(token, ReplyTo::Local(reply));
                 Input::Read {
                     token,
                     shard,
@@ -138,7 +279,7 @@ impl Driver {
                 sink,
                 reply,
             } => {
-                self.replies.insert(token, reply);
+                self.replies.insert(token, ReplyTo::Local(reply));
                 let room = sink.capacity().unwrap_or(usize::MAX) / 2;
                 self.sinks.insert(token, sink);
                 Input::Subscribe(Subscription {
@@ -150,8 +291,13 @@ impl Driver {
                     room,
                 })
             }
-            CoreMsg::Status { .. } => unreachable!("answered above"),
+            CoreMsg::Status { .. } | CoreMsg::Forward { .. } => unreachable!("handled above"),
         };
+        self.serve(token, input, commands);
+    }
+
+    /// Steps the engine with a request, unless this server's clock is beyond the max offset.
+    fn serve(&mut self, token: Token, input: Input, commands: &mut Commands) {
         if !self.offsets.may_serve() {
             let members = self.offsets.members();
             let beyond = members - self.offsets.within();
@@ -167,14 +313,16 @@ impl Driver {
     /// Executes a step's commands except the WAL batch: messages first (a leader's appends
     /// leave before its own fsync), then replies and pushes.
     pub fn execute(&mut self, commands: &mut Commands, transport: &mut Transport) {
-        if !commands.messages.is_empty() {
-            let stamp = self.hlc.now().as_u64();
-            for (shard, message) in commands.messages.drain(..) {
-                transport.send(shard, &message, stamp);
-            }
-            transport.flush();
+        let stamp = self.hlc.now().as_u64();
+        for (shard, message) in commands.messages.drain(..) {
+            transport.send(shard, &message, stamp);
         }
+        // Answers to forwarded requests travel back over the transport too.
         self.execute_replies(commands);
+        for (peer, bytes) in self.forward_out.drain(..) {
+            transport.send_forward(peer, &bytes, stamp);
+        }
+        transport.flush();
         let mut gone = Vec::new();
         for (sub, push) in commands.pushes.drain(..) {
             let Some(sink) = self.sinks.get(&sub) else {
@@ -198,9 +346,16 @@ impl Driver {
     /// Delivers a step's replies to their requesters.
     fn execute_replies(&mut self, commands: &mut Commands) {
         for (token, outcome) in commands.replies.drain(..) {
-            if let Some(reply) = self.replies.remove(&token) {
+            match self.replies.remove(&token) {
                 // The client may have disconnected; its answer is simply dropped.
-                let _ = reply.try_send(outcome);
+                Some(ReplyTo::Local(reply)) => drop(reply.try_send(outcome)),
+                Some(ReplyTo::Remote { peer, request }) => {
+                    let mut bytes = vec![FORWARD_REPLY];
+                    bytes.extend_from_slice(&request.to_le_bytes());
+                    bytes.extend_from_slice(&forward::encode_outcome(&outcome));
+                    self.forward_out.push((peer, bytes));
+                }
+                None => {}
             }
         }
     }

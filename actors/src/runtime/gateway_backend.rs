@@ -43,6 +43,56 @@ impl Router {
     }
 }
 
+/// One server's route in a cluster of processes (`treesync serve`): its own replica, or,
+/// when that names another leader, the leader's server over the peer transport. So any
+/// server accepts any request, and `not_leader` reaches no client of `serve` unless the
+/// shard has no leader at all.
+#[derive(Clone)]
+pub struct Forwarding {
+    router: Router,
+    me: u64,
+}
+
+impl Forwarding {
+    pub fn new(router: Router, me: u64) -> Forwarding {
+        Forwarding { router, me }
+    }
+}
+
+impl ShardRoute for Forwarding {
+    fn call(&self, shard: u32, request: Request) -> BoxFuture<Outcome> {
+        let (router, me) = (self.router.clone(), self.me);
+        Box::pin(async move {
+            match router.serve(shard, request.clone()).await {
+                Err(ReplyError::NotLeader {
+                    leader: Some(leader),
+                }) if leader != me => router.forward(leader, shard, request).await,
+                outcome => outcome,
+            }
+        })
+    }
+}
+
+impl Backend for Forwarding {
+    fn write(&self, txn: Txn) -> BoxFuture<Outcome> {
+        Backend::write(&self.router, txn)
+    }
+
+    fn read(&self, path: String, target: ReadTarget) -> BoxFuture<Outcome> {
+        Backend::read(&self.router, path, target)
+    }
+
+    /// Any replica serves a subscription: this server's.
+    fn subscribe(
+        &self,
+        path: String,
+        from: Option<u64>,
+        sink: flume::Sender<Push>,
+    ) -> BoxFuture<Outcome> {
+        Backend::subscribe(&self.router, path, from, sink)
+    }
+}
+
 impl ShardRoute for LocalCluster {
     fn call(&self, shard: u32, request: Request) -> BoxFuture<Outcome> {
         Box::pin(self.clone().follow(move |router| {

@@ -27,7 +27,7 @@ use treesync_core::shard::ShardMap;
 use treesync_core::Txn;
 use treesync_net::gateway::Push;
 
-pub use gateway_backend::{LocalCluster, ServerBackend};
+pub use gateway_backend::{Forwarding, LocalCluster, ServerBackend};
 pub use router::Router;
 pub use txn_host::{HostHandle, ShardRoute};
 
@@ -50,6 +50,14 @@ pub enum CoreMsg {
         shard: u32,
         path: String,
         target: ReadTarget,
+        reply: flume::Sender<Outcome>,
+    },
+    /// Send `request` for `shard` to server `to`'s same core over the peer transport (its
+    /// leader), and answer with what it answers.
+    Forward {
+        to: u64,
+        shard: u32,
+        request: treesync_core::txn::host::Request,
         reply: flume::Sender<Outcome>,
     },
     /// One line per shard of this core (operators, tests).

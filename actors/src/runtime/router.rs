@@ -107,6 +107,24 @@ impl Router {
         .await
     }
 
+    /// Sends `request` for `shard` to server `to` (its leader) over the peer transport of
+    /// the core that owns the shard, and waits for its answer (bounded by the core).
+    pub async fn forward(
+        &self,
+        to: u64,
+        shard: u32,
+        request: treesync_core::txn::host::Request,
+    ) -> Outcome {
+        let write = !matches!(request, treesync_core::txn::host::Request::Read { .. });
+        self.ask(self.core_of(shard), write, |reply| CoreMsg::Forward {
+            to,
+            shard,
+            request,
+            reply,
+        })
+        .await
+    }
+
     /// The shard map requests are routed by.
     pub fn shard_map(&self) -> &ShardMap {
         &self.shard_map
@@ -224,7 +242,7 @@ fn stopped() -> ReplyError {
 }
 
 /// A request a core took and dropped unanswered: a write may have been proposed.
-fn lost(write: bool) -> ReplyError {
+pub(super) fn lost(write: bool) -> ReplyError {
     match write {
         true => ReplyError::UnknownOutcome,
         false => stopped(),

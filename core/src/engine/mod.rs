@@ -202,6 +202,12 @@ impl Engine {
                         0 => 0,
                         _ => crate::shard::SHARD_DEPTH_DEFAULT,
                     },
+                    // Shard s is led by the (s mod n)-th member: leaders spread evenly.
+                    preferred_leader: config
+                        .replica
+                        .peers
+                        .get(*shard as usize % config.replica.peers.len().max(1))
+                        .copied(),
                     ..config.replica.clone()
                 };
                 let slot = Slot {

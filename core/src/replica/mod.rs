@@ -77,7 +77,13 @@ pub struct ReplicaConfig {
     /// 0 for the spine (and a single-shard cluster); the shard-root depth for an entity
     /// shard, whose tree makes missing ancestors above its roots (`Tree::with_placeholders`).
     pub placeholder_depth: usize,
+    /// The member this group's leadership is handed to when it is caught up (the engine
+    /// spreads shards evenly over the servers); `None`: whoever wins an election keeps it.
+    pub preferred_leader: Option<u64>,
 }
+
+/// Ticks between a leader's checks whether to hand leadership to the preferred member.
+pub const BALANCE_EVERY_TICKS: u64 = 50;
 
 impl ReplicaConfig {
     pub fn new(id: u64, peers: Vec<u64>) -> ReplicaConfig {
@@ -92,6 +98,7 @@ impl ReplicaConfig {
             boot_nonce: 0,
             unsafe_local_reads: false,
             placeholder_depth: 0,
+            preferred_leader: None,
         }
     }
 }
@@ -280,6 +287,9 @@ pub struct Replica {
     timeout_drawn_at: (u64, StateRole),
     boot_nonce: u64,
     unsafe_local_reads: bool,
+    preferred_leader: Option<u64>,
+    /// Leadership transfers this replica started (operators, tests).
+    pub transfers_started: u64,
 }
 
 /// Bytes of a read-index context: boot nonce, then request id (both little-endian u64).
@@ -374,6 +384,8 @@ impl Replica {
             timeout_drawn_at: (u64::MAX, StateRole::Follower),
             boot_nonce: config.boot_nonce,
             unsafe_local_reads: config.unsafe_local_reads,
+            preferred_leader: config.preferred_leader.filter(|p| config.peers.contains(p)),
+            transfers_started: 0,
         };
         replica.jitter_election_timeout();
         if let Some(snapshot) = snapshot {
@@ -486,6 +498,9 @@ impl Replica {
                 self.raw.tick();
                 self.ticks += 1;
                 self.expire_reads(out);
+                if self.ticks.is_multiple_of(BALANCE_EVERY_TICKS) {
+                    self.balance_leadership();
+                }
             }
             Input::Propose { id, txn, hlc } => {
                 let data = wire::encode_txn(&txn);
@@ -581,6 +596,30 @@ impl Replica {
     /// This shard's intents and transaction records.
     pub fn txn_tables(&self) -> &crate::txn::tables::TxnTables {
         &self.tables
+    }
+
+    /// Hands leadership to the preferred member once it holds every entry and was heard
+    /// from recently (raft-rs `transfer_leader`: the transferee campaigns at once, so the
+    /// group is without a leader for about one round trip). Spreads shard leaders evenly
+    /// over the servers instead of leaving them wherever elections fell.
+    fn balance_leadership(&mut self) {
+        let Some(preferred) = self.preferred_leader else {
+            return;
+        };
+        if !self.is_leader() || preferred == self.id() || self.raw.raft.lead_transferee.is_some() {
+            return;
+        }
+        let last = self.raw.raft.raft_log.last_index();
+        let caught_up = self
+            .raw
+            .raft
+            .prs()
+            .get(preferred)
+            .is_some_and(|p| p.recent_active && p.matched == last);
+        if caught_up {
+            self.raw.transfer_leader(preferred);
+            self.transfers_started += 1;
+        }
     }
 
     /// The election timeout in ticks this replica uses now.

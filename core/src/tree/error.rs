@@ -64,7 +64,30 @@ pub enum TreeError {
         op: &'static str,
         source: Box<TreeError>,
     },
+    /// A rejection another server made, forwarded here (`forward`): its code and message.
+    #[error("{message}")]
+    Remote { code: &'static str, message: String },
 }
+
+/// Every code `TreeError::code` gives (a forwarded error's code is one of these).
+pub const TREE_ERROR_CODES: [&str; 16] = [
+    "invalid_path",
+    "not_found",
+    "name_taken",
+    "root_is_fixed",
+    "cycle",
+    "index_out_of_range",
+    "invalid_class",
+    "invalid_property",
+    "invalid_signal",
+    "too_large",
+    "too_many_properties",
+    "too_many_children",
+    "too_many_nodes",
+    "precondition_failed",
+    "rejected",
+    "malformed",
+];
 
 impl TreeError {
     /// A stable, machine-readable code for clients (`docs/protocol.md`).
@@ -86,6 +109,7 @@ impl TreeError {
             TreeError::TxnTooLarge { .. } => "too_large",
             TreeError::PreconditionFailed { .. } => "precondition_failed",
             TreeError::InTxn { source, .. } => source.code(),
+            TreeError::Remote { code, .. } => code,
         }
     }
 }

@@ -18,7 +18,7 @@ mod snapshot;
 
 use std::collections::BTreeMap;
 
-pub use error::TreeError;
+pub use error::{TreeError, TREE_ERROR_CODES};
 pub use snapshot::{
     ArchivedSnapshotNode, ArchivedTreeSnapshot, SnapshotError, SnapshotNode, TreeSnapshot,
 };

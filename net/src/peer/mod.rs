@@ -88,6 +88,26 @@ pub struct Inbound {
 /// Raft messages, as received from one connection read.
 pub type InboundBatch = Vec<Inbound>;
 
+/// The frame tag of a forwarded request or its answer (opaque bytes here: `core::forward`
+/// encodes them). Shard ids stay below it.
+pub const FORWARD_TAG: u32 = HANDSHAKE_TAG - 1;
+
+/// A forwarded request or answer from peer `from` (the connection's authenticated peer),
+/// with the sender's HLC reading.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Forwarded {
+    pub from: u64,
+    pub sent_hlc: u64,
+    pub bytes: Vec<u8>,
+}
+
+/// What one message of a peer connection is.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Received {
+    Raft(Inbound),
+    Forward { sent_hlc: u64, bytes: Vec<u8> },
+}
+
 /// The address core `core` of the server at `base` listens on.
 pub fn core_addr(base: SocketAddr, core: usize) -> SocketAddr {
     let port = base
@@ -111,12 +131,14 @@ impl Transport {
         auth: PeerAuth,
         peers: &BTreeMap<u64, SocketAddr>,
         inbound: flume::Sender<InboundBatch>,
+        forwards: flume::Sender<Forwarded>,
     ) -> std::io::Result<Transport> {
         let (my_id, core) = (auth.me, auth.core as usize);
         let listen = core_addr(peers[&my_id], core);
         let listener = TcpListener::bind(listen)
             .map_err(|e| std::io::Error::other(format!("{listen}: {e}")))?;
-        glommio::spawn_local(accept_loop(listener, inbound, auth.clone())).detach();
+        let sinks = Sinks { inbound, forwards };
+        glommio::spawn_local(accept_loop(listener, sinks, auth.clone())).detach();
         let mut outbound = BTreeMap::new();
         for (id, addr) in peers.iter().filter(|(id, _)| **id != my_id) {
             let (tx, rx) = flume::bounded(OUTBOUND_BATCHES_MAX);
@@ -137,10 +159,22 @@ impl Transport {
 
     /// Buffers a message for its destination (sent at the next `flush`), stamped with
     /// `sent_hlc`, this server's HLC reading.
+    /// Buffers forwarded bytes for peer `to` (sent at the next `flush`); unknown peers and
+    /// oversized messages are dropped, which the forwarder sees as a lost answer.
+    pub fn send_forward(&mut self, to: u64, bytes: &[u8], sent_hlc: u64) {
+        if !self.outbound.contains_key(&to) || bytes.len() + HLC_BYTES > MESSAGE_BYTES_MAX {
+            return;
+        }
+        let mut body = Vec::with_capacity(HLC_BYTES + bytes.len());
+        body.extend_from_slice(&sent_hlc.to_le_bytes());
+        body.extend_from_slice(bytes);
+        push_chunks(self.pending.entry(to).or_default(), FORWARD_TAG, &body);
+    }
+
     pub fn send(&mut self, shard: u32, message: &Message, sent_hlc: u64) {
         assert!(
-            shard < HANDSHAKE_TAG,
-            "shard ids stay below the handshake tag"
+            shard < FORWARD_TAG,
+            "shard ids stay below the forward and handshake tags"
         );
         if !self.outbound.contains_key(&message.to) {
             return; // not a peer of ours: dropped like a lost message
@@ -279,7 +313,14 @@ fn accept_action(error: &GlommioError<()>) -> AcceptAction {
     }
 }
 
-async fn accept_loop(listener: TcpListener, inbound: flume::Sender<InboundBatch>, auth: PeerAuth) {
+/// Where a connection's messages go.
+#[derive(Clone)]
+struct Sinks {
+    inbound: flume::Sender<InboundBatch>,
+    forwards: flume::Sender<Forwarded>,
+}
+
+async fn accept_loop(listener: TcpListener, sinks: Sinks, auth: PeerAuth) {
     let live = std::rc::Rc::new(std::cell::Cell::new(0usize));
     loop {
         let error = match listener.accept().await {
@@ -292,9 +333,9 @@ async fn accept_loop(listener: TcpListener, inbound: flume::Sender<InboundBatch>
                 // Best effort, as above.
                 let _ = stream.set_nodelay(true);
                 live.set(live.get() + 1);
-                let (inbound, auth, live) = (inbound.clone(), auth.clone(), live.clone());
+                let (sinks, auth, live) = (sinks.clone(), auth.clone(), live.clone());
                 glommio::spawn_local(async move {
-                    read_loop(stream, inbound, &auth).await;
+                    read_loop(stream, sinks, &auth).await;
                     live.set(live.get() - 1);
                 })
                 .detach();
@@ -370,7 +411,7 @@ pub struct Reassembly {
 
 impl Reassembly {
     /// Takes one frame; returns the message it completes, if any.
-    pub fn frame(&mut self, tag: u32, body: &[u8]) -> Result<Option<Inbound>, InboundError> {
+    pub fn frame(&mut self, tag: u32, body: &[u8]) -> Result<Option<Received>, InboundError> {
         let (shard, more) = (tag & !MORE, tag & MORE != 0);
         if let Some(expected) = self.shard.filter(|s| *s != shard) {
             return Err(InboundError::MixedChunks {
@@ -392,12 +433,16 @@ impl Reassembly {
             .split_at_checked(HLC_BYTES)
             .ok_or(InboundError::NoStamp)?;
         let sent_hlc = u64::from_le_bytes(stamp.try_into().expect("8 bytes"));
+        if shard == FORWARD_TAG {
+            let bytes = message.to_vec();
+            return Ok(Some(Received::Forward { sent_hlc, bytes }));
+        }
         let message = Message::parse_from_bytes(message).map_err(|_| InboundError::Malformed)?;
-        Ok(Some(Inbound {
+        Ok(Some(Received::Raft(Inbound {
             shard,
             sent_hlc,
             message,
-        }))
+        })))
     }
 }
 
@@ -421,7 +466,7 @@ async fn authenticate(stream: &mut TcpStream, auth: &PeerAuth) -> Option<u64> {
     }
 }
 
-async fn read_loop(mut stream: TcpStream, inbound: flume::Sender<InboundBatch>, auth: &PeerAuth) {
+async fn read_loop(mut stream: TcpStream, sinks: Sinks, auth: &PeerAuth) {
     let Some(peer) = authenticate(&mut stream, auth).await else {
         return;
     };
@@ -436,7 +481,18 @@ async fn read_loop(mut stream: TcpStream, inbound: flume::Sender<InboundBatch>, 
             return;
         }
         let message = match reassembly.frame(frame.tag, &body) {
-            Ok(Some(message)) => message,
+            Ok(Some(Received::Raft(message))) => message,
+            Ok(Some(Received::Forward { sent_hlc, bytes })) => {
+                let forwarded = Forwarded {
+                    from: peer,
+                    sent_hlc,
+                    bytes,
+                };
+                if sinks.forwards.send_async(forwarded).await.is_err() {
+                    return;
+                }
+                continue;
+            }
             Ok(None) => continue,
             Err(error) => {
                 tracing::warn!(%error, peer, "bad frames from a peer: closing the connection");
@@ -453,7 +509,7 @@ async fn read_loop(mut stream: TcpStream, inbound: flume::Sender<InboundBatch>, 
             );
             continue;
         }
-        if inbound.send_async(vec![message]).await.is_err() {
+        if sinks.inbound.send_async(vec![message]).await.is_err() {
             return;
         }
     }
@@ -498,13 +554,25 @@ mod tests {
         let mut reassembly = Reassembly::default();
         let mut done = Vec::new();
         for (tag, body) in &frames {
-            if let Some(m) = reassembly.frame(*tag, body).expect("valid frames") {
+            if let Some(Received::Raft(m)) = reassembly.frame(*tag, body).expect("valid frames") {
                 done.push(m);
             }
         }
         assert_eq!(done.len(), 1, "one message out of all the frames");
         assert_eq!((done[0].shard, done[0].sent_hlc), (5, 42));
         assert_eq!(done[0].message, message);
+    }
+
+    #[test]
+    fn a_forward_frame_is_opaque_bytes_with_its_hlc() {
+        let mut body = 7u64.to_le_bytes().to_vec();
+        body.extend_from_slice(b"request");
+        let mut wire = Vec::new();
+        push_chunks(&mut wire, FORWARD_TAG, &body);
+        let (tag, frame) = frames(&wire).remove(0);
+        let received = Reassembly::default().frame(tag, &frame).expect("valid");
+        let bytes = b"request".to_vec();
+        assert_eq!(received, Some(Received::Forward { sent_hlc: 7, bytes }));
     }
 
     #[test]

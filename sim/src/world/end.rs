@@ -103,6 +103,10 @@ impl World {
             clock_refusals: self.clock_refusals,
             snapshots_installed: self.snapshots_installed + live,
             pushes: self.observer.pushes,
+            leaders_preferred: (0..self.shards)
+                .filter(|s| self.leader_of(*s) == Some(u64::from(*s) % SERVERS + 1))
+                .count() as u64,
+            shards: u64::from(self.shards),
             trace: self.trace.take(),
         }
     }
