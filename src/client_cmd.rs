@@ -10,7 +10,7 @@ use treesync_net::ws_client::{field, WsClient, WsClientError};
 /// Where `treesync local` serves clients.
 pub const ADDR_DEFAULT: &str = "ws://127.0.0.1:7070/ws";
 
-pub const COMMANDS: [&str; 6] = ["tree", "get", "set", "create", "delete", "watch"];
+pub const COMMANDS: [&str; 7] = ["tree", "get", "set", "create", "delete", "watch", "status"];
 
 /// Runs one client command; `Err` is the one-line message to print.
 pub fn run(command: &str, args: &[String]) -> Result<ExitCode, String> {
@@ -37,6 +37,38 @@ pub fn run(command: &str, args: &[String]) -> Result<ExitCode, String> {
                 CliError::Client(e) => e.to_string(),
             })
     })
+}
+
+/// `status`: one line per shard, then how many shards each server leads.
+fn print_status(reply: &Value) -> Result<(), CliError> {
+    let status = field(reply, "status").ok_or_else(|| usage("a status reply without status"))?;
+    let int = |v: &Value, k: &str| match field(v, k) {
+        Some(Value::Int(n)) => *n,
+        _ => -1,
+    };
+    if let Some(Value::Array(shards)) = field(status, "shards") {
+        for shard in shards {
+            let role = match field(shard, "role") {
+                Some(Value::String(r)) => r.clone(),
+                _ => "?".into(),
+            };
+            println!(
+                "shard {}: leader {} (term {}, applied {}; this server: {role})",
+                int(shard, "shard"),
+                int(shard, "leader"),
+                int(shard, "term"),
+                int(shard, "applied"),
+            );
+        }
+    }
+    if let Some(Value::Dictionary(leaders)) = field(status, "leaders") {
+        let counts: Vec<String> = leaders
+            .iter()
+            .map(|(server, n)| format!("server {}: {}", text::format(server), text::format(n)))
+            .collect();
+        println!("shards led: {}", counts.join(", "));
+    }
+    Ok(())
 }
 
 enum CliError {
@@ -77,6 +109,7 @@ async fn execute(
 ) -> Result<ExitCode, CliError> {
     match (command, args) {
         ("tree", [path]) => print_tree(&client.tree(path).await?, 0),
+        ("status", []) => print_status(&client.request("status", vec![]).await?)?,
         ("get", [path]) => print_node(&client.get(path).await?),
         ("get", [path, prop]) => println!("{}", text::format(&client.get_prop(path, prop).await?)),
         ("set", [path, rest @ ..]) if !rest.is_empty() => {
@@ -101,6 +134,7 @@ async fn execute(
                     "usage: treesync create PARENT NAME CLASS [PROP VALUE ...] [--addr URL]"
                 }
                 "delete" => "usage: treesync delete PATH [--addr URL]",
+                "status" => "usage: treesync status [--addr URL]",
                 _ => "usage: treesync watch PATH [--from POSITION] [--addr URL]",
             }))
         }

@@ -36,6 +36,7 @@ commands:
   create PARENT NAME CLASS [PROP VALUE ...]
   delete PATH                              delete a subtree
   watch PATH [--from POSITION]             print the subtree, then its changes live
+  status                                   each shard's leader, and how many each server leads
             client commands: against --addr URL (default ws://127.0.0.1:7070/ws, the local
             cluster); values in Godot text syntax, e.g. Vector2(10, 20), 42, '\"text\"'
   version   print the version

@@ -182,8 +182,7 @@ pub fn serve(args: &[String]) -> Result<ExitCode, String> {
     let route = Forwarding::new(handle.router.clone(), me);
     handle.host.set_route(Arc::new(route.clone()));
     if let Some(addr) = gateway {
-        let map = handle.router.shard_map().clone();
-        let backend = ServerBackend::new(route, handle.host.clone(), map);
+        let backend = ServerBackend::new(route, handle.host.clone(), handle.router.clone());
         start_gateway(addr, &limits, Arc::new(backend), "")?;
     }
     handle.wait();
@@ -262,7 +261,6 @@ pub fn local(args: &[String]) -> Result<ExitCode, String> {
             .map(|(h, id)| (id, h.router.clone()))
             .collect();
         let cluster = LocalCluster::new(routers);
-        let map = handles[0].router.shard_map().clone();
         for (handle, id) in handles.iter().zip(1u64..) {
             handle.host.set_route(Arc::new(cluster.starting_at(id)));
         }
@@ -275,9 +273,10 @@ pub fn local(args: &[String]) -> Result<ExitCode, String> {
                     .ok_or("--client-addr port too high")?;
                 addr.set_port(port);
             }
-            let host = handles[usize::from(id) - 1].host.clone();
+            let handle = &handles[usize::from(id) - 1];
             let route = cluster.starting_at(u64::from(id));
-            let backend = Arc::new(ServerBackend::new(route, host, map.clone()));
+            let backend = ServerBackend::new(route, handle.host.clone(), handle.router.clone());
+            let backend = Arc::new(backend);
             start_gateway(addr, &limits, backend, &format!(" of server {id}"))?;
         }
     }

@@ -62,7 +62,8 @@ const PLAYERS: [&str; 6] = ["Ann", "Bob", "Cid", "Dee", "Eve", "Fay"];
 
 fn shard_of(path: &str) -> u32 {
     let map = ShardMap::new(8, 3).expect("the default layout of treesync local");
-    map.shard_of(&NodePath::parse(path, &Limits::default()).expect("valid")).0
+    map.shard_of(&NodePath::parse(path, &Limits::default()).expect("valid"))
+        .0
 }
 
 #[test]
@@ -73,17 +74,27 @@ fn a_world_over_many_shards_is_whole_from_every_server() {
         for url in &cluster.urls {
             clients.push(connect(url).await);
         }
-        clients[0].create("/root", "World", "Node2D", vec![]).await.expect("world");
-        clients[0].create("/root", "Zone2", "Node2D", vec![]).await.expect("zone");
+        clients[0]
+            .create("/root", "World", "Node2D", vec![])
+            .await
+            .expect("world");
+        clients[0]
+            .create("/root", "Zone2", "Node2D", vec![])
+            .await
+            .expect("zone");
         for (i, name) in PLAYERS.iter().enumerate() {
             let props = vec![("gold".to_owned(), Value::Int(100))];
             let c = &mut clients[i % 3];
-            c.create("/root/World", name, "Player", props).await.expect("player");
+            c.create("/root/World", name, "Player", props)
+                .await
+                .expect("player");
             let player = format!("/root/World/{name}");
             c.create(&player, "Bag", "Node", vec![]).await.expect("bag");
         }
-        let shards: std::collections::BTreeSet<u32> =
-            PLAYERS.iter().map(|n| shard_of(&format!("/root/World/{n}"))).collect();
+        let shards: std::collections::BTreeSet<u32> = PLAYERS
+            .iter()
+            .map(|n| shard_of(&format!("/root/World/{n}")))
+            .collect();
         assert!(shards.len() >= 3, "the players span shards: {shards:?}");
         for c in clients.iter_mut() {
             let tree = c.tree("/root/World").await.expect("tree");
@@ -95,14 +106,20 @@ fn a_world_over_many_shards_is_whole_from_every_server() {
             }
             let summary = c.get("/root/World").await.expect("get");
             let listed: Vec<Value> = PLAYERS.iter().map(|n| s(n)).collect();
-            assert_eq!(field(&summary, "children"), Some(&Value::Array(listed)), "by name");
+            assert_eq!(
+                field(&summary, "children"),
+                Some(&Value::Array(listed)),
+                "by name"
+            );
         }
 
         // Transfers between players of different shards, atomic with preconditions.
         let (from, to) = PLAYERS
             .iter()
             .flat_map(|a| PLAYERS.iter().map(move |b| (*a, *b)))
-            .find(|(a, b)| shard_of(&format!("/root/World/{a}")) != shard_of(&format!("/root/World/{b}")))
+            .find(|(a, b)| {
+                shard_of(&format!("/root/World/{a}")) != shard_of(&format!("/root/World/{b}"))
+            })
             .expect("two players on different shards");
         let set = |name: &str, gold: i64| {
             dict(&[
@@ -119,9 +136,17 @@ fn a_world_over_many_shards_is_whole_from_every_server() {
             ])
         };
         let ops = vec![set(from, 70), set(to, 130)];
-        clients[1].txn(ops.clone(), vec![expect(from, 100), expect(to, 100)]).await.expect("transfer");
-        let stale = clients[2].txn(ops, vec![expect(from, 100), expect(to, 100)]).await;
-        assert!(stale.is_err(), "the same transfer again fails its preconditions");
+        clients[1]
+            .txn(ops.clone(), vec![expect(from, 100), expect(to, 100)])
+            .await
+            .expect("transfer");
+        let stale = clients[2]
+            .txn(ops, vec![expect(from, 100), expect(to, 100)])
+            .await;
+        assert!(
+            stale.is_err(),
+            "the same transfer again fails its preconditions"
+        );
         for c in clients.iter_mut() {
             let tree = c.tree("/root/World").await.expect("tree");
             assert_eq!(gold(child(&tree, from)) + gold(child(&tree, to)), 200);
@@ -129,7 +154,10 @@ fn a_world_over_many_shards_is_whole_from_every_server() {
         }
 
         // A player moves to another world: its subtree and props go with it.
-        clients[2].move_node(&format!("/root/World/{from}"), "/root/Zone2", None).await.expect("move");
+        clients[2]
+            .move_node(&format!("/root/World/{from}"), "/root/Zone2", None)
+            .await
+            .expect("move");
         for c in clients.iter_mut() {
             let zone = c.tree("/root/Zone2").await.expect("tree");
             assert_eq!(names(&zone), vec![from]);
@@ -138,7 +166,10 @@ fn a_world_over_many_shards_is_whole_from_every_server() {
             let world = c.tree("/root/World").await.expect("tree");
             assert!(!names(&world).contains(&from.to_owned()), "gone from World");
         }
-        clients[0].rename(&format!("/root/Zone2/{from}"), "Renamed").await.expect("rename");
+        clients[0]
+            .rename(&format!("/root/Zone2/{from}"), "Renamed")
+            .await
+            .expect("rename");
         let zone = clients[1].tree("/root/Zone2").await.expect("tree");
         assert_eq!(names(&zone), vec!["Renamed"]);
         assert_eq!(gold(child(&zone, "Renamed")), 70);
@@ -154,7 +185,10 @@ fn a_world_over_many_shards_is_whole_from_every_server() {
             }
         }
         // A world re-created under the old name starts empty.
-        clients[0].create("/root", "World", "Node2D", vec![]).await.expect("again");
+        clients[0]
+            .create("/root", "World", "Node2D", vec![])
+            .await
+            .expect("again");
         let world = clients[2].tree("/root/World").await.expect("tree");
         assert!(names(&world).is_empty());
     });

@@ -111,16 +111,20 @@ const LOCKED_READS_MAX: usize = 50;
 pub struct ServerBackend<R> {
     route: R,
     host: HostHandle,
+    /// This server's own cores (for `status`).
+    router: Router,
     map: ShardMap,
     limits: Limits,
 }
 
 impl<R: ShardRoute + Clone> ServerBackend<R> {
-    pub fn new(route: R, host: HostHandle, map: ShardMap) -> ServerBackend<R> {
+    /// `router` is this server's (its shard map and its status).
+    pub fn new(route: R, host: HostHandle, router: Router) -> ServerBackend<R> {
         ServerBackend {
             route,
             host,
-            map,
+            map: router.shard_map().clone(),
+            router,
             limits: Limits::default(),
         }
     }
@@ -223,6 +227,46 @@ impl<R: ShardRoute + Clone + Backend> Backend for ServerBackend<R> {
     ) -> BoxFuture<Outcome> {
         self.route.subscribe(path, from, sink)
     }
+
+    fn status(&self) -> BoxFuture<Outcome> {
+        let router = self.router.clone();
+        Box::pin(async move { Ok(Answer::Value(Some(status_value(&router.status().await)))) })
+    }
+}
+
+/// `{shards: [{shard, role, leader, term, applied}], leaders: {server: shards led}}` from
+/// the cores' status lines (`Engine::status`).
+fn status_value(lines: &str) -> treesync_core::Value {
+    use treesync_core::Value;
+    let key = |k: &str| Value::String(k.into());
+    let mut shards = Vec::new();
+    let mut leaders: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
+    for line in lines.lines() {
+        let mut words = line.split_whitespace();
+        let (Some("shard"), Some(id)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let mut entry = vec![(key("shard"), Value::Int(id.parse().unwrap_or(-1)))];
+        for word in words {
+            let Some((name, value)) = word.split_once('=') else { continue };
+            let value = match value.parse::<i64>() {
+                Ok(n) => Value::Int(n),
+                Err(_) => Value::String(value.into()),
+            };
+            if name == "leader" {
+                if let Value::Int(l) = value {
+                    *leaders.entry(l).or_default() += 1;
+                }
+            }
+            entry.push((key(name), value));
+        }
+        shards.push(Value::Dictionary(entry));
+    }
+    let leaders = leaders.into_iter().map(|(l, n)| (Value::Int(l), Value::Int(n))).collect();
+    Value::Dictionary(vec![
+        (key("shards"), Value::Array(shards)),
+        (key("leaders"), Value::Dictionary(leaders)),
+    ])
 }
 
 impl Backend for Router {

@@ -58,6 +58,14 @@ pub trait Backend: Send + Sync + 'static {
         from: Option<u64>,
         sink: flume::Sender<Push>,
     ) -> BoxFuture<Outcome>;
+    /// Who leads each shard, as this server sees it (`status`: Godot data).
+    fn status(&self) -> BoxFuture<Outcome> {
+        Box::pin(async {
+            Err(treesync_core::api::ReplyError::Unavailable {
+                reason: "this server reports no status".into(),
+            })
+        })
+    }
 }
 
 /// What a subscription delivers, in order (the engine's type, delivered as it is).

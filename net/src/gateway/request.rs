@@ -30,6 +30,8 @@ pub enum Request {
     Unsubscribe {
         sub: i64,
     },
+    /// Each shard's leader and role, as the server sees them.
+    Status,
 }
 
 /// Why a request was refused before reaching any shard; nothing was changed.
@@ -292,6 +294,7 @@ fn parse_kind(d: &Dict, limits: &Limits) -> Result<Request, RequestError> {
             path: path(d, "path", limits)?,
             from: int(d, "from")?,
         },
+        "status" => Request::Status,
         "unsubscribe" => Request::Unsubscribe {
             sub: int(d, "sub")?.ok_or_else(|| bad("missing \"sub\"".into()))?,
         },

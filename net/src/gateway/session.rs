@@ -426,6 +426,7 @@ async fn execute(shared: Shared, request: Request) -> ReplyFields {
             backend.read(path.clone(), target)
         }
         Request::Tree { path } => backend.read(path.clone(), ReadTarget::Subtree),
+        Request::Status => backend.status(),
         Request::Subscribe { .. } | Request::Unsubscribe { .. } => {
             unreachable!("sessions handle subscriptions themselves")
         }
@@ -496,6 +497,7 @@ fn value_reply(request: &Request, value: Option<Value>) -> ReplyFields {
             Err(("not_found".into(), format!("no node at {path}")))
         }
         (Request::Get { .. }, Some(node)) => Ok(vec![("node", node)]),
+        (Request::Status, Some(status)) => Ok(vec![("status", status)]),
         (_, Some(tree)) => Ok(vec![("tree", tree)]),
         (_, None) => Ok(vec![("value", Value::Nil)]),
     }
