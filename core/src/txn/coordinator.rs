@@ -15,6 +15,8 @@
 //! - Every command is bounded: a command whose outcome was lost is resent at most
 //!   `RESENDS_MAX` times (all are idempotent), then the coordinator gives up and leaves the
 //!   transaction to recovery; a refused intent waits at most `WAITS_MAX` times.
+//! - Wait-die: it waits only for a younger holder; meeting an older one it aborts, so no
+//!   cycle of waiting transactions forms (`BreakDeadlock` in the spec).
 //! - It ends (`is_done`) only after the record is forgotten or it gave up.
 
 use std::collections::BTreeSet;
@@ -265,6 +267,11 @@ impl Coordinator {
         }
     }
 
+    /// Whether this transaction is older than `other` (lower timestamp, then lower id).
+    fn older_than(&self, other: &TxnMeta) -> bool {
+        (self.meta.ts, self.meta.id) < (other.ts, other.id)
+    }
+
     /// `Ack(t)`: staged and every intent written.
     fn maybe_ack(&mut self, out: &mut Vec<Command>) {
         let intents_written = self.written.len() == self.parts.len() || self.ack_without_intents;
@@ -280,7 +287,12 @@ impl Coordinator {
 
     fn refused(&mut self, shard: u32, refusal: IntentRefusal, out: &mut Vec<Command>) {
         match refusal {
-            IntentRefusal::Locked { holder } if self.waits < WAITS_MAX => {
+            // Wait-die: an older transaction waits for a younger holder; a younger one gives
+            // up at once (and is retried), so every wait goes from older to younger and no
+            // cycle of waits can form (the spec's `BreakDeadlock`: the youngest gives up).
+            IntentRefusal::Locked { holder }
+                if self.waits < WAITS_MAX && self.older_than(&holder) =>
+            {
                 self.waits += 1;
                 out.push(Command::Wait { shard, holder });
             }

@@ -36,8 +36,8 @@ pub const HOSTED_MAX: usize = 10_000;
 pub const RETRIES_MAX: u32 = 8;
 /// Ticks between polls of a lock holder (the coordinator's `WAITS_MAX` bounds them).
 pub const WAIT_TICKS: u64 = 2;
-/// Ticks a waiter waits before it pushes a younger holder (an older one is pushed at once:
-/// wound-wait, `wait_queue`).
+/// Ticks a waiter waits before it pushes the holder (recovery acts only on an expired
+/// one). A transaction waits only for younger holders (wait-die, `coordinator`).
 pub const PUSH_TICKS: u64 = 10;
 /// Ticks before a lost request is resent (a leader election is usually over by then).
 pub const RESEND_TICKS: u64 = 5;
@@ -141,6 +141,8 @@ enum Later {
     Single(u64),
     /// Read again.
     Read(u64, String),
+    /// Run a retried transaction.
+    Restart(u64),
 }
 
 /// One server's transaction host.
@@ -474,10 +476,11 @@ impl TxnHost {
         let retries = old.retries + 1;
         let txn = old.txn.clone();
         self.keep_resolving(old);
-        let reads = reads_needed(&txn, &self.map, &self.limits).expect("planned before");
+        // Planned again after a back-off, longer each time: the transaction it lost to
+        // needs time to finish.
         let state = Hosted::Reading {
             reads: BTreeMap::new(),
-            missing: reads.len(),
+            missing: usize::MAX,
         };
         self.txns.insert(
             ticket,
@@ -488,6 +491,20 @@ impl TxnHost {
                 state,
             },
         );
+        let due = self.ticks + WAIT_TICKS * u64::from(retries);
+        self.later.push((due, Later::Restart(ticket)));
+    }
+
+    /// Issues a retried transaction's planning reads, or plans it.
+    fn restart(&mut self, ticket: u64, out: &mut Vec<HostCommand>) {
+        let Some(hosted) = self.txns.get_mut(&ticket) else {
+            return;
+        };
+        let reads = reads_needed(&hosted.txn, &self.map, &self.limits).expect("planned before");
+        hosted.state = Hosted::Reading {
+            reads: BTreeMap::new(),
+            missing: reads.len(),
+        };
         for path in reads {
             self.read(ticket, path, out);
         }
@@ -621,7 +638,7 @@ impl TxnHost {
     }
 
     /// Waits on `holder` (polling every `WAIT_TICKS`; the waiter's own bound applies), and
-    /// pushes it at once if the waiter is older, else after `PUSH_TICKS`.
+    /// pushes it once it has been waited on for `PUSH_TICKS`.
     fn wait(&mut self, holder: TxnMeta, shard: u32, then: Later, out: &mut Vec<HostCommand>) {
         let entry = self
             .waited
@@ -775,6 +792,7 @@ impl TxnHost {
                         self.read(ticket, path, out);
                     }
                 }
+                Later::Restart(ticket) => self.restart(ticket, out),
             }
         }
         let tickets: Vec<u64> = self.txns.keys().copied().collect();

@@ -11,7 +11,8 @@
 //!   intents and the STAGING record in parallel, answers at implicit commit (`Ack`), then
 //!   makes the record explicit and resolves.
 //! - [`recovery::Recovery`]: what a pusher runs on an expired transaction.
-//! - [`wait_queue::WaitQueue`]: who waits on whose intent, and when to push (wound-wait).
+//! - [`host::TxnHost`]: one server's transactions: planning, the coordinators, waits
+//!   (wait-die), pushes and recovery.
 //! - [`split`]: a transaction's ops grouped by shard.
 //!
 //! Each machine is `step(input, &mut Vec<Command>)` or a method per TLA+ action; none does
@@ -39,7 +40,6 @@ pub mod split;
 pub mod step;
 pub mod tables;
 pub mod ts_cache;
-pub mod wait_queue;
 
 use rkyv::{Archive, Deserialize, Serialize};
 
