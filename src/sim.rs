@@ -12,6 +12,7 @@ const PROGRESS_EVERY: u64 = 100;
 pub fn run(args: &[String]) -> Result<ExitCode, String> {
     let (mut seeds, mut first, mut single, mut template) = (100u64, 1u64, None, SimOptions::new(0));
     let mut trace: Option<String> = None;
+    let mut txn_trace: Option<String> = None;
     let mut args = args.iter();
     while let Some(flag) = args.next() {
         match flag.as_str() {
@@ -23,6 +24,7 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
             "--corrupt-per-mille" => template.corrupt_per_mille = value(flag, args.next())?,
             "--inject" => template.inject = Some(value::<Bug>(flag, args.next())?),
             "--trace" => trace = Some(value::<String>(flag, args.next())?),
+            "--txn-trace" => txn_trace = Some(value::<String>(flag, args.next())?),
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -38,6 +40,17 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
             &SimOptions {
                 seed,
                 trace: true,
+                ..template
+            },
+            &file,
+        );
+    }
+    if let Some(file) = txn_trace {
+        let seed = single.ok_or("--txn-trace records one run: give --seed S")?;
+        return write_txn_trace(
+            &SimOptions {
+                seed,
+                txn_trace: true,
                 ..template
             },
             &file,
@@ -85,6 +98,29 @@ fn inject_flag(options: &SimOptions) -> String {
     options
         .inject
         .map_or(String::new(), |bug| format!(" --inject {}", bug.name()))
+}
+
+/// Runs one seed recording its parallel-commit steps and writes them as the TLA+ module
+/// `TxnTrace`, for `specs/ParallelCommitTrace.tla` (see `specs/trace.py`). The run's own
+/// verdict is printed too (an injected bug may be caught by the simulator as well).
+fn write_txn_trace(options: &SimOptions, file: &str) -> Result<ExitCode, String> {
+    let report = run_seed(options);
+    let trace = report
+        .txn_trace
+        .clone()
+        .ok_or("the run panicked before its trace was complete")?;
+    std::fs::write(file, &trace).map_err(|e| format!("writing {file}: {e}"))?;
+    let events = trace
+        .lines()
+        .filter(|l| l.trim_start().starts_with("[kind"))
+        .count();
+    let (committed, aborted, unknown) = report.transfers;
+    println!(
+        "txn trace: {events} events ({committed} transfers committed, {aborted} aborted, \
+         {unknown} unknown) written to {file}; the run: {}",
+        report.violation.as_deref().unwrap_or("passed")
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Runs one seed in trace mode and writes its trace as the TLA+ module `RaftTrace`, for

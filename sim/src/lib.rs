@@ -32,6 +32,7 @@
 //! With `SimOptions::trace` a run uses one core and one shard and records its Raft steps
 //! as spec actions (`trace`), for TLC to check against `specs/RaftLeaderElectionTrace.tla`.
 
+mod bank;
 mod checks;
 mod clients;
 mod disk;
@@ -41,6 +42,7 @@ mod mirrors;
 mod rng;
 pub mod set_check;
 pub mod trace;
+pub mod txn_trace;
 mod world;
 
 use std::fmt;
@@ -64,15 +66,21 @@ pub enum Bug {
     TruncateCorruptMiddle,
     /// Resolved timestamps are pushed before the changes applied in the same tick.
     ResolvedBeforeChange,
+    /// Recovery decides a transaction from its record alone, skipping the in-flight check.
+    RecoverySkipsChecks,
+    /// A coordinator acknowledges once its record is staged, before every intent.
+    AckWithoutIntents,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 5] = [
+    pub const ALL: [Bug; 7] = [
         Bug::AckBeforeFsync,
         Bug::StaleRead,
         Bug::ForgetVote,
         Bug::TruncateCorruptMiddle,
         Bug::ResolvedBeforeChange,
+        Bug::RecoverySkipsChecks,
+        Bug::AckWithoutIntents,
     ];
 
     pub fn name(self) -> &'static str {
@@ -82,6 +90,8 @@ impl Bug {
             Bug::ForgetVote => "forget-vote",
             Bug::TruncateCorruptMiddle => "truncate-corrupt-middle",
             Bug::ResolvedBeforeChange => "resolved-before-change",
+            Bug::RecoverySkipsChecks => "recovery-skips-checks",
+            Bug::AckWithoutIntents => "ack-without-intents",
         }
     }
 }
@@ -113,6 +123,9 @@ pub struct SimOptions {
     /// Record a trace for `specs/RaftLeaderElectionTrace.tla`. Such runs differ: no log
     /// compaction, and crashes only of nodes whose writes are all durable (see `trace`).
     pub trace: bool,
+    /// Record the parallel-commit steps for `specs/ParallelCommitTrace.tla`
+    /// (`SeedReport::txn_trace`).
+    pub txn_trace: bool,
 }
 
 impl SimOptions {
@@ -124,6 +137,7 @@ impl SimOptions {
             crash_per_mille: 6,
             corrupt_per_mille: 100,
             inject: None,
+            txn_trace: false,
             trace: false,
         }
     }
@@ -152,6 +166,10 @@ pub struct SeedReport {
     pub shards: u64,
     /// The recorded trace (runs with `SimOptions::trace`).
     pub trace: Option<trace::TraceRecorder>,
+    /// The transaction trace as the TLA+ module `TxnTrace` (runs with `txn_trace`).
+    pub txn_trace: Option<String>,
+    /// Cross-shard transfers committed / aborted / of unknown outcome, as the bank saw them.
+    pub transfers: (u64, u64, u64),
 }
 
 impl fmt::Display for SeedReport {
@@ -161,7 +179,8 @@ impl fmt::Display for SeedReport {
             None => write!(
                 f,
                 "seed {}: ok ({} writes acknowledged, {} reads, {} crashes, {} refused starts, \
-                 {} snapshots installed, {} pushes, {} refused for clock offset)",
+                 {} snapshots installed, {} pushes, {} refused for clock offset, transfers \
+                 {}/{}/{} committed/aborted/unknown)",
                 self.seed,
                 self.writes_acked,
                 self.reads_ok,
@@ -169,7 +188,10 @@ impl fmt::Display for SeedReport {
                 self.refused_starts,
                 self.snapshots_installed,
                 self.pushes,
-                self.clock_refusals
+                self.clock_refusals,
+                self.transfers.0,
+                self.transfers.1,
+                self.transfers.2
             ),
         }
     }

@@ -85,3 +85,28 @@ fn truncating_at_a_corrupt_middle_record_is_caught_by_the_durability_check() {
 fn resolved_before_change_is_caught_by_the_feed_check() {
     caught_by(Bug::ResolvedBeforeChange, 10, "resolved order");
 }
+
+#[test]
+fn recovery_skipping_the_in_flight_check_is_caught_by_the_bank_total() {
+    caught_by(Bug::RecoverySkipsChecks, 60, "bank: the total is");
+}
+
+#[test]
+fn an_ack_before_every_intent_is_caught_by_the_spine_invariant() {
+    caught_by(Bug::AckWithoutIntents, 20, "bank: I2");
+}
+
+#[test]
+fn runs_commit_abort_and_recover_cross_shard_transfers() {
+    let reports = run_seeds(1, 30, &SimOptions::new(0));
+    let (committed, aborted, unknown) = reports.iter().fold((0, 0, 0), |acc, r| {
+        (
+            acc.0 + r.transfers.0,
+            acc.1 + r.transfers.1,
+            acc.2 + r.transfers.2,
+        )
+    });
+    assert!(committed > 100, "{committed} transfers committed");
+    assert!(aborted > 10, "{aborted} aborted (conflicts, preconditions)");
+    assert!(unknown > 0, "{unknown} ended unknown (crashes mid-commit)");
+}

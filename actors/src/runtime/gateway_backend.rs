@@ -248,7 +248,9 @@ fn status_value(lines: &str) -> treesync_core::Value {
         };
         let mut entry = vec![(key("shard"), Value::Int(id.parse().unwrap_or(-1)))];
         for word in words {
-            let Some((name, value)) = word.split_once('=') else { continue };
+            let Some((name, value)) = word.split_once('=') else {
+                continue;
+            };
             let value = match value.parse::<i64>() {
                 Ok(n) => Value::Int(n),
                 Err(_) => Value::String(value.into()),
@@ -262,7 +264,10 @@ fn status_value(lines: &str) -> treesync_core::Value {
         }
         shards.push(Value::Dictionary(entry));
     }
-    let leaders = leaders.into_iter().map(|(l, n)| (Value::Int(l), Value::Int(n))).collect();
+    let leaders = leaders
+        .into_iter()
+        .map(|(l, n)| (Value::Int(l), Value::Int(n)))
+        .collect();
     Value::Dictionary(vec![
         (key("shards"), Value::Array(shards)),
         (key("leaders"), Value::Dictionary(leaders)),

@@ -247,8 +247,12 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
         let host_task = match core {
             0 => host_parts.take().map(|(inbox, me)| {
                 let limits = treesync_core::Limits::default();
-                let host =
-                    treesync_core::txn::host::TxnHost::new(shard_map.clone(), limits, config.id);
+                let host = treesync_core::txn::host::TxnHost::new(
+                    shard_map.clone(),
+                    limits,
+                    config.id,
+                    boot_epoch(),
+                );
                 (host, inbox, me)
             }),
             _ => None,
@@ -284,6 +288,15 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
         threads,
         _data_dir: data_dir,
     })
+}
+
+/// A number that differs on every boot of this process: the transaction host's epoch
+/// (with its counter, transaction ids are never reused across restarts).
+fn boot_epoch() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    (nanos as u32) ^ std::process::id().rotate_left(16)
 }
 
 /// The cluster id of a configuration: a hash of its members, cores and shards, stamped on

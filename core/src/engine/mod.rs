@@ -132,6 +132,8 @@ pub struct WalBatch {
 /// What a step asks the driver to do (see the module doc for the order).
 #[derive(Debug, Default)]
 pub struct Commands {
+    /// Parallel-commit steps replicas applied (only with `Engine::record_steps`).
+    pub steps: Vec<(u32, crate::replica::StepApplied)>,
     pub messages: Vec<(u32, Message)>,
     pub replies: Vec<(Token, Outcome)>,
     pub pushes: Vec<(SubId, Push)>,
@@ -418,6 +420,9 @@ impl Engine {
         commands
             .messages
             .extend(out.messages.drain(..).map(|m| (shard, m)));
+        commands
+            .steps
+            .extend(out.steps.drain(..).map(|s| (shard, s)));
         for reply in out.replies.drain(..) {
             let (id, outcome) = outcome_of(reply);
             // A request past its deadline was answered already; its late answer is dropped.
@@ -487,6 +492,14 @@ impl Engine {
     }
 
     /// One line per shard: role, term, applied index, leader.
+    /// Records every applied parallel-commit step in `Commands::steps` (the simulator's
+    /// transaction traces).
+    pub fn record_steps(&mut self) {
+        for slot in self.slots.values_mut() {
+            slot.replica.record_steps = true;
+        }
+    }
+
     pub fn status(&self) -> String {
         self.slots
             .iter()

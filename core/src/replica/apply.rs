@@ -132,7 +132,16 @@ impl Replica {
     ) {
         self.sessions.expire(hlc);
         let (outcome, resolved) = self.tables.apply(step, &mut self.tree, hlc);
-        match resolved {
+        if self.record_steps {
+            out.steps.push(super::StepApplied {
+                index,
+                step: step.clone(),
+                outcome: outcome.clone(),
+                resolved_intent: resolved.is_some(),
+            });
+        }
+        let committed = matches!(step, Step::Resolve { commit: true, .. });
+        match resolved.filter(|_| committed) {
             Some(intent) => {
                 self.resolved.insert(index, intent.txn.clone());
                 if self.record_changes {

@@ -216,6 +216,18 @@ pub struct Output {
     pub replies: Vec<Reply>,
     /// Tree changes in apply order (only while `Replica::record_changes` is set).
     pub applied: Vec<Applied>,
+    /// Parallel-commit steps applied, in log order (only while `record_steps` is set: the
+    /// simulator's transaction traces).
+    pub steps: Vec<StepApplied>,
+}
+
+/// A step a replica applied: at `index`, what it answered, whether it resolved an intent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepApplied {
+    pub index: u64,
+    pub step: crate::txn::step::Step,
+    pub outcome: crate::txn::step::StepOutcome,
+    pub resolved_intent: bool,
 }
 
 /// A copy of Raft's state at one instant (see `Replica::raft_view`).
@@ -268,6 +280,8 @@ pub struct Replica {
     pub snapshots_installed: u64,
     /// Record applied changes in `Output::applied` (on while anyone subscribes).
     pub record_changes: bool,
+    /// Record applied steps in `Output::steps` (the simulator's transaction traces).
+    pub record_steps: bool,
     /// Indexes still in the log whose transaction the tree rejected (they changed nothing;
     /// `changes_after` leaves them out).
     rejected: BTreeSet<u64>,
@@ -374,6 +388,7 @@ impl Replica {
             applied_hlc: Timestamp::ZERO,
             snapshots_installed: 0,
             record_changes: false,
+            record_steps: false,
             rejected: BTreeSet::new(),
             sessions: sessions::Sessions::default(),
             tables: crate::txn::tables::TxnTables::default(),

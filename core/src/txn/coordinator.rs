@@ -28,8 +28,9 @@ use crate::hlc::Timestamp;
 use crate::op::Txn;
 use crate::tree::TreeError;
 
-/// Resends of one command whose outcome was lost before the coordinator gives up.
-pub const RESENDS_MAX: u32 = 5;
+/// Resends of a command whose outcome was lost before the coordinator gives up (with the
+/// host's `RESEND_TICKS` between them: about a second, more than an election takes).
+pub const RESENDS_MAX: u32 = 20;
 /// Times one intent may wait for a conflicting transaction before this one aborts.
 pub const WAITS_MAX: u32 = 20;
 

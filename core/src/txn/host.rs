@@ -145,11 +145,26 @@ enum Later {
     Restart(u64),
 }
 
+/// A deliberate bug for must-fail tests (the simulator's `--inject`): never set otherwise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostBug {
+    /// Recovery decides from the record alone, without checking the listed writes.
+    RecoverySkipsChecks,
+    /// The coordinator acknowledges once the record is staged, before every intent.
+    AckWithoutIntents,
+}
+
 /// One server's transaction host.
 pub struct TxnHost {
+    bug: Option<HostBug>,
     map: ShardMap,
     limits: Limits,
     node: u64,
+    /// Differs on every boot of the server: with `next_seq`, the identity of each of its
+    /// transactions, never reused (a restarted host must not name a transaction as one
+    /// of its previous life did: records outlive their coordinators).
+    epoch: u32,
+    next_seq: u32,
     ticks: u64,
     now: Timestamp,
     next_request: u64,
@@ -162,11 +177,15 @@ pub struct TxnHost {
 }
 
 impl TxnHost {
-    pub fn new(map: ShardMap, limits: Limits, node: u64) -> TxnHost {
+    /// `epoch` must differ on every boot of server `node` (a boot nonce).
+    pub fn new(map: ShardMap, limits: Limits, node: u64, epoch: u32) -> TxnHost {
         TxnHost {
+            bug: None,
             map,
             limits,
             node,
+            epoch,
+            next_seq: 0,
             ticks: 0,
             now: Timestamp::ZERO,
             next_request: 0,
@@ -176,6 +195,23 @@ impl TxnHost {
             later: Vec::new(),
             waited: BTreeMap::new(),
         }
+    }
+
+    /// Test-only: run with `bug` (see `HostBug`).
+    pub fn inject(&mut self, bug: HostBug) {
+        self.bug = Some(bug);
+    }
+
+    /// The transactions this host coordinates that are not decided yet (a crash of this
+    /// server crashes their coordinators).
+    pub fn coordinating(&self) -> Vec<TxnMeta> {
+        self.txns
+            .values()
+            .filter_map(|t| match &t.state {
+                Hosted::Coordinating(c) if !c.is_done() => Some(c.meta()),
+                _ => None,
+            })
+            .collect()
     }
 
     pub fn in_flight(&self) -> usize {
@@ -301,16 +337,26 @@ impl TxnHost {
             return;
         }
         let anchor = plan.parts.last().expect("two or more parts").0;
+        let ts = hosted.ts;
+        self.next_seq = self
+            .next_seq
+            .checked_add(1)
+            .expect("2^32 transactions per boot");
+        let seq = u64::from(self.epoch) << 32 | u64::from(self.next_seq);
         let meta = TxnMeta {
             id: TxnId {
                 node: self.node,
-                seq: hosted.ts.as_u64(),
+                seq,
             },
-            ts: hosted.ts,
+            ts,
             anchor,
         };
+        let hosted = self.txns.get_mut(&ticket).expect("planning a hosted txn");
         let mut commands = Vec::new();
-        let coordinator = Coordinator::start(meta, plan.parts, &mut commands);
+        let mut coordinator = Coordinator::start(meta, plan.parts, &mut commands);
+        if self.bug == Some(HostBug::AckWithoutIntents) {
+            coordinator.inject_ack_without_intents();
+        }
         hosted.state = Hosted::Coordinating(Box::new(coordinator));
         self.execute(ticket, commands, out);
     }
@@ -431,10 +477,15 @@ impl TxnHost {
                 ..
             }
             | TxnReply::RecordRefused(_) => return self.retry(ticket, self.now, out),
+            // Died (wait-die) or waited too long: push the holder (it may be abandoned),
+            // then run again once it had time to finish.
             TxnReply::Aborted {
                 refusal: IntentRefusal::Locked { holder },
-                ..
-            } => Err(ReplyError::Locked { holder }),
+                shard,
+            } => {
+                self.push(holder, shard, out);
+                return self.retry(ticket, self.now, out);
+            }
             TxnReply::Aborted {
                 refusal: IntentRefusal::Rejected(e),
                 ..
@@ -659,7 +710,10 @@ impl TxnHost {
             return;
         }
         let mut commands = Vec::new();
-        let recovery = Recovery::start(holder, shard, &mut commands);
+        let mut recovery = Recovery::start(holder, shard, &mut commands);
+        if self.bug == Some(HostBug::RecoverySkipsChecks) {
+            recovery.inject_skip_checks();
+        }
         self.recoveries.insert(holder.id, recovery);
         self.execute_recovery(holder.id, commands, out);
     }

@@ -219,6 +219,7 @@ fn hosts(n: usize) -> Vec<Option<TxnHost>> {
                 ShardMap::new(SHARDS, 3).expect("map"),
                 Limits::default(),
                 i as u64 + 1,
+                7,
             ))
         })
         .collect()

@@ -24,8 +24,8 @@ pub struct TxnTables {
 }
 
 impl TxnTables {
-    /// Applies a committed step at log time `now`. Returns the answer and, for a committed
-    /// resolution, the intent that changed the tree (for subscribers).
+    /// Applies a committed step at log time `now`. Returns the answer and, for a resolution,
+    /// the intent it resolved (a committed one changed the tree: subscribers see it).
     pub fn apply(
         &mut self,
         step: &Step,
@@ -56,8 +56,7 @@ impl TxnTables {
             }
             Step::Resolve { commit, .. } => {
                 let resolved = self.intents.resolve(meta.id, *commit, tree, now);
-                let changed = resolved.filter(|_| *commit);
-                return (StepOutcome::Resolved, changed);
+                return (StepOutcome::Resolved, resolved);
             }
             Step::RecoverStart { .. } => {
                 StepOutcome::Started(self.records.recover_start(meta, now))

@@ -16,6 +16,9 @@ impl World {
 
     /// Liveness after healing, then final reads of every register, then linearizability.
     pub fn final_checks(&mut self) -> Option<String> {
+        if let Some(violation) = self.bank_checks() {
+            return Some(violation);
+        }
         for shard in 0..self.shards {
             let core = shard as usize % self.cores;
             let applied: Vec<u64> = self
@@ -108,6 +111,8 @@ impl World {
                 .count() as u64,
             shards: u64::from(self.shards),
             trace: self.trace.take(),
+            txn_trace: self.txn_trace.as_ref().map(|t| t.render()),
+            transfers: (self.bank.committed, self.bank.aborted, self.bank.unknown),
         }
     }
 }

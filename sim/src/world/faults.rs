@@ -29,7 +29,11 @@ impl World {
                     }
                 }
             }
-            let engine = Engine::new(config, |s| storage_of(&recovery, s, &peers), &self.logger);
+            let mut engine =
+                Engine::new(config, |s| storage_of(&recovery, s, &peers), &self.logger);
+            if self.options.txn_trace {
+                engine.record_steps();
+            }
             for (shard, replica) in engine.replicas() {
                 let view = replica.raft_view();
                 self.observer.recovered(id, shard, view.term, view.vote);
@@ -42,6 +46,7 @@ impl World {
         for (core, engine) in engines.into_iter().enumerate() {
             server.cores[core].engine = Some(engine);
         }
+        self.start_host(id);
         if let (Some(trace), Some(crashed)) = (
             self.trace.as_mut(),
             self.servers[(id - 1) as usize].crashed.take(),
@@ -96,6 +101,7 @@ impl World {
         }
         server.up = false;
         server.down_until = now + down_for;
+        self.crash_host(id);
         // Its subscriptions end with it (a restart subscribes afresh).
         let ended: Vec<u64> = self
             .subs

@@ -25,6 +25,7 @@ use crate::{Bug, SeedReport, SimOptions};
 
 mod end;
 mod faults;
+mod txns;
 
 pub const SERVERS: u64 = 3;
 /// Bound on inputs one external event may cascade into (ack-before-fsync feeds back).
@@ -124,6 +125,17 @@ pub struct World {
     snapshots_installed: u64,
     logger: slog::Logger,
     pub trace: Option<TraceRecorder>,
+    /// Each server's transaction host (`None` while it is down) and its boot count.
+    hosts: Vec<Option<treesync_core::txn::host::TxnHost>>,
+    host_boots: Vec<u64>,
+    /// Requests of hosts and bank clients in flight, by token.
+    host_routes: BTreeMap<u64, txns::HostRoute>,
+    bank: crate::bank::Bank,
+    bank_jobs: BTreeMap<u64, txns::BankJob>,
+    next_ticket: u64,
+    /// Cross-shard transfers a host acknowledged as committed.
+    acked_txns: Vec<(u64, Timestamp)>,
+    pub txn_trace: Option<crate::txn_trace::TxnTraceRecorder>,
 }
 
 impl World {
@@ -185,7 +197,18 @@ impl World {
             refused_starts: 0,
             snapshots_installed: 0,
             logger: slog::Logger::root(slog::Discard, slog::o!()),
+            hosts: (0..SERVERS).map(|_| None).collect(),
+            host_boots: vec![0; SERVERS as usize],
+            host_routes: BTreeMap::new(),
+            bank: crate::bank::Bank::new(shards),
+            bank_jobs: BTreeMap::new(),
+            next_ticket: 0,
+            acked_txns: Vec::new(),
+            txn_trace: None,
         };
+        if world.options.txn_trace {
+            world.txn_trace = Some(crate::txn_trace::TxnTraceRecorder::default());
+        }
         for id in 1..=SERVERS {
             world.boot(id);
         }
@@ -254,6 +277,11 @@ impl World {
                 trace.step(id, message.as_ref(), &before, &after, &sent);
             }
             self.observe(id, core);
+            if let Some(trace) = self.txn_trace.as_mut() {
+                for (shard, applied) in &commands.steps {
+                    trace.step(*shard, applied);
+                }
+            }
             if let Some(persisted) = self.route(id, core, commands) {
                 inputs.push_back(persisted);
             }
@@ -317,6 +345,9 @@ impl World {
     }
 
     fn answer(&mut self, token: u64, outcome: &Outcome) {
+        if let Some(route) = self.host_routes.remove(&token) {
+            return self.host_answer(route, outcome);
+        }
         match self.routes.remove(&token) {
             Some(Route::Client) => {
                 if let Some((shard, index, term)) =
@@ -420,6 +451,7 @@ impl World {
                 for core in 0..self.cores {
                     self.run(id, core, Input::Tick);
                 }
+                self.host_ticks(id);
             }
         }
     }
@@ -429,6 +461,7 @@ impl World {
         if !issue {
             return;
         }
+        self.bank_clients();
         while let Some(c) = self.clients.idle() {
             if !self.rng.chance(300) {
                 return;

@@ -1,0 +1,183 @@
+//! A bank over many shards, run through each server's transaction host: accounts are
+//! entities `/root/Bank/a<i>` (on different entity shards), transfers between accounts of
+//! different shards are cross-shard transactions with preconditions on both balances. The
+//! bank's invariant: the total never changes, and every transfer a host acknowledged is
+//! committed.
+
+use std::collections::BTreeMap;
+
+use treesync_core::api::{Answer, Outcome, ReplyError};
+use treesync_core::op::{Expect, Op, Precondition, Prop, Txn};
+use treesync_core::shard::ShardMap;
+use treesync_core::{Limits, NodePath, Value};
+
+use crate::rng::Rng;
+
+pub const ACCOUNTS: u32 = 6;
+pub const GOLD: i64 = 100;
+pub const WORLD: &str = "/root/Bank";
+
+pub fn account(i: u32) -> String {
+    format!("{WORLD}/a{i}")
+}
+
+/// What one server's bank client does next.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Job {
+    /// Create the world, then account `i` (setup, host of server 1 only).
+    Setup(Option<u32>),
+    Read(u32),
+    /// `before`: the balances the transfer expects (its preconditions).
+    Transfer {
+        from: u32,
+        to: u32,
+        amount: i64,
+        before: (i64, i64),
+    },
+}
+
+/// Every bank client's view: balances it believes (from its own committed transfers and
+/// reads; `None` after an unknown outcome), and counts for the report.
+pub struct Bank {
+    map: ShardMap,
+    believed: BTreeMap<u32, Option<i64>>,
+    setup: Option<u32>,
+    /// The server whose client runs the current setup job (one at a time).
+    setup_by: Option<u64>,
+    pub committed: u64,
+    pub aborted: u64,
+    pub unknown: u64,
+}
+
+impl Bank {
+    pub fn new(shards: u32) -> Bank {
+        Bank {
+            map: ShardMap::new(shards, treesync_core::shard::SHARD_DEPTH_DEFAULT).expect("map"),
+            believed: (0..ACCOUNTS).map(|i| (i, Some(GOLD))).collect(),
+            setup: Some(0),
+            setup_by: None,
+            committed: 0,
+            aborted: 0,
+            unknown: 0,
+        }
+    }
+
+    pub fn shard_of(&self, path: &str) -> u32 {
+        self.map
+            .shard_of(&NodePath::parse(path, &Limits::default()).expect("valid"))
+            .0
+    }
+
+    pub fn ready(&self) -> bool {
+        self.setup.is_none()
+    }
+
+    /// The next job for the client of server `server` (setup steps one at a time, by
+    /// whichever client asks first).
+    pub fn next(&mut self, server: u64, rng: &mut Rng) -> Option<Job> {
+        if let Some(step) = self.setup {
+            if self.setup_by.is_some() {
+                return None;
+            }
+            self.setup_by = Some(server);
+            return Some(Job::Setup(step.checked_sub(1)));
+        }
+        let from = rng.range(0, u64::from(ACCOUNTS) - 1) as u32;
+        let to = (0..ACCOUNTS)
+            .map(|d| (from + 1 + d) % ACCOUNTS)
+            .find(|to| self.shard_of(&account(*to)) != self.shard_of(&account(from)))?;
+        for i in [from, to] {
+            if self.believed[&i].is_none() {
+                return Some(Job::Read(i));
+            }
+        }
+        let amount = rng.range(1, 20) as i64;
+        let before = (self.believed[&from]?, self.believed[&to]?);
+        Some(Job::Transfer {
+            from,
+            to,
+            amount,
+            before,
+        })
+    }
+
+    pub fn txn(&self, job: &Job) -> Txn {
+        match job {
+            Job::Setup(None) => Txn::single(Op::Create {
+                parent: "/root".into(),
+                name: "Bank".into(),
+                class: "Node".into(),
+                props: vec![],
+            }),
+            Job::Setup(Some(i)) => Txn::single(Op::Create {
+                parent: WORLD.into(),
+                name: format!("a{i}"),
+                class: "Account".into(),
+                props: vec![Prop::new("gold", Value::Int(GOLD))],
+            }),
+            Job::Transfer {
+                from,
+                to,
+                amount,
+                before: (a, b),
+            } => {
+                let (a, b) = (*a, *b);
+                let expect = |i: u32, gold: i64| Precondition {
+                    path: account(i),
+                    expect: Expect::PropEquals {
+                        prop: "gold".into(),
+                        value: Value::Int(gold),
+                    },
+                };
+                let set = |i: u32, gold: i64| Op::Set {
+                    path: account(i),
+                    props: vec![Prop::new("gold", Value::Int(gold))],
+                };
+                Txn {
+                    expect: vec![expect(*from, a), expect(*to, b)],
+                    ops: vec![set(*from, a - amount), set(*to, b + amount)],
+                    session: None,
+                }
+            }
+            Job::Read(_) => unreachable!("a read is not a transaction"),
+        }
+    }
+
+    /// A job's outcome.
+    pub fn done(&mut self, job: &Job, outcome: &Outcome) {
+        let ok = matches!(outcome, Ok(Answer::Written { .. }));
+        // An earlier attempt whose outcome was unknown may have made it.
+        let taken = matches!(outcome, Err(e @ ReplyError::Rejected(_)) if e.code() == "name_taken");
+        match job {
+            Job::Setup(step) if ok || taken => {
+                self.setup_by = None;
+                let next = step.map_or(0, |i| i + 1) + 1;
+                self.setup = (next <= ACCOUNTS).then_some(next);
+            }
+            Job::Setup(_) => self.setup_by = None,
+            Job::Read(i) => {
+                if let Ok(Answer::Value(Some(Value::Int(gold)))) = outcome {
+                    self.believed.insert(*i, Some(*gold));
+                }
+            }
+            Job::Transfer {
+                from,
+                to,
+                amount,
+                before: (a, b),
+            } if ok => {
+                self.committed += 1;
+                self.believed.insert(*from, Some(a - amount));
+                self.believed.insert(*to, Some(b + amount));
+            }
+            Job::Transfer { from, to, .. } => {
+                match outcome {
+                    Err(e) if e.may_have_applied() => self.unknown += 1,
+                    _ => self.aborted += 1,
+                }
+                self.believed.insert(*from, None);
+                self.believed.insert(*to, None);
+            }
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! Transaction traces for validation against `specs/ParallelCommit.tla`
+//! (`specs/ParallelCommitTrace.tla`): every parallel-commit step a shard applied, once per
+//! log entry, as the spec action it is, plus the hosts' acknowledgements and coordinator
+//! crashes. Keys are shards (one intent per transaction per shard); timestamps are ranks.
+//!
+//! Event → action: an applied intent `WriteIntent`; an intent refused for any reason but a
+//! lock `WriteRefused` (a locked one waits: no action); an accepted STAGING record
+//! `WriteStaging`; the client told committed `Ack`; a record turned COMMITTED or ABORTED
+//! by its coordinator `MakeExplicit` / `AbortSelf` (a resent copy of a done step is not
+//! an event); an intent applied or dropped `Resolve`; a server crash with the transaction
+//! undecided `Crash`; recovery's answers `RecoverStart`, `RecoverCheck`, `RecoverDecide`
+//! with their results. Heartbeats, expiry and pushes are not in the trace.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use treesync_core::replica::StepApplied;
+use treesync_core::txn::intents::{Check, IntentRefusal};
+use treesync_core::txn::record::{RecoveryStart, Status};
+use treesync_core::txn::step::{Step, StepOutcome};
+use treesync_core::txn::{TxnId, TxnMeta};
+
+struct Event {
+    kind: &'static str,
+    txn: TxnId,
+    key: Option<u32>,
+    result: &'static str,
+}
+
+/// The recorder (see the module doc).
+#[derive(Default)]
+pub struct TxnTraceRecorder {
+    seen: BTreeSet<(u32, u64)>,
+    intents: BTreeSet<(TxnId, u32)>,
+    metas: BTreeMap<TxnId, TxnMeta>,
+    writes: BTreeMap<TxnId, BTreeSet<u32>>,
+    status: BTreeMap<TxnId, Status>,
+    events: Vec<Event>,
+}
+
+fn status_name(status: Status) -> &'static str {
+    match status {
+        Status::Staging => "staging",
+        Status::Committed => "committed",
+        Status::Aborted => "aborted",
+    }
+}
+
+impl TxnTraceRecorder {
+    fn push(&mut self, kind: &'static str, meta: TxnMeta, key: Option<u32>, result: &'static str) {
+        self.metas.insert(meta.id, meta);
+        if let Some(k) = key {
+            self.writes.entry(meta.id).or_default().insert(k);
+        }
+        self.events.push(Event {
+            kind,
+            txn: meta.id,
+            key,
+            result,
+        });
+    }
+
+    pub fn events(&self) -> usize {
+        self.events.len()
+    }
+
+    /// A step shard `shard` applied (each log entry once, whichever replica applies first).
+    pub fn step(&mut self, shard: u32, applied: &StepApplied) {
+        if !self.seen.insert((shard, applied.index)) {
+            return;
+        }
+        let meta = applied.step.meta();
+        let status = self.status.get(&meta.id).copied();
+        match (&applied.step, &applied.outcome) {
+            // A resent copy of an intent already held is no second action.
+            (Step::WriteIntent { .. }, StepOutcome::IntentWritten)
+                if self.intents.insert((meta.id, shard)) =>
+            {
+                self.push("WriteIntent", meta, Some(shard), "none");
+            }
+            (
+                Step::WriteIntent { .. },
+                StepOutcome::IntentRefused(IntentRefusal::Locked { .. }),
+            ) => {}
+            (Step::WriteIntent { .. }, StepOutcome::IntentRefused(_)) => {
+                self.push("WriteRefused", meta, Some(shard), "none")
+            }
+            (Step::WriteStaging { in_flight, .. }, StepOutcome::RecordDone) if status.is_none() => {
+                self.writes
+                    .entry(meta.id)
+                    .or_default()
+                    .extend(in_flight.iter().copied());
+                self.status.insert(meta.id, Status::Staging);
+                self.push("WriteStaging", meta, None, "none");
+            }
+            (Step::MakeExplicit { .. }, StepOutcome::RecordDone)
+                if status == Some(Status::Staging) =>
+            {
+                self.status.insert(meta.id, Status::Committed);
+                self.push("MakeExplicit", meta, None, "none");
+            }
+            (Step::AbortSelf { .. }, StepOutcome::RecordDone)
+                if matches!(status, None | Some(Status::Staging)) =>
+            {
+                self.status.insert(meta.id, Status::Aborted);
+                self.push("AbortSelf", meta, None, "none");
+            }
+            (Step::Resolve { commit, .. }, StepOutcome::Resolved) if applied.resolved_intent => {
+                let result = if *commit { "committed" } else { "aborted" };
+                self.push("Resolve", meta, Some(shard), result);
+            }
+            (Step::RecoverStart { .. }, StepOutcome::Started(start)) => {
+                let result = match start {
+                    RecoveryStart::Alive => "alive",
+                    RecoveryStart::AbortedMissing => {
+                        self.status.entry(meta.id).or_insert(Status::Aborted);
+                        "aborted"
+                    }
+                    RecoveryStart::Decided { status, .. } => status_name(*status),
+                    RecoveryStart::Staging { .. } => "staging",
+                };
+                self.push("RecoverStart", meta, None, result);
+            }
+            (Step::RecoverCheck { .. }, StepOutcome::Checked(check)) => {
+                let result = match check {
+                    Check::Found => "found",
+                    Check::Prevented => "prevented",
+                };
+                self.push("RecoverCheck", meta, Some(shard), result);
+            }
+            (Step::RecoverDecide { .. }, StepOutcome::Decided(decided)) => {
+                self.status.insert(meta.id, *decided);
+                self.push("RecoverDecide", meta, None, status_name(*decided));
+            }
+            _ => {}
+        }
+    }
+
+    /// The host of server `node` told a client that its transaction at `ts` committed.
+    pub fn ack(&mut self, node: u64, ts: treesync_core::hlc::Timestamp) {
+        let meta = self
+            .metas
+            .values()
+            .find(|m| m.id.node == node && m.ts == ts)
+            .copied();
+        if let Some(meta) = meta {
+            self.push("Ack", meta, None, "none");
+        }
+    }
+
+    /// The coordinator of `meta` crashed with its server.
+    pub fn crash(&mut self, meta: TxnMeta) {
+        let decided = matches!(
+            self.status.get(&meta.id),
+            Some(Status::Committed | Status::Aborted)
+        );
+        if !decided && self.metas.contains_key(&meta.id) {
+            self.push("Crash", meta, None, "none");
+        }
+    }
+
+    /// The trace as the module `TxnTrace`.
+    pub fn render(&self) -> String {
+        let mut order: Vec<&TxnMeta> = self.metas.values().collect();
+        order.sort_by_key(|m| (m.ts, m.id));
+        let names: BTreeMap<TxnId, String> = order
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.id, format!("t{}", i + 1)))
+            .collect();
+        let name = |id: &TxnId| names[id].clone();
+        let keys: BTreeSet<u32> = self.writes.values().flatten().copied().collect();
+        let quoted = |items: Vec<String>| {
+            items
+                .iter()
+                .map(|i| format!("\"{i}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut out = String::from("---- MODULE TxnTrace ----\n");
+        let txns: Vec<String> = order.iter().map(|m| name(&m.id)).collect();
+        let _ = writeln!(out, "TraceTxns == {{{}}}", quoted(txns.clone()));
+        let _ = writeln!(
+            out,
+            "TraceKeys == {{{}}}",
+            quoted(keys.iter().map(|k| format!("k{k}")).collect())
+        );
+        let case = |f: &dyn Fn(&TxnMeta, usize) -> String| -> String {
+            let arms: Vec<String> = order
+                .iter()
+                .enumerate()
+                .map(|(i, m)| format!("t = \"{}\" -> {}", name(&m.id), f(m, i)))
+                .collect();
+            match arms.is_empty() {
+                true => "[t \\in TraceTxns |-> 0]".into(),
+                false => format!("[t \\in TraceTxns |-> CASE {}]", arms.join(" [] ")),
+            }
+        };
+        let writes = |m: &TxnMeta, _: usize| {
+            let keys = self.writes.get(&m.id).cloned().unwrap_or_default();
+            format!(
+                "{{{}}}",
+                quoted(keys.iter().map(|k| format!("k{k}")).collect())
+            )
+        };
+        let _ = writeln!(out, "TraceWrites == {}", case(&writes));
+        let _ = writeln!(out, "TraceTS == {}", case(&|_, i| (i + 1).to_string()));
+        out.push_str("TraceEvents == <<\n");
+        let lines: Vec<String> = self
+            .events
+            .iter()
+            .map(|e| {
+                let key = e.key.map_or("none".into(), |k| format!("k{k}"));
+                format!(
+                    "  [kind |-> \"{}\", t |-> \"{}\", k |-> \"{key}\", result |-> \"{}\"]",
+                    e.kind,
+                    name(&e.txn),
+                    e.result
+                )
+            })
+            .collect();
+        out.push_str(&lines.join(",\n"));
+        out.push_str("\n>>\n====\n");
+        out
+    }
+}
