@@ -75,6 +75,18 @@ fn kill_majority() {
     valid_under("kill-majority", &[]);
 }
 
+/// Cross-shard transfers while servers are killed (their coordinators die mid-commit):
+/// the total holds, every acknowledged transfer's receipt is there, every account whole.
+#[test]
+fn kill_one_with_the_bank_workload() {
+    valid_under("kill-one", &["--workload", "bank"]);
+}
+
+#[test]
+fn kill_all_with_the_bank_workload() {
+    valid_under("kill-all", &["--workload", "bank"]);
+}
+
 #[test]
 fn kill_all_with_the_set_workload() {
     valid_under("kill-all", &["--workload", "set"]);

@@ -98,7 +98,7 @@ impl Cluster {
                 "--cores",
                 "1",
                 "--shards",
-                "2",
+                "4", // the spine and three entity shards (`bank::SHARDS`)
                 "--no-pin",
                 "--cluster-secret-file",
                 &secret.display().to_string(),

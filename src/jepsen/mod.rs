@@ -10,6 +10,7 @@
 //! `<out>/<nemesis>/`: `history.jsonl`, `history.html` (on failure), `check.txt`,
 //! `nemesis.log`, `node<i>.log` and `verdict.txt`.
 
+mod bank;
 mod cluster;
 mod nemesis;
 mod proxy;
@@ -83,7 +84,10 @@ fn options(args: &[String]) -> Result<Options, String> {
                 o.workload = match value::<String>(flag, args.next())?.as_str() {
                     "register" => Workload::Register,
                     "set" => Workload::Set,
-                    other => return Err(format!("unknown workload {other:?} (register, set)")),
+                    "bank" => Workload::Bank,
+                    other => {
+                        return Err(format!("unknown workload {other:?} (register, set, bank)"))
+                    }
                 }
             }
             other => return Err(format!("unknown option {other:?}")),
@@ -163,11 +167,32 @@ fn run_one(o: &Options, nemesis: Nemesis) -> Result<Report, String> {
     let history = Arc::new(History::create(&history_path, started)?);
     let stop = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let ledger = Arc::new(bank::Ledger::default());
     let clients = {
         let (urls, history, stop) = (urls.clone(), history.clone(), stop.clone());
         let (count, keys, workload) = (o.clients, o.keys, o.workload);
+        let ledger = ledger.clone();
         std::thread::spawn(move || {
             actix_rt::System::new().block_on(async move {
+                if workload == Workload::Bank {
+                    let setup = bank::setup(&urls).await;
+                    let failed = setup.is_err();
+                    let _ = ready_tx.send(setup);
+                    if failed {
+                        return;
+                    }
+                    let tasks: Vec<_> = (0..count)
+                        .map(|i| {
+                            let client =
+                                bank::client(i, urls.clone(), ledger.clone(), stop.clone());
+                            actix_rt::spawn(client)
+                        })
+                        .collect();
+                    for task in tasks {
+                        let _ = task.await;
+                    }
+                    return;
+                }
                 let setup = workload::setup(&urls, workload, keys).await;
                 let failed = setup.is_err();
                 let _ = ready_tx.send(setup);
@@ -255,23 +280,36 @@ fn run_one(o: &Options, nemesis: Nemesis) -> Result<Report, String> {
         .join()
         .map_err(|_| "a client task panicked".to_string())?;
     println!();
-    let final_reads = actix_rt::System::new().block_on(workload::final_reads(
-        &urls,
-        o.workload,
-        o.keys,
-        &history,
-        FINAL_PROCESS,
-    ));
-    cluster.stop();
-    history.finish()?;
-    std::fs::write(dir.join("nemesis.log"), &log).map_err(|e| e.to_string())?;
     let checked = Instant::now();
-    let verdict = match final_reads {
-        Err(e) => format!("UNAVAILABLE after heal ({e})"),
-        Ok(()) => check(&history_path, &dir)?,
+    let (verdict, ops) = if o.workload == Workload::Bank {
+        let verdict = actix_rt::System::new().block_on(bank::check(&urls, &ledger));
+        cluster.stop();
+        history.finish()?;
+        let ops = workload::Counts {
+            ok: ledger.ok.load(Ordering::SeqCst),
+            fail: ledger.fail.load(Ordering::SeqCst),
+            info: ledger.unknown.load(Ordering::SeqCst),
+        };
+        let verdict = verdict.unwrap_or_else(|e| format!("UNAVAILABLE after heal ({e})"));
+        (verdict, ops)
+    } else {
+        let final_reads = actix_rt::System::new().block_on(workload::final_reads(
+            &urls,
+            o.workload,
+            o.keys,
+            &history,
+            FINAL_PROCESS,
+        ));
+        cluster.stop();
+        history.finish()?;
+        let verdict = match final_reads {
+            Err(e) => format!("UNAVAILABLE after heal ({e})"),
+            Ok(()) => check(&history_path, &dir)?,
+        };
+        (verdict, history.counts())
     };
+    std::fs::write(dir.join("nemesis.log"), &log).map_err(|e| e.to_string())?;
     let check_seconds = checked.elapsed().as_secs_f64();
-    let ops = history.counts();
     let summary = format!(
         "nemesis {} · {} ops (ok {}, fail {}, info {}) · {faults} faults · check {check_seconds:.2} s · {verdict}\n",
         nemesis.name(),

@@ -34,6 +34,8 @@ pub const OP_TIMEOUT: Duration = Duration::from_millis(1500);
 pub enum Workload {
     Register,
     Set,
+    /// Cross-shard transfers (`bank`): checked by the bank's invariants, not a history.
+    Bank,
 }
 
 /// The run's history, streamed to its file as events happen (`HistoryWriter`: the format
@@ -206,6 +208,7 @@ impl ClientTask {
             Workload::Set => Call::Add {
                 element: self.unique(),
             },
+            Workload::Bank => unreachable!("the bank workload has its own clients (bank.rs)"),
             Workload::Register if roll < 4 => Call::Read,
             Workload::Register => match seen[key as usize] {
                 Some(expected) if roll < 7 => Call::Cas {
@@ -312,6 +315,7 @@ pub fn register_path(workload: Workload, key: u64) -> String {
     match workload {
         Workload::Register => format!("/root/r{key}"),
         Workload::Set => format!("/root/s{key}"),
+        Workload::Bank => unreachable!("the bank workload has its own clients (bank.rs)"),
     }
 }
 
@@ -379,6 +383,7 @@ pub async fn final_reads(
     let call = match workload {
         Workload::Register => Call::Read,
         Workload::Set => Call::ReadSet,
+        Workload::Bank => unreachable!("the bank workload has its own clients (bank.rs)"),
     };
     for key in 0..keys {
         let path = register_path(workload, key);
@@ -396,7 +401,7 @@ pub async fn final_reads(
                 let mut c = WsClient::connect(&urls[node]).await?;
                 match workload {
                     Workload::Register => c.get_prop(&path, "v").await,
-                    Workload::Set => c.get(&path).await,
+                    Workload::Set | Workload::Bank => c.get(&path).await,
                 }
             };
             match actix_rt::time::timeout(OP_TIMEOUT * 2, read).await {
@@ -404,7 +409,9 @@ pub async fn final_reads(
                     let reply = match (workload, value) {
                         (Workload::Register, Value::Int(v)) => Reply::Read(Some(v)),
                         (Workload::Register, _) => Reply::Read(None),
-                        (Workload::Set, node) => Reply::ReadSet(set_elements(&node)),
+                        (Workload::Set | Workload::Bank, node) => {
+                            Reply::ReadSet(set_elements(&node))
+                        }
                     };
                     history.complete(process, Outcome::Ok(reply), None);
                     break;
