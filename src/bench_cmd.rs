@@ -29,6 +29,9 @@ struct Options {
     /// Clients write through the WebSocket gateway (Godot 4 Variants) instead of the
     /// framed protocol.
     gateway: bool,
+    /// `txn`: a 2-shard transaction vs the same writes as two sequential single-shard
+    /// commits vs one single-shard write (`bench_txn`), through the gateway, on 8 shards.
+    txn: bool,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -39,6 +42,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         fsync: true,
         json: false,
         gateway: false,
+        txn: false,
     };
     let mut args = args.iter();
     while let Some(flag) = args.next() {
@@ -49,6 +53,11 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--no-fsync" => o.fsync = false,
             "--json" => o.json = true,
             "--gateway" => o.gateway = true,
+            "--workload" => match value::<String>(flag, args.next())?.as_str() {
+                "set" => o.txn = false,
+                "txn" => (o.txn, o.gateway) = (true, true),
+                other => return Err(format!("unknown workload {other:?} (set, txn)")),
+            },
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -79,6 +88,7 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
         })
         .collect();
     let mut routers = BTreeMap::new();
+    let mut hosts = Vec::new();
     let secret = runtime::ClusterSecret::random();
     for id in 1..=3u64 {
         let config = ServerConfig {
@@ -87,7 +97,7 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
             proto_addr: Some(clients[&id]),
             data_dir: data.join(format!("node{id}")),
             cores: 1,
-            shards: 1,
+            shards: if o.txn { crate::bench_txn::SHARDS } else { 1 },
             fsync: o.fsync,
             tick: Duration::from_millis(10),
             pin: false,
@@ -100,7 +110,12 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
         // The servers run until the process exits at the end of the benchmark.
         let handle = runtime::start(config).map_err(|e| e.to_string())?;
         routers.insert(id, handle.router.clone());
+        hosts.push(handle.host.clone());
         std::mem::forget(handle); // the servers run until the process exits
+    }
+    if o.txn {
+        let cluster = LocalCluster::new(routers);
+        return crate::bench_txn::run(&cluster, &hosts, o.seconds, o.json, o.fsync);
     }
     let url = if o.gateway {
         let backend = Arc::new(LocalCluster::new(routers));

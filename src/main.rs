@@ -5,6 +5,7 @@
 
 mod args;
 mod bench_cmd;
+mod bench_txn;
 mod check_cmd;
 mod client_cmd;
 mod jepsen;
@@ -28,6 +29,8 @@ commands:
   bench     load generator against 3 in-process replicas on loopback:
               --clients N (1) --seconds S (5) --value-bytes B (128) --no-fsync --json
               --gateway (write through the WebSocket gateway, Godot Variants)
+              --workload txn (8 shards: a 2-shard transaction vs two sequential writes
+              vs one single-shard write, p50/p99 of each)
   check HISTORY [--html OUT.html] [--states-max N]
             decide a recorded history (docs/history.md): VALID (exit 0), INVALID or UNKNOWN (1)
   tree PATH                                print a subtree

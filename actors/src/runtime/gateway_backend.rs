@@ -318,6 +318,11 @@ impl LocalCluster {
         }
     }
 
+    /// Server `id`'s router, if it is one of these.
+    pub fn router(&self, id: u64) -> Option<Router> {
+        self.routers.get(&id).cloned()
+    }
+
     /// The same servers, trying `server` first (each server's gateway starts with itself).
     pub fn starting_at(&self, server: u64) -> LocalCluster {
         LocalCluster {
