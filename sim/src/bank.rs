@@ -16,6 +16,8 @@ use crate::rng::Rng;
 pub const ACCOUNTS: u32 = 6;
 pub const GOLD: i64 = 100;
 pub const WORLD: &str = "/root/Bank";
+/// The second world entities move to and from.
+pub const VAULT: &str = "/root/Vault";
 
 pub fn account(i: u32) -> String {
     format!("{WORLD}/a{i}")
@@ -34,6 +36,19 @@ pub enum Job {
         amount: i64,
         before: (i64, i64),
     },
+    /// Entity churn across shards: create `t<n>` in the bank with a child, move it (whole)
+    /// to the vault, or delete it there.
+    Churn {
+        n: u32,
+        stage: Churn,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Churn {
+    Create,
+    Move,
+    Delete,
 }
 
 /// Every bank client's view: balances it believes (from its own committed transfers and
@@ -47,6 +62,13 @@ pub struct Bank {
     pub committed: u64,
     pub aborted: u64,
     pub unknown: u64,
+    /// Churn steps (creates, moves, deletes of entities) acknowledged.
+    pub churn_ok: u64,
+    /// Churn entities and the stage each will take next (`None`: done with).
+    churn: BTreeMap<u32, Option<Churn>>,
+    churn_busy: BTreeMap<u32, bool>,
+    /// Churn entities whose delete was acknowledged.
+    deleted: std::collections::BTreeSet<u32>,
 }
 
 impl Bank {
@@ -59,7 +81,34 @@ impl Bank {
             committed: 0,
             aborted: 0,
             unknown: 0,
+            churn_ok: 0,
+            churn: BTreeMap::new(),
+            churn_busy: BTreeMap::new(),
+            deleted: std::collections::BTreeSet::new(),
         }
+    }
+
+    /// A churn job: the next stage of an idle churn entity, or a new one.
+    fn churn_job(&mut self, rng: &mut Rng) -> Option<Job> {
+        let idle: Vec<u32> = self
+            .churn
+            .iter()
+            .filter(|(n, stage)| {
+                stage.is_some() && !self.churn_busy.get(*n).copied().unwrap_or(false)
+            })
+            .map(|(n, _)| *n)
+            .collect();
+        let n = match idle.is_empty() || rng.range(0, 2) == 0 {
+            true => {
+                let n = self.churn.len() as u32;
+                self.churn.insert(n, Some(Churn::Create));
+                n
+            }
+            false => idle[rng.range(0, idle.len() as u64 - 1) as usize],
+        };
+        let stage = self.churn[&n]?;
+        self.churn_busy.insert(n, true);
+        Some(Job::Churn { n, stage })
     }
 
     pub fn shard_of(&self, path: &str) -> u32 {
@@ -82,6 +131,9 @@ impl Bank {
             self.setup_by = Some(server);
             return Some(Job::Setup(step.checked_sub(1)));
         }
+        if rng.range(0, 4) == 0 {
+            return self.churn_job(rng);
+        }
         let from = rng.range(0, u64::from(ACCOUNTS) - 1) as u32;
         let to = (0..ACCOUNTS)
             .map(|d| (from + 1 + d) % ACCOUNTS)
@@ -102,12 +154,40 @@ impl Bank {
     }
 
     pub fn txn(&self, job: &Job) -> Txn {
+        let create = |parent: &str, name: &str| Op::Create {
+            parent: parent.into(),
+            name: name.into(),
+            class: "Node".into(),
+            props: vec![],
+        };
         match job {
-            Job::Setup(None) => Txn::single(Op::Create {
-                parent: "/root".into(),
-                name: "Bank".into(),
-                class: "Node".into(),
-                props: vec![],
+            Job::Setup(None) => Txn {
+                ops: vec![create("/root", "Bank"), create("/root", "Vault")],
+                ..Txn::default()
+            },
+            Job::Churn {
+                n,
+                stage: Churn::Create,
+            } => Txn {
+                ops: vec![
+                    create(WORLD, &format!("t{n}")),
+                    create(&format!("{WORLD}/t{n}"), "c"),
+                ],
+                ..Txn::default()
+            },
+            Job::Churn {
+                n,
+                stage: Churn::Move,
+            } => Txn::single(Op::Move {
+                path: format!("{WORLD}/t{n}"),
+                new_parent: VAULT.into(),
+                index: None,
+            }),
+            Job::Churn {
+                n,
+                stage: Churn::Delete,
+            } => Txn::single(Op::Delete {
+                path: format!("{VAULT}/t{n}"),
             }),
             Job::Setup(Some(i)) => Txn::single(Op::Create {
                 parent: WORLD.into(),
@@ -143,6 +223,23 @@ impl Bank {
         }
     }
 
+    /// Where each churn entity is for sure (its last stage was acknowledged): `Some(world)`,
+    /// or `None` for one whose delete was acknowledged. Entities of unknown state are left
+    /// out.
+    pub fn churned(&self) -> Vec<(String, Option<&'static str>)> {
+        let mut known = Vec::new();
+        for (n, next) in &self.churn {
+            let name = format!("t{n}");
+            match next {
+                Some(Churn::Move) if !self.churn_busy[n] => known.push((name, Some(WORLD))),
+                Some(Churn::Delete) if !self.churn_busy[n] => known.push((name, Some(VAULT))),
+                None if self.deleted.contains(n) => known.push((name, None)),
+                _ => {}
+            }
+        }
+        known
+    }
+
     /// A job's outcome.
     pub fn done(&mut self, job: &Job, outcome: &Outcome) {
         let ok = matches!(outcome, Ok(Answer::Written { .. }));
@@ -169,6 +266,25 @@ impl Bank {
                 self.committed += 1;
                 self.believed.insert(*from, Some(a - amount));
                 self.believed.insert(*to, Some(b + amount));
+            }
+            Job::Churn { n, stage } => {
+                self.churn_busy.insert(*n, false);
+                self.churn_ok += u64::from(ok);
+                let next = match (ok, stage) {
+                    (true, Churn::Create) => Some(Churn::Move),
+                    (true, Churn::Move) => Some(Churn::Delete),
+                    (true, Churn::Delete) => {
+                        self.deleted.insert(*n);
+                        None
+                    }
+                    // Refused (nothing changed): try the same stage again later.
+                    (false, _) if !matches!(outcome, Err(e) if e.may_have_applied()) => {
+                        Some(*stage)
+                    }
+                    // Unknown: the entity's state is not known any more; leave it.
+                    (false, _) => None,
+                };
+                self.churn.insert(*n, next);
             }
             Job::Transfer { from, to, .. } => {
                 match outcome {

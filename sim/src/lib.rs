@@ -160,8 +160,8 @@ pub struct SeedReport {
     pub clock_refusals: u64,
     /// Feed pushes the subscribers received.
     pub pushes: u64,
-    /// After healing: shards led by their preferred member, and shards in all (leadership
-    /// is handed to the preferred member once it is caught up).
+    /// After healing: shards led by their preferred member, and shards whose preferred
+    /// member is up (leadership is handed to it once it is caught up).
     pub leaders_preferred: u64,
     pub shards: u64,
     /// The recorded trace (runs with `SimOptions::trace`).
@@ -170,6 +170,8 @@ pub struct SeedReport {
     pub txn_trace: Option<String>,
     /// Cross-shard transfers committed / aborted / of unknown outcome, as the bank saw them.
     pub transfers: (u64, u64, u64),
+    /// Entity creates, moves between worlds and deletes acknowledged (cross-shard).
+    pub churn: u64,
 }
 
 impl fmt::Display for SeedReport {

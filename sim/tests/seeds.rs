@@ -109,4 +109,9 @@ fn runs_commit_abort_and_recover_cross_shard_transfers() {
     assert!(committed > 100, "{committed} transfers committed");
     assert!(aborted > 10, "{aborted} aborted (conflicts, preconditions)");
     assert!(unknown > 0, "{unknown} ended unknown (crashes mid-commit)");
+    let churn: u64 = reports.iter().map(|r| r.churn).sum();
+    assert!(
+        churn > 50,
+        "{churn} entity creates, moves and deletes acknowledged"
+    );
 }

@@ -109,10 +109,14 @@ impl World {
             leaders_preferred: (0..self.shards)
                 .filter(|s| self.leader_of(*s) == Some(u64::from(*s) % SERVERS + 1))
                 .count() as u64,
-            shards: u64::from(self.shards),
+            // Shards whose preferred member is up (one that refused to start stays down).
+            shards: (0..self.shards)
+                .filter(|s| self.servers[(u64::from(*s) % SERVERS) as usize].up)
+                .count() as u64,
             trace: self.trace.take(),
             txn_trace: self.txn_trace.as_ref().map(|t| t.render()),
             transfers: (self.bank.committed, self.bank.aborted, self.bank.unknown),
+            churn: self.bank.churn_ok,
         }
     }
 }

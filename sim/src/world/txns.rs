@@ -241,6 +241,69 @@ impl World {
             .replica(shard)
     }
 
+    /// I2 over both worlds (every dentry's entity is in its shard, no entity without its
+    /// dentry), and each churned entity where its acknowledged moves put it, whole.
+    fn spine_checks(&self) -> Option<String> {
+        let limits = Limits::default();
+        let node = |p: &str| treesync_core::NodePath::parse(p, &limits).expect("valid");
+        let spine = self.leader_replica(0)?;
+        for world in [WORLD, crate::bank::VAULT] {
+            let dentries: Vec<String> = spine
+                .tree()
+                .get(&node(world))
+                .map(|w| w.children().map(|c| c.name().to_owned()).collect())
+                .unwrap_or_default();
+            for name in &dentries {
+                let path = format!("{world}/{name}");
+                let shard = self.bank.shard_of(&path);
+                let whole = self
+                    .leader_replica(shard)
+                    .is_some_and(|r| r.tree().get(&node(&path)).is_some());
+                if !whole {
+                    return Some(format!(
+                        "bank: I2: dentry {path} has no entity in shard {shard}"
+                    ));
+                }
+            }
+            for shard in 1..self.shards {
+                let Some(replica) = self.leader_replica(shard) else {
+                    continue;
+                };
+                let Some(w) = replica.tree().get(&node(world)) else {
+                    continue;
+                };
+                if let Some(orphan) = w
+                    .children()
+                    .find(|c| !dentries.iter().any(|d| d == c.name()))
+                {
+                    return Some(format!(
+                        "bank: I2: {world}/{} in shard {shard} has no dentry",
+                        orphan.name()
+                    ));
+                }
+            }
+        }
+        for (name, world) in self.bank.churned() {
+            for w in [WORLD, crate::bank::VAULT] {
+                let path = format!("{w}/{name}");
+                let shard = self.bank.shard_of(&path);
+                let here = self
+                    .leader_replica(shard)
+                    .and_then(|r| r.tree().get(&node(&path)).map(|n| n.children().count()));
+                match (world == Some(w), here) {
+                    (true, Some(1)) | (false, None) => {}
+                    (true, found) => {
+                        return Some(format!(
+                            "moves: {path} should be there with its child, found {found:?}"
+                        ))
+                    }
+                    (false, Some(_)) => return Some(format!("moves: {path} should not be there")),
+                }
+            }
+        }
+        None
+    }
+
     /// After healing: readers meet every leftover intent (an up server's host pushes them) until
     /// none is left; then the bank's total, I1/I2 of its accounts and every acknowledged
     /// transfer's commit are checked.
@@ -307,6 +370,9 @@ impl World {
             if spine.tree().get(&node).is_none() {
                 return Some(format!("bank: I2: {path} has no dentry in the spine"));
             }
+        }
+        if let Some(violation) = self.spine_checks() {
+            return Some(violation);
         }
         if total != GOLD * i64::from(ACCOUNTS) {
             return Some(format!(
