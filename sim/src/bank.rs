@@ -19,8 +19,26 @@ pub const WORLD: &str = "/root/Bank";
 /// The second world entities move to and from.
 pub const VAULT: &str = "/root/Vault";
 
-pub fn account(i: u32) -> String {
-    format!("{WORLD}/a{i}")
+/// Account names: with `distinct`, chosen so that every account is on its own entity
+/// shard (the transaction traces use shards as the spec's keys, which is exact only then).
+fn account_names(map: &ShardMap, distinct: bool) -> Vec<String> {
+    let shard = |p: &str| map.shard_of(&NodePath::parse(p, &Limits::default()).expect("valid"));
+    let mut names: Vec<String> = Vec::new();
+    for j in 0..10_000 {
+        if names.len() == ACCOUNTS as usize {
+            break;
+        }
+        let path = format!("{WORLD}/a{j}");
+        if !distinct || names.iter().all(|n| shard(n) != shard(&path)) {
+            names.push(path);
+        }
+    }
+    assert_eq!(
+        names.len(),
+        ACCOUNTS as usize,
+        "enough entity shards for the accounts"
+    );
+    names
 }
 
 /// What one server's bank client does next.
@@ -55,6 +73,9 @@ pub enum Churn {
 /// reads; `None` after an unknown outcome), and counts for the report.
 pub struct Bank {
     map: ShardMap,
+    accounts: Vec<String>,
+    /// Creates, moves and deletes of entities besides the transfers (off in trace runs).
+    churn_on: bool,
     believed: BTreeMap<u32, Option<i64>>,
     setup: Option<u32>,
     /// The server whose client runs the current setup job (one at a time).
@@ -72,9 +93,14 @@ pub struct Bank {
 }
 
 impl Bank {
-    pub fn new(shards: u32) -> Bank {
+    /// `trace`: accounts on distinct shards and no churn (see `account_names`).
+    pub fn new(shards: u32, trace: bool) -> Bank {
+        let map = ShardMap::new(shards, treesync_core::shard::SHARD_DEPTH_DEFAULT).expect("map");
+        let distinct = trace && shards > ACCOUNTS;
         Bank {
-            map: ShardMap::new(shards, treesync_core::shard::SHARD_DEPTH_DEFAULT).expect("map"),
+            accounts: account_names(&map, distinct),
+            churn_on: !trace,
+            map,
             believed: (0..ACCOUNTS).map(|i| (i, Some(GOLD))).collect(),
             setup: Some(0),
             setup_by: None,
@@ -111,6 +137,11 @@ impl Bank {
         Some(Job::Churn { n, stage })
     }
 
+    /// Account `i`'s path.
+    pub fn account(&self, i: u32) -> String {
+        self.accounts[i as usize].clone()
+    }
+
     pub fn shard_of(&self, path: &str) -> u32 {
         self.map
             .shard_of(&NodePath::parse(path, &Limits::default()).expect("valid"))
@@ -131,13 +162,13 @@ impl Bank {
             self.setup_by = Some(server);
             return Some(Job::Setup(step.checked_sub(1)));
         }
-        if rng.range(0, 4) == 0 {
+        if self.churn_on && rng.range(0, 4) == 0 {
             return self.churn_job(rng);
         }
         let from = rng.range(0, u64::from(ACCOUNTS) - 1) as u32;
         let to = (0..ACCOUNTS)
             .map(|d| (from + 1 + d) % ACCOUNTS)
-            .find(|to| self.shard_of(&account(*to)) != self.shard_of(&account(from)))?;
+            .find(|to| self.shard_of(&self.account(*to)) != self.shard_of(&self.account(from)))?;
         for i in [from, to] {
             if self.believed[&i].is_none() {
                 return Some(Job::Read(i));
@@ -191,7 +222,12 @@ impl Bank {
             }),
             Job::Setup(Some(i)) => Txn::single(Op::Create {
                 parent: WORLD.into(),
-                name: format!("a{i}"),
+                name: self
+                    .account(*i)
+                    .rsplit('/')
+                    .next()
+                    .expect("named")
+                    .to_owned(),
                 class: "Account".into(),
                 props: vec![Prop::new("gold", Value::Int(GOLD))],
             }),
@@ -203,14 +239,14 @@ impl Bank {
             } => {
                 let (a, b) = (*a, *b);
                 let expect = |i: u32, gold: i64| Precondition {
-                    path: account(i),
+                    path: self.account(i),
                     expect: Expect::PropEquals {
                         prop: "gold".into(),
                         value: Value::Int(gold),
                     },
                 };
                 let set = |i: u32, gold: i64| Op::Set {
-                    path: account(i),
+                    path: self.account(i),
                     props: vec![Prop::new("gold", Value::Int(gold))],
                 };
                 Txn {

@@ -82,8 +82,13 @@ impl TxnTraceRecorder {
                 Step::WriteIntent { .. },
                 StepOutcome::IntentRefused(IntentRefusal::Locked { .. }),
             ) => {}
-            (Step::WriteIntent { .. }, StepOutcome::IntentRefused(_)) => {
-                self.push("WriteRefused", meta, Some(shard), "none")
+            (Step::WriteIntent { .. }, StepOutcome::IntentRefused(refusal)) => {
+                let result = match refusal {
+                    IntentRefusal::Closed { .. } => "closed",
+                    IntentRefusal::TooOld { .. } => "tooold",
+                    _ => "rejected",
+                };
+                self.push("WriteRefused", meta, Some(shard), result)
             }
             (Step::WriteStaging { in_flight, .. }, StepOutcome::RecordDone) if status.is_none() => {
                 self.writes

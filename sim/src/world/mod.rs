@@ -169,6 +169,7 @@ impl World {
             })
             .collect();
         let clients = Clients::new(SERVERS, &mut rng, shards);
+        let txn_trace = options.txn_trace;
         let mut world = World {
             trace: options.trace.then(TraceRecorder::default),
             options,
@@ -200,7 +201,7 @@ impl World {
             hosts: (0..SERVERS).map(|_| None).collect(),
             host_boots: vec![0; SERVERS as usize],
             host_routes: BTreeMap::new(),
-            bank: crate::bank::Bank::new(shards),
+            bank: crate::bank::Bank::new(shards, txn_trace),
             bank_jobs: BTreeMap::new(),
             next_ticket: 0,
             acked_txns: Vec::new(),

@@ -12,7 +12,7 @@ use treesync_core::txn::record::Status;
 use treesync_core::Limits;
 
 use super::*;
-use crate::bank::{account, Job, ACCOUNTS, GOLD, WORLD};
+use crate::bank::{Job, ACCOUNTS, GOLD, WORLD};
 
 /// Where a host's or bank client's request was sent, and for whom.
 pub(super) struct HostRoute {
@@ -210,7 +210,7 @@ impl World {
             let ticket = self.next_ticket;
             if let Job::Read(i) = job {
                 self.bank_jobs.insert(id, BankJob { job, ticket });
-                let path = account(i);
+                let path = self.bank.account(i);
                 let what = HostRequest::Read {
                     path: path.clone(),
                     target: ReadTarget::Prop("gold".into()),
@@ -352,7 +352,7 @@ impl World {
         }
         let mut total = 0;
         for i in 0..ACCOUNTS {
-            let path = account(i);
+            let path = self.bank.account(i);
             let shard = self.bank.shard_of(&path);
             let Some(replica) = self.leader_replica(shard) else {
                 return Some(format!("bank: shard {shard} has no leader"));
