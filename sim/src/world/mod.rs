@@ -531,6 +531,7 @@ impl World {
         self.complete_fsyncs();
         self.ticks();
         self.clients(issue);
+        self.bank_cut_check();
     }
 
     /// Stops injecting faults (the heal phase).

@@ -232,6 +232,23 @@ impl World {
         self.host_step(id, HostInput::Tick { now });
     }
 
+    /// The leader of `shard` with the highest term, if it committed an entry of that term
+    /// and applied everything it committed.
+    fn settled_leader(&self, shard: u32) -> Option<&treesync_core::replica::Replica> {
+        let core = shard as usize % self.cores;
+        let leader = self
+            .servers
+            .iter()
+            .filter(|s| s.up)
+            .filter_map(|s| s.cores[core].engine.as_ref()?.replica(shard))
+            .filter(|r| r.is_leader())
+            .max_by_key(|r| r.term())?;
+        let view = leader.raft_view();
+        let at = view.commit.checked_sub(view.first_index)? as usize;
+        let committed_in_term = view.log_terms.get(at) == Some(&view.term);
+        (committed_in_term && leader.applied_index() == view.commit).then_some(leader)
+    }
+
     /// The leader replica of `shard`, if any.
     fn leader_replica(&self, shard: u32) -> Option<&treesync_core::replica::Replica> {
         let leader = self.leader_of(shard)?;
@@ -302,6 +319,43 @@ impl World {
             }
         }
         None
+    }
+
+    /// After every step: whenever no shard's leader holds an intent, every transfer is
+    /// wholly applied or not at all on the leaders, so the leaders' trees are a consistent
+    /// cut and the bank's total must be what it was at the start.
+    pub(super) fn bank_cut_check(&mut self) {
+        if !self.bank.ready() || self.observer.violation.is_some() {
+            return;
+        }
+        // Only a leader that committed in its term and applied all it committed shows every
+        // committed change of its shard (a stale or brand-new leader may lag).
+        let Some(leaders) = (0..self.shards)
+            .map(|s| self.settled_leader(s))
+            .collect::<Option<Vec<_>>>()
+        else {
+            return;
+        };
+        let mut total = 0;
+        for i in 0..ACCOUNTS {
+            let path = self.bank.account(i);
+            let shard = self.bank.shard_of(&path);
+            let node = treesync_core::NodePath::parse(&path, &Limits::default()).expect("valid");
+            let replica = leaders[shard as usize];
+            match replica
+                .tree()
+                .get(&node)
+                .and_then(|n| n.prop("gold").cloned())
+            {
+                Some(treesync_core::Value::Int(g)) => total += g,
+                _ => return, // not created on this leader yet
+            }
+        }
+        let quiet = leaders.iter().all(|r| r.txn_tables().intents.is_empty());
+        if quiet && total != GOLD * i64::from(ACCOUNTS) {
+            let why = format!("bank: the total is {total} in a cut with no intent (after a step)");
+            self.observer.violation = Some(why);
+        }
     }
 
     /// After healing: readers meet every leftover intent (an up server's host pushes them) until
