@@ -34,6 +34,9 @@ pub struct TxnTraceRecorder {
     intents: BTreeSet<(TxnId, u32)>,
     metas: BTreeMap<TxnId, TxnMeta>,
     writes: BTreeMap<TxnId, BTreeSet<u32>>,
+    /// Each transaction's planned writes, from its STAGING request as its coordinator sent
+    /// it (before anything of it lands).
+    planned: BTreeMap<TxnId, BTreeSet<u32>>,
     status: BTreeMap<TxnId, Status>,
     events: Vec<Event>,
 }
@@ -58,6 +61,13 @@ impl TxnTraceRecorder {
             key,
             result,
         });
+    }
+
+    /// A coordinator sent `meta`'s STAGING record listing `in_flight`: its planned writes.
+    pub fn plan(&mut self, meta: TxnMeta, in_flight: &[u32]) {
+        self.planned
+            .entry(meta.id)
+            .or_insert_with(|| in_flight.iter().copied().collect());
     }
 
     pub fn events(&self) -> usize {
@@ -174,7 +184,12 @@ impl TxnTraceRecorder {
             .map(|(i, m)| (m.id, format!("t{}", i + 1)))
             .collect();
         let name = |id: &TxnId| names[id].clone();
-        let keys: BTreeSet<u32> = self.writes.values().flatten().copied().collect();
+        let writes_of = |id: &TxnId| -> BTreeSet<u32> {
+            let mut w = self.planned.get(id).cloned().unwrap_or_default();
+            w.extend(self.writes.get(id).into_iter().flatten().copied());
+            w
+        };
+        let keys: BTreeSet<u32> = order.iter().flat_map(|m| writes_of(&m.id)).collect();
         let quoted = |items: Vec<String>| {
             items
                 .iter()

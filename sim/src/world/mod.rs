@@ -130,6 +130,8 @@ pub struct World {
     host_boots: Vec<u64>,
     /// Requests of hosts and bank clients in flight, by token.
     host_routes: BTreeMap<u64, txns::HostRoute>,
+    /// Host requests to deliver at the end of this time unit: (server, core, input).
+    host_requests: VecDeque<(u64, usize, Input)>,
     bank: crate::bank::Bank,
     bank_jobs: BTreeMap<u64, txns::BankJob>,
     next_ticket: u64,
@@ -201,6 +203,7 @@ impl World {
             hosts: (0..SERVERS).map(|_| None).collect(),
             host_boots: vec![0; SERVERS as usize],
             host_routes: BTreeMap::new(),
+            host_requests: VecDeque::new(),
             bank: crate::bank::Bank::new(shards, txn_trace),
             bank_jobs: BTreeMap::new(),
             next_ticket: 0,
@@ -531,6 +534,7 @@ impl World {
         self.complete_fsyncs();
         self.ticks();
         self.clients(issue);
+        self.deliver_host_requests();
         self.bank_cut_check();
     }
 

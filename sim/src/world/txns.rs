@@ -9,10 +9,23 @@ use treesync_core::api::{Answer, Outcome, ReplyError};
 use treesync_core::replica::ReadTarget;
 use treesync_core::txn::host::{HostBug, HostCommand, HostInput, Request as HostRequest, TxnHost};
 use treesync_core::txn::record::Status;
+use treesync_core::txn::step::Step;
 use treesync_core::Limits;
 
 use super::*;
 use crate::bank::{Job, ACCOUNTS, GOLD, WORLD};
+
+/// Host requests run per time unit before the rest wait (bounds one unit's work).
+const HOST_REQUESTS_PER_STEP_MAX: usize = 512;
+
+fn input_token(input: &Input) -> Option<u64> {
+    match input {
+        Input::Read { token, .. } | Input::Propose { token, .. } | Input::Step { token, .. } => {
+            Some(*token)
+        }
+        _ => None,
+    }
+}
 
 /// Where a host's or bank client's request was sent, and for whom.
 pub(super) struct HostRoute {
@@ -109,6 +122,12 @@ impl World {
             .and_then(|r| r.leader());
         let to = hint.unwrap_or_else(|| self.rng.range(1, SERVERS));
         let write = !matches!(what, HostRequest::Read { .. });
+        let step = matches!(what, HostRequest::Step(_));
+        if let (Some(trace), HostRequest::Step(Step::WriteStaging { meta, in_flight })) =
+            (self.txn_trace.as_mut(), &what)
+        {
+            trace.plan((*meta).into(), in_flight);
+        }
         let boot = self.host_boots[(id - 1) as usize];
         let token = self.next_token;
         self.next_token += 1;
@@ -149,7 +168,32 @@ impl World {
                 hlc,
             },
         };
-        self.run(to, core, input);
+        // Delivered at the end of the time unit (`deliver_host_requests`), never inside the
+        // engine step whose answer caused it: a nested step of the same engine would hand
+        // out a WAL batch before the outer step's batch is written.
+        self.host_requests.push_back((to, core, input));
+        // BUGGIFY: the coordinator's server dies right after it sent a step, at any step
+        // of the protocol (intents, staging, commit, resolution, recovery). Deferred to the
+        // end of the engine step being routed, as every crash inside a cascade is.
+        if step && self.faults_on && self.server(id).up && self.rng.chance(10) {
+            self.crash_after_step = Some(id);
+        }
+    }
+
+    /// Runs the host requests queued this time unit (and those their answers queue), at
+    /// most `HOST_REQUESTS_PER_STEP_MAX`; the rest wait for the next unit.
+    pub(super) fn deliver_host_requests(&mut self) {
+        for _ in 0..HOST_REQUESTS_PER_STEP_MAX {
+            let Some((to, core, input)) = self.host_requests.pop_front() else {
+                return;
+            };
+            if self.server(to).up {
+                self.run(to, core, input);
+            } else if let Some(token) = input_token(&input) {
+                let error = ReplyError::UnknownOutcome;
+                self.answer(token, &Err(error));
+            }
+        }
     }
 
     /// An answer for a host or bank request.
