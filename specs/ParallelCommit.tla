@@ -214,6 +214,17 @@ BreakDeadlock(t) ==
     /\ UNCHANGED <<record, intent, committed, prevented, written, staged, acked, recovery, found,
                    missing, expired, read>>
 
+\* Wait queue, wait-die (what the implementation does instead of finding cycles): t's write
+\* met the intent of an older transaction (a lower timestamp): t's coordinator gives up at
+\* once rather than wait (then aborts itself). Every remaining wait is then on a younger
+\* holder, so no cycle forms; BreakDeadlock stays for a queue that does wait on older ones.
+Die(t) ==
+    /\ coord[t] = "running"
+    /\ \E k \in Waiting(t) : TS[intent[k]] < TS[t]
+    /\ coord' = [coord EXCEPT ![t] = "failed"]
+    /\ UNCHANGED <<record, intent, committed, prevented, written, staged, acked, recovery, found,
+                   missing, expired, read>>
+
 \* Anyone: resolve the intents of a decided transaction.
 Resolve(t, k) ==
     /\ intent[k] = t /\ Decided(t)
@@ -297,13 +308,13 @@ Finished ==
 
 Next ==
     \/ \E t \in Txns : \/ Coordinator(t) \/ Heartbeat(t) \/ Crash(t)
-                       \/ Expire(t) \/ BreakDeadlock(t) \/ Recovery(t)
+                       \/ Expire(t) \/ BreakDeadlock(t) \/ Die(t) \/ Recovery(t)
     \/ \E t \in Txns, k \in Keys : Resolve(t, k)
     \/ \E r \in Reads : ReadKey(r[1], r[2])
     \/ Finished
 
 \* Coordinators that stay up keep working; a crashed coordinator's heartbeat expires; a
-\* waiter pushes an expired owner; recovery, deadlock breaking and resolution (by the
+\* waiter pushes an expired owner; recovery, deadlock breaking, wait-die and resolution (by the
 \* coordinator or whoever meets the intent) happen eventually. Crashes, pauses, heartbeats
 \* after a pause and reads are not fair.
 Fairness ==
@@ -311,6 +322,7 @@ Fairness ==
                        /\ WF_vars(coord[t] = "crashed" /\ Expire(t))
                        /\ WF_vars(Recovery(t))
                        /\ WF_vars(BreakDeadlock(t))
+                       /\ WF_vars(Die(t))
     /\ \A t \in Txns, k \in Keys : WF_vars(Resolve(t, k))
 
 Spec == Init /\ [][Next]_vars /\ Fairness
