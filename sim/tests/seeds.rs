@@ -106,8 +106,9 @@ fn runs_commit_abort_and_recover_cross_shard_transfers() {
             acc.2 + r.transfers.2,
         )
     });
-    assert!(committed > 100, "{committed} transfers committed");
-    assert!(aborted > 10, "{aborted} aborted (conflicts, preconditions)");
+    // 30 seeds of crashes (coordinators too, after any step): a few transfers each.
+    assert!(committed > 50, "{committed} transfers committed");
+    assert!(aborted > 3, "{aborted} aborted (conflicts, preconditions)");
     assert!(unknown > 0, "{unknown} ended unknown (crashes mid-commit)");
     let churn: u64 = reports.iter().map(|r| r.churn).sum();
     assert!(
