@@ -23,7 +23,7 @@ use thiserror::Error;
 
 use super::locks::{any_conflict, txn_locks, Lock};
 use super::ts_cache::PathTimestamps;
-use super::{TxnId, TxnMeta, CLOSED_TTL_MS};
+use super::{TxnId, TxnMeta};
 use crate::hlc::Timestamp;
 use crate::op::Txn;
 use crate::tree::{Tree, TreeError};
@@ -248,14 +248,9 @@ impl IntentTable {
     /// Forgets closed transactions older than `CLOSED_TTL_MS` of log time, raising the
     /// horizon above them first.
     fn forget_closed(&mut self, now: Timestamp) {
-        let Some(cutoff) = now.wall_ms().checked_sub(CLOSED_TTL_MS) else {
+        let Some(cutoff) = super::raise_horizon(&mut self.horizon, now) else {
             return;
         };
-        let cutoff = Timestamp::new(cutoff, 0);
-        if cutoff <= self.horizon {
-            return;
-        }
-        self.horizon = cutoff;
         self.closed.retain(|_, (ts, _)| *ts > cutoff);
         debug_assert!(self.closed.values().all(|(ts, _)| *ts > self.horizon));
     }

@@ -84,6 +84,17 @@ const _: () = assert!(HEARTBEAT_INTERVAL_MS < EXPIRY_MS);
 pub const CLOSED_TTL_MS: u64 = 60_000;
 const _: () = assert!(EXPIRY_MS < CLOSED_TTL_MS);
 
+/// Raises `horizon` to `CLOSED_TTL_MS` of log time before `now`; returns the new horizon
+/// when it moved (what is at or below it may now be forgotten), `None` otherwise.
+pub(crate) fn raise_horizon(horizon: &mut Timestamp, now: Timestamp) -> Option<Timestamp> {
+    let cutoff = Timestamp::new(now.wall_ms().checked_sub(CLOSED_TTL_MS)?, 0);
+    if cutoff <= *horizon {
+        return None;
+    }
+    *horizon = cutoff;
+    Some(cutoff)
+}
+
 /// `ts` plus `ms` milliseconds (saturating at the largest timestamp).
 pub fn after_ms(ts: Timestamp, ms: u64) -> Timestamp {
     let wall = ts.wall_ms().saturating_add(ms).min(crate::hlc::WALL_MS_MAX);

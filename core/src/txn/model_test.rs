@@ -213,6 +213,13 @@ impl World {
         }
     }
 
+    /// `Resolve(t, k)` on `shard`, noting whether an intent was there.
+    fn resolve_on(&mut self, shard: u32, id: TxnId, commit: bool, now: Timestamp) {
+        let s = &mut self.shards[shard as usize];
+        let resolved = s.intents.resolve(id, commit, &mut s.tree, now).is_some();
+        self.note_resolution(id, shard, commit, resolved);
+    }
+
     fn note_resolution(&mut self, id: TxnId, shard: u32, commit: bool, resolved: bool) {
         if resolved {
             let into = if commit {
@@ -265,12 +272,7 @@ impl World {
                 meta,
                 commit,
             } => {
-                let s = &mut self.shards[*shard as usize];
-                let resolved = s
-                    .intents
-                    .resolve(meta.id, *commit, &mut s.tree, now)
-                    .is_some();
-                self.note_resolution(meta.id, *shard, *commit, resolved);
+                self.resolve_on(*shard, meta.id, *commit, now);
                 E::Resolved { shard: *shard }
             }
             C::Forget { meta } => {
@@ -312,12 +314,7 @@ impl World {
                 meta,
                 commit,
             } => {
-                let s = &mut self.shards[*shard as usize];
-                let resolved = s
-                    .intents
-                    .resolve(meta.id, *commit, &mut s.tree, now)
-                    .is_some();
-                self.note_resolution(meta.id, *shard, *commit, resolved);
+                self.resolve_on(*shard, meta.id, *commit, now);
                 E::Resolved { shard: *shard }
             }
         }

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 
 use thiserror::Error;
 
-use super::{after_ms, TxnId, TxnMeta, CLOSED_TTL_MS, EXPIRY_MS};
+use super::{after_ms, TxnId, TxnMeta, EXPIRY_MS};
 use crate::hlc::Timestamp;
 
 /// A record's state.
@@ -256,14 +256,9 @@ impl RecordTable {
     }
 
     fn forget_tombstones(&mut self, now: Timestamp) {
-        let Some(cutoff) = now.wall_ms().checked_sub(CLOSED_TTL_MS) else {
+        let Some(cutoff) = super::raise_horizon(&mut self.horizon, now) else {
             return;
         };
-        let cutoff = Timestamp::new(cutoff, 0);
-        if cutoff <= self.horizon {
-            return;
-        }
-        self.horizon = cutoff;
         // Only finished records and tombstones go: a STAGING one waits for recovery and an
         // unfinished COMMITTED one for its intents' resolution, whatever their age. A record
         // resent for a dropped one is at or below the horizon: refused.
