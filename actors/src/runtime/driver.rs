@@ -129,26 +129,7 @@ impl Driver {
         self.next_token += 1;
         let token = self.next_token;
         self.replies.insert(token, to);
-        let input = match what {
-            Request::Read { path, target } => Input::Read {
-                token,
-                shard,
-                path,
-                target,
-            },
-            Request::Propose(txn) => Input::Propose {
-                token,
-                shard,
-                txn,
-                hlc: self.hlc.now(),
-            },
-            Request::Step(step) => Input::Step {
-                token,
-                shard,
-                step,
-                hlc: self.hlc.now(),
-            },
-        };
+        let input = what.into_input(token, shard, self.hlc.now());
         self.serve(token, input, commands);
     }
 

@@ -55,6 +55,34 @@ pub enum Request {
     Step(Step),
 }
 
+impl Request {
+    /// The engine input that runs this request on `shard`'s replica (`hlc`: the process
+    /// clock, for proposals), answered under `token`.
+    pub fn into_input(self, token: u64, shard: u32, hlc: Timestamp) -> crate::engine::Input {
+        use crate::engine::Input;
+        match self {
+            Request::Read { path, target } => Input::Read {
+                token,
+                shard,
+                path,
+                target,
+            },
+            Request::Propose(txn) => Input::Propose {
+                token,
+                shard,
+                txn,
+                hlc,
+            },
+            Request::Step(step) => Input::Step {
+                token,
+                shard,
+                step,
+                hlc,
+            },
+        }
+    }
+}
+
 #[derive(Debug)]
 pub enum HostInput {
     /// A client's transaction; `now` is the process clock's reading (it becomes the

@@ -148,26 +148,7 @@ impl World {
             return self.answer(token, &Err(error));
         }
         let hlc = self.server(to).hlc.now();
-        let input = match what {
-            HostRequest::Read { path, target } => Input::Read {
-                token,
-                shard,
-                path,
-                target,
-            },
-            HostRequest::Propose(txn) => Input::Propose {
-                token,
-                shard,
-                txn,
-                hlc,
-            },
-            HostRequest::Step(step) => Input::Step {
-                token,
-                shard,
-                step,
-                hlc,
-            },
-        };
+        let input = what.into_input(token, shard, hlc);
         // Delivered at the end of the time unit (`deliver_host_requests`), never inside the
         // engine step whose answer caused it: a nested step of the same engine would hand
         // out a WAL batch before the outer step's batch is written.
