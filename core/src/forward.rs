@@ -314,6 +314,11 @@ fn step_outcome(w: &mut Writer, step: &StepOutcome) {
                     w.u8(4);
                     tree_error(w, e);
                 }
+                IntentRefusal::BelowClosed { ts, closed } => {
+                    w.u8(5);
+                    w.u64(ts.as_u64());
+                    w.u64(closed.as_u64());
+                }
             }
         }
         StepOutcome::RecordDone => w.u8(2),
@@ -383,6 +388,10 @@ fn read_step_outcome(r: &mut Reader<'_>) -> Result<StepOutcome, ForwardError> {
                 max: r.u64()? as usize,
             },
             4 => IntentRefusal::Rejected(read_tree_error(r)?),
+            5 => IntentRefusal::BelowClosed {
+                ts: Timestamp::from_u64(r.u64()?),
+                closed: Timestamp::from_u64(r.u64()?),
+            },
             t => return Err(tag("intent refusal", t)),
         }),
         2 => StepOutcome::RecordDone,

@@ -70,10 +70,12 @@ pub enum Bug {
     RecoverySkipsChecks,
     /// A coordinator acknowledges once its record is staged, before every intent.
     AckWithoutIntents,
+    /// Resolved timestamps are the closed timestamp, not held below unresolved intents.
+    ResolvedIgnoresIntents,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 7] = [
+    pub const ALL: [Bug; 8] = [
         Bug::AckBeforeFsync,
         Bug::StaleRead,
         Bug::ForgetVote,
@@ -81,6 +83,7 @@ impl Bug {
         Bug::ResolvedBeforeChange,
         Bug::RecoverySkipsChecks,
         Bug::AckWithoutIntents,
+        Bug::ResolvedIgnoresIntents,
     ];
 
     pub fn name(self) -> &'static str {
@@ -92,6 +95,7 @@ impl Bug {
             Bug::ResolvedBeforeChange => "resolved-before-change",
             Bug::RecoverySkipsChecks => "recovery-skips-checks",
             Bug::AckWithoutIntents => "ack-without-intents",
+            Bug::ResolvedIgnoresIntents => "resolved-ignores-intents",
         }
     }
 }

@@ -109,6 +109,7 @@ pub async fn run(
         request_ticks_max: REQUEST_TICKS_DEFAULT,
         resolved_every_ticks: RESOLVED_EVERY_TICKS,
         inject_resolved_before_change: false,
+        inject_resolved_ignores_intents: false,
     };
     let engine = Engine::new(
         engine_config,
@@ -143,6 +144,8 @@ pub async fn run(
         if Instant::now() >= next_tick {
             next_tick = Instant::now() + config.tick;
             driver.engine.step(Input::Tick, &mut commands);
+            let hlc = driver.clock();
+            driver.engine.step(Input::Clock { hlc }, &mut commands);
             driver.tick();
         }
         driver.execute(&mut commands, &mut transport);

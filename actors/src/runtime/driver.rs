@@ -133,6 +133,11 @@ impl Driver {
         self.serve(token, input, commands);
     }
 
+    /// This server's clock now.
+    pub fn clock(&self) -> Timestamp {
+        self.hlc.now()
+    }
+
     /// Answers forwarded requests whose answer did not come in time.
     pub fn tick(&mut self) {
         self.ticks += 1;
@@ -359,6 +364,7 @@ mod tests {
             request_ticks_max: REQUEST_TICKS_DEFAULT,
             resolved_every_ticks: RESOLVED_EVERY_TICKS,
             inject_resolved_before_change: false,
+            inject_resolved_ignores_intents: false,
         };
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let engine = Engine::new(config, |_| (MemStorage::new(), None), &logger);

@@ -35,7 +35,9 @@ pub const FILE_MAGIC: [u8; 4] = *b"TSWL";
 /// Format 5 adds each shard's transaction tables (intents, records) to its snapshots and
 /// parallel-commit steps (frame kind `Step`) beside transactions in entries, and places
 /// nodes by the spine (`shard::SPINE`): a format 4 file's data lives on other shards.
-pub const FILE_VERSION: u16 = 5;
+/// Format 6 adds the closed timestamp to each entry's context and to each snapshot
+/// (`replica::closed`); format 5 snapshots do not decode as format 6 ones.
+pub const FILE_VERSION: u16 = 6;
 pub const FILE_HEADER_BYTES: usize = std::mem::size_of::<FileHeader>();
 
 const _: () = assert!(

@@ -16,7 +16,8 @@
 use super::mirror;
 use crate::hlc::Timestamp;
 use crate::op::{is_within, Op, Txn};
-use crate::replica::{Applied, Replica};
+use crate::replica::{Applied, LoggedChange, Replica};
+use crate::txn::TxnId;
 use crate::value::Value;
 
 /// A subscription's handle, chosen by the driver.
@@ -34,14 +35,17 @@ pub enum Push {
         hlc: u64,
         resync: bool,
     },
-    /// The ops of the transaction at `index` that touch the subtree.
+    /// The ops of the transaction at `index` that touch the subtree. `hlc` is its commit
+    /// timestamp; `txn` names the cross-shard transaction it is one shard's part of.
     Change {
         shard: u32,
         index: u64,
         hlc: u64,
+        txn: Option<TxnId>,
         ops: Vec<Op>,
     },
-    /// Every change with an HLC up to `hlc` has been delivered.
+    /// Every change with a commit timestamp up to `hlc` has been delivered, and no other
+    /// will be (the replica's resolved timestamp: `replica::closed`).
     Resolved { hlc: u64 },
 }
 
@@ -68,11 +72,7 @@ fn snapshot(shard: u32, replica: &Replica, path: &str, resync: bool) -> Push {
 /// The pushes that continue a subscriber's stream over logged `changes`, or `None` when
 /// the log cannot: it does not hold what relocated nodes looked like, so a catch-up over a
 /// relocation into the subtree becomes a snapshot instead.
-fn catch_up_pushes(
-    shard: u32,
-    path: &str,
-    changes: Vec<(u64, Timestamp, Txn)>,
-) -> Option<Vec<Push>> {
+fn catch_up_pushes(shard: u32, path: &str, changes: Vec<LoggedChange>) -> Option<Vec<Push>> {
     let arrives = |txn: &Txn| {
         txn.ops.iter().any(|op| {
             mirror::relocation(op).is_some_and(|(source, dest)| {
@@ -81,17 +81,17 @@ fn catch_up_pushes(
         })
     };
     let mut pushes = Vec::new();
-    for (index, hlc, txn) in changes {
-        if arrives(&txn) {
+    for change in changes {
+        if arrives(&change.txn) {
             return None;
         }
-        let ops = mirror::ops_for(&txn.ops, &[], path);
+        let ops = mirror::ops_for(&change.txn.ops, &[], path);
         if !ops.is_empty() {
-            let hlc = hlc.as_u64();
             pushes.push(Push::Change {
                 shard,
-                index,
-                hlc,
+                index: change.index,
+                hlc: change.hlc.as_u64(),
+                txn: change.txn_id,
                 ops,
             });
         }
@@ -152,6 +152,7 @@ pub(super) fn publish(
                 Applied::Txn {
                     index,
                     hlc,
+                    txn_id,
                     txn,
                     landed,
                 } => {
@@ -161,6 +162,7 @@ pub(super) fn publish(
                             shard,
                             index: *index,
                             hlc: hlc.as_u64(),
+                            txn: *txn_id,
                             ops,
                         };
                         pushes.push((sub.id, push));
@@ -174,7 +176,8 @@ pub(super) fn publish(
     }
 }
 
-/// Tells every subscriber that everything up to `hlc` (the replica's applied HLC) was sent.
+/// Tells every subscriber that everything up to `hlc` (the replica's resolved timestamp)
+/// was sent.
 pub(super) fn resolved(hlc: Timestamp, subs: &[Subscriber], pushes: &mut Vec<(SubId, Push)>) {
     let hlc = hlc.as_u64();
     pushes.extend(subs.iter().map(|sub| (sub.id, Push::Resolved { hlc })));

@@ -63,6 +63,9 @@ pub struct EngineConfig {
     /// late, so a resolved push can overtake them (the defect the old core loop had). Only
     /// the simulator's `--inject resolved-before-change` sets it.
     pub inject_resolved_before_change: bool,
+    /// Test-only must-fail twin of the resolved timestamp: report the closed timestamp
+    /// without holding it below unresolved intents (`--inject resolved-ignores-intents`).
+    pub inject_resolved_ignores_intents: bool,
 }
 
 /// What the engine is asked to do.
@@ -101,6 +104,11 @@ pub enum Input {
         message: Box<Message>,
     },
     Tick,
+    /// The process clock reads `hlc` (a driver sends it every tick): leaders of idle shards
+    /// close timestamps with it (`replica::closed`).
+    Clock {
+        hlc: Timestamp,
+    },
     /// The WAL batch `batch` is durable.
     Persisted {
         batch: u64,
@@ -276,6 +284,12 @@ impl Engine {
                 }
             }
             Input::Tick => self.tick(commands),
+            Input::Clock { hlc } => {
+                let shards: Vec<u32> = self.slots.keys().copied().collect();
+                for shard in shards {
+                    self.step_replica(shard, ReplicaInput::Clock { hlc }, commands);
+                }
+            }
             Input::Persisted { batch } => self.persisted(batch, commands),
         }
         self.hand_out_batch(commands);
@@ -352,7 +366,10 @@ impl Engine {
             self.expire(shard, commands);
             let slot = self.slots.get(&shard).expect("own shard");
             if resolve && !slot.subs.is_empty() {
-                let hlc = slot.replica.applied_hlc();
+                let hlc = match self.config.inject_resolved_ignores_intents {
+                    true => slot.replica.closed_ts(),
+                    false => slot.replica.resolved_ts(),
+                };
                 let mut resolved = Vec::new();
                 feeds::resolved(hlc, &slot.subs, &mut resolved);
                 // The injected bug puts them before the changes this tick released.

@@ -13,7 +13,7 @@ use crate::shard::stable_hash;
 use crate::tree::TreeError;
 use crate::txn::intents::IntentRefusal;
 use crate::txn::step::Step;
-use crate::txn::TxnMeta;
+use crate::txn::{TxnId, TxnMeta};
 use crate::value::Value;
 use crate::wire;
 
@@ -30,17 +30,20 @@ impl Replica {
             );
             self.applied = entry.index;
             self.digest = chain(self.digest, entry.term, &entry.data);
-            let result = if entry.data.is_empty() {
-                None // a new leader's empty entry
-            } else {
-                let hlc = entry_hlc(&entry);
+            let closed_before = self.learn_closed(&entry);
+            let hlc = entry_hlc(&entry);
+            if !entry.data.is_empty() || hlc > Timestamp::ZERO {
                 assert!(
-                    hlc > self.applied_hlc,
-                    "entry {} HLC {hlc} not above {}",
+                    hlc > self.applied_hlc && hlc > closed_before,
+                    "entry {} HLC {hlc} not above {} (applied) and {closed_before} (closed)",
                     entry.index,
                     self.applied_hlc
                 );
                 self.applied_hlc = hlc;
+            }
+            let result = if entry.data.is_empty() {
+                None // a new leader's empty entry, or a close entry (`replica::closed`)
+            } else {
                 let entry_data = wire::decode_entry_unaligned(&entry.data).unwrap_or_else(|e| {
                     panic!(
                         "entry {} holds no transaction or step ({e}): the log is corrupt",
@@ -50,14 +53,15 @@ impl Replica {
                 let txn = match entry_data {
                     wire::LogEntry::Txn(txn) => txn,
                     wire::LogEntry::Step(step) => {
-                        self.apply_step(&step, entry.index, entry.term, hlc, out);
+                        let at = (entry.index, entry.term, hlc, closed_before);
+                        self.apply_step(&step, at, out);
                         continue;
                     }
                 };
                 let outcome = self.apply_txn(&txn, entry.index, entry.term, hlc);
                 match &outcome {
                     EntryOutcome::Applied if self.record_changes => {
-                        self.publish(entry.index, hlc, txn, out);
+                        self.publish(entry.index, (hlc, None), txn, out);
                     }
                     EntryOutcome::Applied => {}
                     // Changed nothing: feeds and `changes_after` leave it out.
@@ -102,7 +106,9 @@ impl Replica {
 
     /// Hands an applied change to subscribers, with what relocated nodes look like now (a
     /// mirror that never saw them gets them as creates: `engine::mirror`).
-    fn publish(&mut self, index: u64, hlc: Timestamp, txn: Txn, out: &mut Output) {
+    /// `at`: the change's commit timestamp and, for a cross-shard transaction, its id.
+    fn publish(&mut self, index: u64, at: (Timestamp, Option<TxnId>), txn: Txn, out: &mut Output) {
+        let (hlc, txn_id) = at;
         let landed = txn
             .ops
             .iter()
@@ -115,6 +121,7 @@ impl Replica {
         out.applied.push(Applied::Txn {
             index,
             hlc,
+            txn_id,
             txn,
             landed,
         });
@@ -122,16 +129,24 @@ impl Replica {
 
     /// Applies a committed parallel-commit step and answers its proposer. Only a committed
     /// resolution changes the tree; its ops are what subscribers see.
-    fn apply_step(
-        &mut self,
-        step: &Step,
-        index: u64,
-        entry_term: u64,
-        hlc: Timestamp,
-        out: &mut Output,
-    ) {
+    /// `at`: the entry's index, term and HLC, and the closed timestamp before it (an intent
+    /// at or below it is refused: `replica::closed`).
+    fn apply_step(&mut self, step: &Step, at: (u64, u64, Timestamp, Timestamp), out: &mut Output) {
+        let (index, entry_term, hlc, closed) = at;
         self.sessions.expire(hlc);
-        let (outcome, resolved) = self.tables.apply(step, &mut self.tree, hlc);
+        let meta = step.meta();
+        let below_closed = matches!(step, Step::WriteIntent { .. })
+            && meta.ts <= closed
+            && !self.tables.intents.holds(meta.id);
+        let (outcome, resolved) = if below_closed {
+            let refusal = IntentRefusal::BelowClosed {
+                ts: meta.ts,
+                closed,
+            };
+            (crate::txn::step::StepOutcome::IntentRefused(refusal), None)
+        } else {
+            self.tables.apply(step, &mut self.tree, hlc)
+        };
         if self.record_steps {
             out.steps.push(super::StepApplied {
                 index,
@@ -143,9 +158,11 @@ impl Replica {
         let committed = matches!(step, Step::Resolve { commit: true, .. });
         match resolved.filter(|_| committed) {
             Some(intent) => {
-                self.resolved.insert(index, intent.txn.clone());
+                let (ts, id) = (intent.meta.ts, Some(intent.meta.id));
+                self.resolved
+                    .insert(index, (intent.txn.clone(), ts, intent.meta.id));
                 if self.record_changes {
-                    self.publish(index, hlc, intent.txn, out);
+                    self.publish(index, (ts, id), intent.txn, out);
                 }
             }
             None => {
@@ -235,7 +252,7 @@ impl Replica {
     /// The applied transactions after index `from`, in log order, for a subscriber resuming
     /// there; `None` when the log no longer holds them (compacted: resync from a snapshot)
     /// or `from` is beyond what this replica applied.
-    pub fn changes_after(&self, from: u64) -> Option<Vec<(u64, Timestamp, Txn)>> {
+    pub fn changes_after(&self, from: u64) -> Option<Vec<LoggedChange>> {
         let first = self.raw.store().first_index().expect("memory storage");
         if from + 1 < first || from > self.applied {
             return None;
@@ -252,13 +269,20 @@ impl Replica {
         let changes = entries
             .iter()
             .filter(|e| !e.data.is_empty() && !self.rejected.contains(&e.index))
-            .map(|e| {
-                let txn = match self.resolved.get(&e.index) {
-                    Some(txn) => txn.clone(),
-                    None => wire::decode_txn_unaligned(&e.data)
+            .map(|e| match self.resolved.get(&e.index) {
+                Some((txn, ts, id)) => LoggedChange {
+                    index: e.index,
+                    hlc: *ts,
+                    txn_id: Some(*id),
+                    txn: txn.clone(),
+                },
+                None => LoggedChange {
+                    index: e.index,
+                    hlc: entry_hlc(e),
+                    txn_id: None,
+                    txn: wire::decode_txn_unaligned(&e.data)
                         .expect("applied entries that are not steps hold transactions"),
-                };
-                (e.index, entry_hlc(e), txn)
+                },
             })
             .collect();
         Some(changes)
@@ -276,6 +300,17 @@ impl Replica {
     pub fn read_local_unsafe(&self, path: &str, target: &ReadTarget) -> Option<Value> {
         self.read_value(path, target)
     }
+}
+
+/// An applied change still in the log (`Replica::changes_after`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoggedChange {
+    pub index: u64,
+    /// Its commit timestamp: the entry's HLC, or a resolved intent's transaction timestamp.
+    pub hlc: Timestamp,
+    /// The cross-shard transaction it is part of, if any.
+    pub txn_id: Option<TxnId>,
+    pub txn: Txn,
 }
 
 /// What applying one committed transaction did.

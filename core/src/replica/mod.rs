@@ -27,6 +27,7 @@
 //!   StateMachineSafety).
 
 mod apply;
+mod closed;
 pub mod sessions;
 mod snapshot;
 mod storage;
@@ -80,6 +81,10 @@ pub struct ReplicaConfig {
     /// The member this group's leadership is handed to when it is caught up (the engine
     /// spreads shards evenly over the servers); `None`: whoever wins an election keeps it.
     pub preferred_leader: Option<u64>,
+    /// How far below its clock a leader promises to propose nothing (`replica::closed`).
+    pub closed_lag_ms: u64,
+    /// How long an idle shard's leader waits before closing again with an empty entry.
+    pub close_every_ms: u64,
 }
 
 /// Ticks between a leader's checks whether to hand leadership to the preferred member.
@@ -99,6 +104,8 @@ impl ReplicaConfig {
             unsafe_local_reads: false,
             placeholder_depth: 0,
             preferred_leader: None,
+            closed_lag_ms: CLOSED_LAG_MS_DEFAULT,
+            close_every_ms: CLOSE_EVERY_MS_DEFAULT,
         }
     }
 }
@@ -107,6 +114,10 @@ impl ReplicaConfig {
 #[derive(Debug)]
 pub enum Input {
     Tick,
+    /// The process clock reads `hlc`: an idle leader closes timestamps (`replica::closed`).
+    Clock {
+        hlc: Timestamp,
+    },
     /// Replicate and apply a transaction; answered with `Reply::Written` or `Reply::Failed`.
     /// `hlc` is the process clock's reading; the entry gets a timestamp at least that high
     /// and above every timestamp already in this replica's log.
@@ -198,7 +209,10 @@ pub enum Applied {
     /// The transaction at `index` applied (rejected ones changed nothing and are left out).
     Txn {
         index: u64,
+        /// The commit timestamp: the entry's HLC, or a resolved intent's transaction's.
         hlc: Timestamp,
+        /// The cross-shard transaction this is one shard's part of (`None`: a plain write).
+        txn_id: Option<crate::txn::TxnId>,
         txn: Txn,
         /// For each rename or move (by op index): `Create` ops of the relocated subtree as
         /// it was after the transaction (`engine::mirror`).
@@ -276,6 +290,14 @@ pub struct Replica {
     max_log_hlc: Timestamp,
     /// HLC of the last applied entry that carried one; strictly increasing along the log.
     applied_hlc: Timestamp,
+    /// The greatest closed timestamp among applied entries (`replica::closed`).
+    closed: Timestamp,
+    /// The last promise this replica proposed as leader.
+    closed_proposed: Timestamp,
+    closed_lag_ms: u64,
+    close_every_ms: u64,
+    /// Empty close entries this replica proposed (idle shards; status and benchmarks).
+    pub close_entries: u64,
     /// Snapshots received from a leader and installed (not counting restarts).
     pub snapshots_installed: u64,
     /// Record applied changes in `Output::applied` (on while anyone subscribes).
@@ -291,7 +313,7 @@ pub struct Replica {
     tables: crate::txn::tables::TxnTables,
     /// Committed resolutions still in the log, by index: the intent's ops, for subscribers
     /// resuming there (`changes_after`); the entry itself only names the transaction.
-    resolved: BTreeMap<u64, Txn>,
+    resolved: BTreeMap<u64, (Txn, Timestamp, crate::txn::TxnId)>,
     /// Election timeout jitter: our own draw replaces raft-rs's thread-RNG one, so runs are
     /// reproducible (see `jitter_election_timeout`).
     jitter: crate::rng::SplitMix64,
@@ -386,6 +408,11 @@ impl Replica {
             held: VecDeque::new(),
             max_log_hlc,
             applied_hlc: Timestamp::ZERO,
+            closed: Timestamp::ZERO,
+            closed_proposed: Timestamp::ZERO,
+            closed_lag_ms: config.closed_lag_ms,
+            close_every_ms: config.close_every_ms,
+            close_entries: 0,
             snapshots_installed: 0,
             record_changes: false,
             record_steps: false,
@@ -517,6 +544,7 @@ impl Replica {
                     self.balance_leadership();
                 }
             }
+            Input::Clock { hlc } => self.close_idle(hlc),
             Input::Propose { id, txn, hlc } => {
                 let data = wire::encode_txn(&txn);
                 self.propose(id, &data, hlc, out)
@@ -630,7 +658,9 @@ impl Replica {
             .raft
             .prs()
             .get(preferred)
-            .is_some_and(|p| p.recent_active && p.matched == last);
+            // At most the newest entry in flight (idle leaders keep appending close
+            // entries): raft-rs sends it and then hands over.
+            .is_some_and(|p| p.recent_active && p.matched + 1 >= last);
         if caught_up {
             self.raw.transfer_leader(preferred);
             self.transfers_started += 1;
@@ -659,13 +689,16 @@ impl Replica {
             out.replies.push(Reply::Failed { id, error });
             return;
         }
-        let stamp = hlc.max(Timestamp::from_u64(self.max_log_hlc.as_u64() + 1));
+        let stamp = self.next_stamp(hlc);
+        let closed = self.promise(stamp, hlc);
+        debug_assert!(closed < stamp, "an entry's promise is below the entry");
         match self
             .raw
-            .propose(stamp.as_u64().to_le_bytes().to_vec(), data.to_vec())
+            .propose(closed::context(stamp, closed), data.to_vec())
         {
             Ok(()) => {
                 self.max_log_hlc = stamp;
+                self.closed_proposed = closed;
                 let index = self.raw.raft.raft_log.last_index();
                 let previous = self.pending_writes.insert(index, (id, self.term()));
                 // A proposal of an earlier term at this index was cut from our log (we lead
@@ -874,11 +907,8 @@ fn read_lock(path: &str, target: &ReadTarget) -> crate::txn::locks::Lock {
     }
 }
 
-/// The HLC an entry carries in its context (zero for a leader's empty entry).
-pub fn entry_hlc(entry: &Entry) -> Timestamp {
-    let bytes: Option<[u8; 8]> = entry.context.as_ref().try_into().ok();
-    Timestamp::from_u64(bytes.map_or(0, u64::from_le_bytes))
-}
+pub use apply::LoggedChange;
+pub use closed::{entry_closed, entry_hlc, CLOSED_LAG_MS_DEFAULT, CLOSE_EVERY_MS_DEFAULT};
 
 #[cfg(test)]
 mod tests;

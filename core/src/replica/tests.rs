@@ -500,5 +500,6 @@ fn proposals_a_snapshot_install_covers_are_answered_unknown_outcome() {
     }
 }
 
+mod closed;
 mod intents;
 mod sessions;

@@ -495,7 +495,11 @@ impl TxnHost {
                 hlc: ts,
             }),
             TxnReply::Aborted {
-                refusal: IntentRefusal::TooOld { existing, .. },
+                refusal:
+                    IntentRefusal::TooOld { existing, .. }
+                    | IntentRefusal::BelowClosed {
+                        closed: existing, ..
+                    },
                 ..
             } => {
                 return self.retry(ticket, existing, out);

@@ -36,6 +36,8 @@ pub enum IntentRefusal {
     Closed { txn: TxnId },
     #[error("a newer write ({existing}) is on a path the write at {ts} locks")]
     TooOld { ts: Timestamp, existing: Timestamp },
+    #[error("the write at {ts} is at or below the shard's closed timestamp {closed}")]
+    BelowClosed { ts: Timestamp, closed: Timestamp },
     #[error("transaction {} holds a conflicting intent", holder.id)]
     Locked { holder: TxnMeta },
     #[error("the shard has no room: {nodes} nodes live or reserved, at most {max}")]
@@ -118,6 +120,17 @@ impl IntentTable {
         self.intents
             .values()
             .find(|i| any_conflict(&i.locks, locks))
+    }
+
+    /// Whether transaction `id` holds an intent here.
+    pub fn holds(&self, id: TxnId) -> bool {
+        self.intents.contains_key(&id)
+    }
+
+    /// The timestamp of the oldest unresolved intent, if any (what holds a resolved
+    /// timestamp back).
+    pub fn oldest_ts(&self) -> Option<Timestamp> {
+        self.intents.values().map(|i| i.meta.ts).min()
     }
 
     /// `WriteIntent(t, k)`, or `WriteFails(t, k)` with the reason. Idempotent: a resent copy

@@ -108,12 +108,17 @@ pub fn push_value(sub: i64, push: &Push) -> Value {
             shard,
             index,
             hlc,
+            txn,
             ops,
         } => vec![
             ("event", key("change")),
             ("shard", int(u64::from(*shard))),
             ("index", int(*index)),
             ("hlc", int(*hlc)),
+            (
+                "txn",
+                txn.map_or(Value::Nil, |t| Value::String(t.to_string())),
+            ),
             ("ops", Value::Array(ops.iter().map(op_value).collect())),
         ],
         Push::Resolved { hlc } => vec![("event", key("resolved")), ("hlc", int(*hlc))],

@@ -94,6 +94,8 @@ enum Route {
 
 pub struct World {
     options: SimOptions,
+    /// Every replica's `closed_lag_ms` in this run.
+    closed_lag_ms: u64,
     rng: Rng,
     now: u64,
     time: Rc<Cell<u64>>,
@@ -172,7 +174,14 @@ impl World {
             .collect();
         let clients = Clients::new(SERVERS, &mut rng, shards);
         let txn_trace = options.txn_trace;
+        // The closed-timestamp lag varies by seed; no lag makes a resolved timestamp cover a
+        // change as soon as the next entry applies, which the ordering bug needs to show.
+        let closed_lag_ms = match options.inject {
+            Some(Bug::ResolvedBeforeChange) => 0,
+            _ => rng.range(20, 61),
+        };
         let mut world = World {
+            closed_lag_ms,
             trace: options.trace.then(TraceRecorder::default),
             options,
             rng,
@@ -245,11 +254,15 @@ impl World {
                 compact_entries,
                 jitter_seed: seed ^ (id << 48) ^ (boots << 32) ^ core as u64,
                 boot_nonce: boots,
+                closed_lag_ms: self.closed_lag_ms,
+                close_every_ms: self.closed_lag_ms / 2 + 5,
                 ..ReplicaConfig::new(id, (1..=SERVERS).collect())
             },
             request_ticks_max: REQUEST_TICKS,
             resolved_every_ticks: RESOLVED_EVERY_TICKS,
             inject_resolved_before_change: self.options.inject == Some(Bug::ResolvedBeforeChange),
+            inject_resolved_ignores_intents: self.options.inject
+                == Some(Bug::ResolvedIgnoresIntents),
         }
     }
 
@@ -452,8 +465,10 @@ impl World {
         for id in 1..=SERVERS {
             // Jitter: clocks tick at slightly different rates.
             if self.server(id).up && self.rng.chance(800) {
+                let hlc = self.server(id).hlc.now();
                 for core in 0..self.cores {
                     self.run(id, core, Input::Tick);
+                    self.run(id, core, Input::Clock { hlc });
                 }
                 self.host_ticks(id);
             }

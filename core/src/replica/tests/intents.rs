@@ -14,7 +14,7 @@ use crate::txn::step::{Step, StepOutcome};
 use crate::txn::{TxnId, TxnMeta};
 use crate::value::Value;
 
-fn leader(config: &ReplicaConfig) -> Replica {
+pub(super) fn leader(config: &ReplicaConfig) -> Replica {
     let mut replica = Replica::new(config, MemStorage::new(), None, &logger());
     let mut out = Output::default();
     for _ in 0..30 {
@@ -25,7 +25,7 @@ fn leader(config: &ReplicaConfig) -> Replica {
     replica
 }
 
-fn meta() -> TxnMeta {
+pub(super) fn meta() -> TxnMeta {
     TxnMeta {
         id: TxnId { node: 9, seq: 1 },
         ts: Timestamp::new(5_000, 0),
@@ -33,7 +33,7 @@ fn meta() -> TxnMeta {
     }
 }
 
-fn step(replica: &mut Replica, id: u64, step: Step) -> Reply {
+pub(super) fn step(replica: &mut Replica, id: u64, step: Step) -> Reply {
     let mut out = Output::default();
     let hlc = Timestamp::new(6_000, 0);
     replica.step(Input::Step { id, step, hlc }, &mut out);
