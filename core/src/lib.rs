@@ -19,6 +19,7 @@
 pub mod api;
 pub mod clock_offset;
 pub mod codec;
+pub mod cut;
 pub mod engine;
 pub mod forward;
 pub mod hlc;
