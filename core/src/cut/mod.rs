@@ -73,6 +73,9 @@ enum Key {
     Plain { shard: u32, index: u64 },
 }
 
+/// A waiting change's parts: each shard's ops.
+type Parts = Vec<(u32, Vec<Op>)>;
+
 #[derive(Default)]
 struct ShardFeed {
     snapshot: Option<(Option<Value>, u64)>,
@@ -101,7 +104,7 @@ pub struct Merge {
     root_depth: usize,
     one_shard: bool,
     feeds: BTreeMap<u32, ShardFeed>,
-    waiting: BTreeMap<(u64, Key), Vec<(u32, Vec<Op>)>>,
+    waiting: BTreeMap<(u64, Key), Parts>,
     waiting_ops: usize,
     /// The last frontier emitted (or the resume position).
     released: u64,
