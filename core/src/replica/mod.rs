@@ -550,6 +550,10 @@ impl Replica {
                 self.propose(id, &data, hlc, out)
             }
             Input::Step { id, step, hlc } => {
+                // The entry's HLC is above the transaction's timestamp (an HLC receive: the
+                // coordinator's clock may be ahead), so every later entry of this log is too
+                // and changes applied after this one never carry an older timestamp.
+                let hlc = hlc.max(Timestamp::from_u64(step.meta().ts.as_u64() + 1));
                 let data = wire::encode_step(&step);
                 self.propose(id, &data, hlc, out)
             }
