@@ -135,7 +135,10 @@ impl Replica {
         let (index, entry_term, hlc, closed) = at;
         self.sessions.expire(hlc);
         let meta = step.meta();
-        assert!(meta.ts < hlc, "a step's entry is stamped above its transaction");
+        assert!(
+            meta.ts < hlc,
+            "a step's entry is stamped above its transaction"
+        );
         let below_closed = matches!(step, Step::WriteIntent { .. })
             && meta.ts <= closed
             && !self.tables.intents.holds(meta.id);
