@@ -137,6 +137,11 @@ impl Bank {
         Some(Job::Churn { n, stage })
     }
 
+    /// Every account's path.
+    pub fn accounts(&self) -> &[String] {
+        &self.accounts
+    }
+
     /// Account `i`'s path.
     pub fn account(&self, i: u32) -> String {
         self.accounts[i as usize].clone()

@@ -35,6 +35,7 @@
 mod bank;
 mod checks;
 mod clients;
+mod cuts;
 mod disk;
 pub mod history;
 pub mod linearizability;
@@ -72,10 +73,13 @@ pub enum Bug {
     AckWithoutIntents,
     /// Resolved timestamps are the closed timestamp, not held below unresolved intents.
     ResolvedIgnoresIntents,
+    /// A merged subscription releases changes by the largest resolved timestamp among its
+    /// shards instead of the smallest (the frontier).
+    ReleaseBeforeFrontier,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 8] = [
+    pub const ALL: [Bug; 9] = [
         Bug::AckBeforeFsync,
         Bug::StaleRead,
         Bug::ForgetVote,
@@ -84,6 +88,7 @@ impl Bug {
         Bug::RecoverySkipsChecks,
         Bug::AckWithoutIntents,
         Bug::ResolvedIgnoresIntents,
+        Bug::ReleaseBeforeFrontier,
     ];
 
     pub fn name(self) -> &'static str {
@@ -96,6 +101,7 @@ impl Bug {
             Bug::RecoverySkipsChecks => "recovery-skips-checks",
             Bug::AckWithoutIntents => "ack-without-intents",
             Bug::ResolvedIgnoresIntents => "resolved-ignores-intents",
+            Bug::ReleaseBeforeFrontier => "release-before-frontier",
         }
     }
 }
@@ -176,6 +182,10 @@ pub struct SeedReport {
     pub transfers: (u64, u64, u64),
     /// Entity creates, moves between worlds and deletes acknowledged (cross-shard).
     pub churn: u64,
+    /// `Resolved` pushes at which a world subscriber held every account (bank total checked),
+    /// and world mirrors that equalled the leaders' merged tree at the end.
+    pub cuts_checked: u64,
+    pub world_mirrors_equal: u64,
 }
 
 impl fmt::Display for SeedReport {

@@ -49,6 +49,26 @@ fn creates_from_value(parent: &str, value: &Value, ops: &mut Vec<Op>) -> Option<
     Some(())
 }
 
+/// The ops that rebuild a snapshot of `/root` in an empty tree (the root always exists:
+/// its properties and children are what the snapshot adds).
+pub(crate) fn root_ops(tree: &Value) -> Result<Vec<Op>, String> {
+    let Some(Value::Array(children)) = tree.field("children") else {
+        return Err("a snapshot of /root without children".into());
+    };
+    let mut ops = Vec::new();
+    let props = props_of(tree).ok_or("a bad snapshot")?;
+    if !props.is_empty() {
+        ops.push(Op::Set {
+            path: "/root".into(),
+            props,
+        });
+    }
+    for child in children {
+        creates_from_value("/root", child, &mut ops).ok_or("a bad snapshot")?;
+    }
+    Ok(ops)
+}
+
 struct Mirror {
     path: String,
     tree: Tree,
@@ -85,22 +105,7 @@ impl Mirrors {
                 mirror.tree = mirror_tree();
                 let Some(tree) = tree else { return Ok(()) };
                 if mirror.path == "/root" {
-                    // The root always exists: its children are what the snapshot adds.
-                    let Some(Value::Array(children)) = tree.field("children") else {
-                        return Err("a snapshot of /root without children".into());
-                    };
-                    let mut ops = Vec::new();
-                    let props = props_of(tree).ok_or("a bad snapshot")?;
-                    if !props.is_empty() {
-                        ops.push(Op::Set {
-                            path: "/root".into(),
-                            props,
-                        });
-                    }
-                    for child in children {
-                        creates_from_value("/root", child, &mut ops).ok_or("a bad snapshot")?;
-                    }
-                    return apply(&mut mirror.tree, &ops, "snapshot");
+                    return apply(&mut mirror.tree, &root_ops(tree)?, "snapshot");
                 }
                 let parent = mirror.path.rsplit_once('/').map_or("/root", |(p, _)| p);
                 let mut ops = Vec::new();

@@ -1,6 +1,7 @@
 //! The end of a run: liveness, final reads, mirrors and linearizability, and the report.
 
 use super::*;
+use treesync_core::{Limits, NodePath};
 
 /// Steps the end of a run waits for every shard's replicas to be level at one instant.
 const SETTLE_STEPS_MAX: usize = 400;
@@ -103,6 +104,49 @@ impl World {
                 self.observer.mirror(server, shard, why);
             }
         }
+        self.compare_world_mirrors();
+    }
+
+    /// Once quiet, each world subscriber whose frontier passed every leader's last entry
+    /// holds what the leaders hold, merged over the shards.
+    fn compare_world_mirrors(&mut self) {
+        let root = NodePath::parse(crate::cuts::WORLD_PATH, &Limits::default()).expect("valid");
+        let Some(leaders) = (0..self.shards)
+            .map(|s| self.leader_replica(s))
+            .collect::<Option<Vec<_>>>()
+        else {
+            return;
+        };
+        let newest = leaders.iter().map(|r| r.applied_hlc().as_u64()).max().unwrap_or(0);
+        let snapshots: Vec<(u32, Option<treesync_core::Value>)> = leaders
+            .iter()
+            .enumerate()
+            .map(|(s, r)| (s as u32, r.tree().subtree_value(&root)))
+            .collect();
+        let map = treesync_core::shard::ShardMap::new(self.shards, treesync_core::shard::SHARD_DEPTH_DEFAULT)
+            .expect("valid");
+        let owner = |p: &str| {
+            NodePath::parse(p, &Limits::default()).map_or(0, |p| map.shard_of(&p).0)
+        };
+        let merged = treesync_core::cut::view::merged_tree(
+            crate::cuts::WORLD_PATH,
+            &snapshots,
+            map.depth(),
+            owner,
+        );
+        let mut equal = 0;
+        for (server, mirror, resolved) in self.cuts.mirrors() {
+            if resolved < newest {
+                continue; // its frontier has not passed everything yet
+            }
+            if mirror.subtree_value(&root) != merged {
+                let why = format!("cut: server {server}'s world mirror at {resolved} differs from the leaders' merged tree");
+                self.observer.violation.get_or_insert(why);
+                return;
+            }
+            equal += 1;
+        }
+        self.world_mirrors_equal += equal;
     }
 
     pub fn report(&mut self, violation: Option<String>) -> SeedReport {
@@ -134,6 +178,8 @@ impl World {
             txn_trace: self.txn_trace.as_ref().map(|t| t.render()),
             transfers: (self.bank.committed, self.bank.aborted, self.bank.unknown),
             churn: self.bank.churn_ok,
+            cuts_checked: self.cuts.cuts_checked,
+            world_mirrors_equal: self.world_mirrors_equal,
         }
     }
 }

@@ -78,6 +78,30 @@ impl World {
                 self.run(id, shard as usize % self.cores, input);
             }
         }
+        self.subscribe_world(id);
+    }
+
+    /// Server `id`'s world subscriber: one feed of `/root` per shard, merged (`cuts`).
+    pub(super) fn subscribe_world(&mut self, id: u64) {
+        let tokens: Vec<u64> = (0..self.shards)
+            .map(|_| self.token(Route::Subscription))
+            .collect();
+        let world = self.token(Route::Subscription);
+        let early = self.options.inject == Some(Bug::ReleaseBeforeFrontier);
+        let map = treesync_core::shard::ShardMap::new(self.shards, treesync_core::shard::SHARD_DEPTH_DEFAULT)
+            .expect("the simulator's map is valid");
+        self.cuts.subscribed(world, id, &map, &tokens, early);
+        for (shard, token) in tokens.into_iter().enumerate() {
+            let input = Input::Subscribe(Subscription {
+                token,
+                shard: shard as u32,
+                path: crate::cuts::WORLD_PATH.into(),
+                from: None,
+                sub: token,
+                room: usize::MAX,
+            });
+            self.run(id, shard % self.cores, input);
+        }
     }
 
     pub(super) fn crash(&mut self, id: u64) {
@@ -113,6 +137,7 @@ impl World {
             self.subs.remove(&sub);
             self.mirrors.forget(sub);
         }
+        self.cuts.server_crashed(id);
         self.crashes += 1;
         self.snapshots_installed += installed;
     }

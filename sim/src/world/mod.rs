@@ -116,6 +116,12 @@ pub struct World {
     /// Subscription id → (server, shard) it mirrors.
     subs: BTreeMap<u64, (u64, u32)>,
     mirrors: Mirrors,
+    /// Every server's subscriber of the whole world (merged over the shards).
+    cuts: crate::cuts::Cuts,
+    /// World mirrors found equal to the leaders' merged tree at the end.
+    world_mirrors_equal: u64,
+    /// World subscribers to start over (server, feeds to end), at the end of this step.
+    world_restarts: Vec<(u64, Vec<u64>)>,
     next_token: u64,
     observer: Observer,
     faults_on: bool,
@@ -200,6 +206,9 @@ impl World {
             routes: BTreeMap::new(),
             subs: BTreeMap::new(),
             mirrors: Mirrors::default(),
+            cuts: crate::cuts::Cuts::default(),
+            world_mirrors_equal: 0,
+            world_restarts: Vec::new(),
             next_token: 1,
             observer: Observer::default(),
             faults_on: true,
@@ -344,7 +353,19 @@ impl World {
         for (token, outcome) in commands.replies {
             self.answer(token, &outcome);
         }
+        let mut restarts = Vec::new();
         for (sub, push) in commands.pushes {
+            if self.cuts.feeds(sub) {
+                let total = crate::bank::GOLD * i64::from(crate::bank::ACCOUNTS);
+                match self.cuts.push(sub, push, self.bank.accounts(), total) {
+                    Ok(None) => {}
+                    Ok(Some(restart)) => restarts.push(restart),
+                    Err(why) => {
+                        self.observer.violation.get_or_insert(why);
+                    }
+                }
+                continue;
+            }
             if let Some((server, shard)) = self.subs.get(&sub).copied() {
                 self.observer.push(sub, server, shard, &push);
                 if let Err(why) = self.mirrors.push(sub, &push) {
@@ -352,6 +373,7 @@ impl World {
                 }
             }
         }
+        self.world_restarts.extend(restarts);
         let batch = commands.wal?;
         let due = self.now + self.rng.range(1, 3);
         let eio = self.faults_on && !self.options.trace && self.rng.chance(2);
@@ -551,6 +573,23 @@ impl World {
         self.clients(issue);
         self.deliver_host_requests();
         self.bank_cut_check();
+        self.restart_world_subscribers();
+    }
+
+    /// World subscribers whose feed resynchronised start over: their feeds end, and a new
+    /// subscriber (a fresh snapshot) replaces them while the server is up.
+    fn restart_world_subscribers(&mut self) {
+        for (server, tokens) in std::mem::take(&mut self.world_restarts) {
+            if !self.server(server).up {
+                continue;
+            }
+            for sub in tokens {
+                for core in 0..self.cores {
+                    self.run(server, core, Input::Unsubscribe { sub });
+                }
+            }
+            self.subscribe_world(server);
+        }
     }
 
     /// Stops injecting faults (the heal phase).

@@ -275,7 +275,7 @@ impl World {
     }
 
     /// The leader replica of `shard`, if any.
-    fn leader_replica(&self, shard: u32) -> Option<&treesync_core::replica::Replica> {
+    pub(super) fn leader_replica(&self, shard: u32) -> Option<&treesync_core::replica::Replica> {
         let leader = self.leader_of(shard)?;
         self.servers[(leader - 1) as usize].cores[shard as usize % self.cores]
             .engine

@@ -1,0 +1,190 @@
+//! Subscribers of the whole world: each server merges its replicas' feeds of `/root` over
+//! every shard (`core::cut::Merge`, as the gateway does) into one mirror, and at every
+//! `Resolved` the mirror must be a consistent cut: the bank's total holds in it, and no change
+//! arrives at or below a frontier already released.
+
+use std::collections::BTreeMap;
+
+use treesync_core::cut::{Merge, MergeConfig, MergeError, MergedPush};
+use treesync_core::engine::Push;
+use treesync_core::op::Op;
+use treesync_core::shard::ShardMap;
+use treesync_core::{Limits, NodePath, Tree, Value};
+
+/// The path every server's world subscriber mirrors.
+pub const WORLD_PATH: &str = "/root";
+/// Ops a world subscriber buffers behind its frontier before it overflows and resumes.
+const BUFFERED_MAX: usize = 100_000;
+
+struct CutSub {
+    server: u64,
+    merge: Merge,
+    mirror: Tree,
+    /// The last frontier this subscriber saw released.
+    resolved: u64,
+    /// `Resolved` pushes at which the bank was checked.
+    checked: u64,
+}
+
+/// Every server's world subscriber, and which engine subscription feeds which shard of it.
+#[derive(Default)]
+pub struct Cuts {
+    subs: BTreeMap<u64, CutSub>,
+    /// Engine subscription token → (world subscriber, shard).
+    feeds: BTreeMap<u64, (u64, u32)>,
+    /// `Resolved` pushes at which a whole bank was checked, over every subscriber.
+    pub cuts_checked: u64,
+    /// World subscribers started over after a feed's resync.
+    pub restarts: u64,
+}
+
+impl Cuts {
+    /// A world subscriber `id` on `server`, fed by `tokens` (one engine subscription per
+    /// shard, in shard order).
+    pub fn subscribed(&mut self, id: u64, server: u64, map: &ShardMap, tokens: &[u64], early: bool) {
+        let config = MergeConfig {
+            path: WORLD_PATH.into(),
+            map: map.clone(),
+            from: None,
+            buffered_max: BUFFERED_MAX,
+            inject_release_early: early,
+        };
+        let path = NodePath::parse(WORLD_PATH, &Limits::default()).expect("valid");
+        let merge = Merge::new(config, &path);
+        for (shard, token) in tokens.iter().enumerate() {
+            self.feeds.insert(*token, (id, shard as u32));
+        }
+        let sub = CutSub {
+            server,
+            merge,
+            mirror: Tree::new(Limits::default()),
+            resolved: 0,
+            checked: 0,
+        };
+        self.subs.insert(id, sub);
+    }
+
+    /// Whether engine subscription `token` feeds a world subscriber.
+    pub fn feeds(&self, token: u64) -> bool {
+        self.feeds.contains_key(&token)
+    }
+
+    /// A crashed server's world subscribers end with it.
+    pub fn server_crashed(&mut self, server: u64) {
+        self.subs.retain(|_, s| s.server != server);
+        let subs = &self.subs;
+        self.feeds.retain(|_, (id, _)| subs.contains_key(id));
+    }
+
+    /// One shard's push for engine subscription `token`; `accounts`: the bank's account
+    /// paths and the total they must hold. `Err` names a violation.
+    /// `Ok(Some((server, tokens)))`: the subscriber ended and must be subscribed again on
+    /// `server`; its feeds `tokens` are to be unsubscribed.
+    pub fn push(
+        &mut self,
+        token: u64,
+        push: Push,
+        accounts: &[String],
+        total: i64,
+    ) -> Result<Option<(u64, Vec<u64>)>, String> {
+        let Some((id, shard)) = self.feeds.get(&token).copied() else {
+            return Ok(None);
+        };
+        let sub = self.subs.get_mut(&id).expect("a fed subscriber exists");
+        let mut out = Vec::new();
+        match sub.merge.push(shard, push, &mut out) {
+            Ok(()) => {}
+            // A replica caught up by a snapshot has a gap in its feed: start over (the
+            // gateway resumes from the last frontier; a fresh snapshot is as good here).
+            Err(MergeError::Resync { .. }) => return Ok(Some(self.restart(id))),
+            Err(e) => return Err(format!("cut: server {}'s world subscriber: {e}", sub.server)),
+        }
+        for merged in out {
+            match merged {
+                MergedPush::Snapshot { tree, .. } => {
+                    if std::env::var_os("TREESYNC_CUT_DEBUG").is_some() {
+                        eprintln!("snapshot on {}: {tree:?}", sub.server);
+                    }
+                    sub.mirror = rebuilt(tree.as_ref())?
+                }
+                MergedPush::Change { hlc, ops, txn } => {
+                    if hlc <= sub.resolved {
+                        return Err(format!(
+                            "cut: a change at {hlc} after resolved {} on server {}",
+                            sub.resolved, sub.server
+                        ));
+                    }
+                    apply(&mut sub.mirror, &ops).map_err(|e| {
+                        if std::env::var_os("TREESYNC_CUT_DEBUG").is_some() {
+                            eprintln!("change at {hlc} txn {txn:?}: {ops:?}");
+                        }
+                        e
+                    })?;
+                }
+                MergedPush::Resolved { hlc } => {
+                    sub.resolved = hlc;
+                    if bank_total(&sub.mirror, accounts).is_some_and(|t| t != total) {
+                        return Err(format!(
+                            "cut: the bank's total is {:?} at resolved {hlc} on server {} (must be {total})",
+                            bank_total(&sub.mirror, accounts),
+                            sub.server
+                        ));
+                    }
+                    sub.checked += 1;
+                    self.cuts_checked += u64::from(bank_total(&sub.mirror, accounts).is_some());
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Ends world subscriber `id`: its server and feeds.
+    fn restart(&mut self, id: u64) -> (u64, Vec<u64>) {
+        let sub = self.subs.remove(&id).expect("a fed subscriber exists");
+        let tokens: Vec<u64> = self
+            .feeds
+            .iter()
+            .filter(|(_, (s, _))| *s == id)
+            .map(|(t, _)| *t)
+            .collect();
+        for token in &tokens {
+            self.feeds.remove(token);
+        }
+        self.restarts += 1;
+        (sub.server, tokens)
+    }
+
+    /// Each live world subscriber's mirror and last frontier.
+    pub fn mirrors(&self) -> impl Iterator<Item = (u64, &Tree, u64)> {
+        self.subs.values().map(|s| (s.server, &s.mirror, s.resolved))
+    }
+}
+
+/// The total gold of `accounts` in `tree`, or `None` if one of them is missing (not created
+/// yet, or moved by the churn's relocations).
+fn bank_total(tree: &Tree, accounts: &[String]) -> Option<i64> {
+    accounts.iter().try_fold(0, |sum, path| {
+        let path = NodePath::parse(path, &Limits::default()).ok()?;
+        match tree.get(&path)?.prop("gold")? {
+            Value::Int(gold) => Some(sum + gold),
+            _ => None,
+        }
+    })
+}
+
+/// A mirror holding the merged snapshot of `/root`.
+fn rebuilt(tree: Option<&Value>) -> Result<Tree, String> {
+    let mut mirror = Tree::new(Limits::default());
+    if let Some(tree) = tree {
+        apply(&mut mirror, &crate::mirrors::root_ops(tree)?)?;
+    }
+    Ok(mirror)
+}
+
+fn apply(tree: &mut Tree, ops: &[Op]) -> Result<(), String> {
+    for op in ops {
+        tree.apply_op(op)
+            .map_err(|e| format!("cut: the world mirror cannot apply {} ({e})", op.name()))?;
+    }
+    Ok(())
+}
