@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use treesync_core::cut::{Merge, MergeConfig, MergeError, MergedPush};
 use treesync_core::engine::Push;
-use treesync_core::op::Op;
+use treesync_core::op::{is_within, Op};
 use treesync_core::shard::ShardMap;
 use treesync_core::{Limits, NodePath, Tree, Value};
 
@@ -41,7 +41,14 @@ pub struct Cuts {
 impl Cuts {
     /// A world subscriber `id` on `server`, fed by `tokens` (one engine subscription per
     /// shard, in shard order).
-    pub fn subscribed(&mut self, id: u64, server: u64, map: &ShardMap, tokens: &[u64], early: bool) {
+    pub fn subscribed(
+        &mut self,
+        id: u64,
+        server: u64,
+        map: &ShardMap,
+        tokens: &[u64],
+        early: bool,
+    ) {
         let config = MergeConfig {
             path: WORLD_PATH.into(),
             map: map.clone(),
@@ -97,29 +104,25 @@ impl Cuts {
             // A replica caught up by a snapshot has a gap in its feed: start over (the
             // gateway resumes from the last frontier; a fresh snapshot is as good here).
             Err(MergeError::Resync { .. }) => return Ok(Some(self.restart(id))),
-            Err(e) => return Err(format!("cut: server {}'s world subscriber: {e}", sub.server)),
+            Err(e) => {
+                return Err(format!(
+                    "cut: server {}'s world subscriber: {e}",
+                    sub.server
+                ))
+            }
         }
         for merged in out {
             match merged {
-                MergedPush::Snapshot { tree, .. } => {
-                    if std::env::var_os("TREESYNC_CUT_DEBUG").is_some() {
-                        eprintln!("snapshot on {}: {tree:?}", sub.server);
-                    }
-                    sub.mirror = rebuilt(tree.as_ref())?
-                }
-                MergedPush::Change { hlc, ops, txn } => {
+                MergedPush::Snapshot { tree, .. } => sub.mirror = rebuilt(tree.as_ref())?,
+                MergedPush::Change { hlc, ops, .. } => {
                     if hlc <= sub.resolved {
                         return Err(format!(
                             "cut: a change at {hlc} after resolved {} on server {}",
                             sub.resolved, sub.server
                         ));
                     }
-                    apply(&mut sub.mirror, &ops).map_err(|e| {
-                        if std::env::var_os("TREESYNC_CUT_DEBUG").is_some() {
-                            eprintln!("change at {hlc} txn {txn:?}: {ops:?}");
-                        }
-                        e
-                    })?;
+                    let ops: Vec<Op> = ops.into_iter().filter(banked).collect();
+                    apply(&mut sub.mirror, &ops)?;
                 }
                 MergedPush::Resolved { hlc } => {
                     sub.resolved = hlc;
@@ -156,7 +159,9 @@ impl Cuts {
 
     /// Each live world subscriber's mirror and last frontier.
     pub fn mirrors(&self) -> impl Iterator<Item = (u64, &Tree, u64)> {
-        self.subs.values().map(|s| (s.server, &s.mirror, s.resolved))
+        self.subs
+            .values()
+            .map(|s| (s.server, &s.mirror, s.resolved))
     }
 }
 
@@ -172,11 +177,34 @@ fn bank_total(tree: &Tree, accounts: &[String]) -> Option<i64> {
     })
 }
 
-/// A mirror holding the merged snapshot of `/root`.
+/// The worlds a world mirror holds. The register workload writes `/root/n*` on every shard
+/// directly, below the shard map (each shard is its own register space), so those nodes are
+/// no one world and are left out; the bank's worlds are placed by the shard map.
+pub(crate) const WORLDS: [&str; 2] = [crate::bank::WORLD, crate::bank::VAULT];
+
+fn in_worlds(path: &str) -> bool {
+    WORLDS.iter().any(|w| is_within(path, w))
+}
+
+/// Whether `op` changes the bank's worlds (a move between them stays in them).
+fn banked(op: &Op) -> bool {
+    match op {
+        Op::Move {
+            path, new_parent, ..
+        } => in_worlds(path) && in_worlds(new_parent),
+        _ => in_worlds(&op.target_path()),
+    }
+}
+
+/// A mirror holding the bank's worlds of a merged snapshot of `/root`.
 fn rebuilt(tree: Option<&Value>) -> Result<Tree, String> {
     let mut mirror = Tree::new(Limits::default());
     if let Some(tree) = tree {
-        apply(&mut mirror, &crate::mirrors::root_ops(tree)?)?;
+        let ops: Vec<Op> = crate::mirrors::root_ops(tree)?
+            .into_iter()
+            .filter(banked)
+            .collect();
+        apply(&mut mirror, &ops)?;
     }
     Ok(mirror)
 }

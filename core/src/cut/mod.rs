@@ -14,13 +14,15 @@
 //! - `Resolved { hlc }` is emitted only when every change at or below `hlc` was emitted,
 //!   the snapshot included; its `hlc` grows strictly. So a mirror that applied the snapshot
 //!   and every change before a `Resolved { hlc }` equals the tree at the cut `hlc`.
-//! - The first `Resolved` is at or above every shard snapshot's timestamp (a snapshot may
-//!   hold changes up to it), and above the `from` position a resumed subscription gave.
+//! - The merged snapshot is the cut at the first `Resolved`, which is at or above every
+//!   shard snapshot's timestamp (a snapshot may hold changes up to it); a resumed
+//!   subscription sends no snapshot and resolves above its `from` position.
 //! - A shard's change at or below the released frontier means its resolved timestamp lied:
 //!   `MergeError::BehindFrontier`, never silently applied.
 //! - At most `buffered_max` ops wait; more is `MergeError::Overflow` (resume from the last
 //!   frontier).
 
+mod start;
 pub mod view;
 
 use std::collections::BTreeMap;
@@ -38,8 +40,8 @@ use crate::Limits;
 /// What a merged subscription delivers, in order.
 #[derive(Clone, Debug, PartialEq)]
 pub enum MergedPush {
-    /// The subtree (`None`: no node there yet); `resync` when it replaces a stream the
-    /// subscriber had. Not a cut by itself: the first `Resolved` after it is.
+    /// The subtree (`None`: no node there yet) at the cut the `Resolved` right after it
+    /// names; `resync` when it replaces a stream the subscriber had.
     Snapshot { tree: Option<Value>, resync: bool },
     /// One transaction's ops (all its shards' parts) at commit timestamp `hlc`.
     Change {
@@ -63,6 +65,8 @@ pub enum MergeError {
     UnknownShard { shard: u32 },
     #[error("shard {shard} resynchronised: its stream has a gap")]
     Resync { shard: u32 },
+    #[error("shard {shard}'s snapshot and changes do not replay: {reason}")]
+    Inconsistent { shard: u32, reason: String },
 }
 
 /// Where a change waits: by commit timestamp, then transaction (plain writes by shard and
@@ -73,8 +77,17 @@ enum Key {
     Plain { shard: u32, index: u64 },
 }
 
+impl Key {
+    /// Below every key (`Txn` sorts first, and ids start at zero).
+    const MIN: Key = Key::Txn(TxnId { node: 0, seq: 0 });
+}
+
 /// A waiting change's parts: each shard's ops.
 type Parts = Vec<(u32, Vec<Op>)>;
+
+fn ops_in(parts: &Parts) -> usize {
+    parts.iter().map(|(_, ops)| ops.len()).sum()
+}
 
 #[derive(Default)]
 struct ShardFeed {
@@ -171,8 +184,10 @@ impl Merge {
                 return Err(MergeError::Resync { shard });
             }
             Push::Snapshot { tree, hlc, .. } => {
+                // A second snapshot before the start (the replica was caught up by one) holds
+                // every change its stream sent so far: those stop waiting.
                 feed.snapshot = Some((tree, hlc));
-                self.start(out);
+                self.drop_waiting(shard);
             }
             Push::Change {
                 hlc,
@@ -206,26 +221,49 @@ impl Merge {
             }
             Push::Resolved { hlc } => feed.resolved = feed.resolved.max(hlc),
         }
+        self.start(out)?;
         self.release(out);
         Ok(())
     }
 
-    /// Once every shard's snapshot is in: the merged snapshot.
-    fn start(&mut self, out: &mut Vec<MergedPush>) {
+    /// Once every shard's snapshot is in and the frontier passed all of them: the merged
+    /// snapshot, a true cut at the frontier. Each shard's snapshot holds only changes at or
+    /// below its timestamp, and every change of it at or below the frontier that the
+    /// snapshot lacks is waiting here: applied to the snapshot, they give the shard's state
+    /// at the frontier, on every shard alike.
+    fn start(&mut self, out: &mut Vec<MergedPush>) -> Result<(), MergeError> {
         if self.started || self.feeds.values().any(|f| f.snapshot.is_none()) {
-            return;
+            return Ok(());
         }
-        let snapshots: Vec<(u32, Option<Value>)> = self
-            .feeds
-            .iter()
-            .map(|(s, f)| (*s, f.snapshot.as_ref().and_then(|(t, _)| t.clone())))
-            .collect();
         self.floor = self
             .feeds
             .values()
             .filter_map(|f| f.snapshot.as_ref().map(|(_, hlc)| *hlc))
             .max()
             .unwrap_or(0);
+        let frontier = self.frontier();
+        if frontier < self.floor {
+            return Ok(());
+        }
+        let mut below = self.waiting.split_off(&(frontier + 1, Key::MIN));
+        std::mem::swap(&mut below, &mut self.waiting);
+        self.waiting_ops = self.waiting.values().map(ops_in).sum();
+        let path = NodePath::parse(&self.config.path, &Limits::default())
+            .expect("the merge's path is valid");
+        let mut snapshots = Vec::new();
+        for (shard, feed) in &mut self.feeds {
+            let (snapshot, _) = feed.snapshot.take().expect("every snapshot is in");
+            let changes = below
+                .values()
+                .flat_map(|parts| parts.iter().filter(|(s, _)| s == shard))
+                .map(|(_, ops)| ops.as_slice());
+            let state = start::shard_at(&path, snapshot.as_ref(), changes, self.root_depth)
+                .map_err(|reason| MergeError::Inconsistent {
+                    shard: *shard,
+                    reason,
+                })?;
+            snapshots.push((*shard, state));
+        }
         let map = &self.config.map;
         let owner = |root: &str| {
             NodePath::parse(root, &Limits::default()).map_or(SPINE.0, |p| map.shard_of(&p).0)
@@ -235,10 +273,18 @@ impl Merge {
             tree,
             resync: false,
         });
-        for feed in self.feeds.values_mut() {
-            feed.snapshot = None;
-        }
         self.started = true;
+        self.released = frontier;
+        out.push(MergedPush::Resolved { hlc: frontier });
+        Ok(())
+    }
+
+    fn drop_waiting(&mut self, shard: u32) {
+        for parts in self.waiting.values_mut() {
+            parts.retain(|(s, _)| *s != shard);
+        }
+        self.waiting.retain(|_, parts| !parts.is_empty());
+        self.waiting_ops = self.waiting.values().map(ops_in).sum();
     }
 
     fn frontier(&self) -> u64 {
@@ -260,7 +306,7 @@ impl Merge {
                 break;
             }
             let parts = entry.remove();
-            self.waiting_ops -= parts.iter().map(|(_, ops)| ops.len()).sum::<usize>();
+            self.waiting_ops -= ops_in(&parts);
             let ops = view::merged_ops(&parts, self.root_depth, self.one_shard);
             let txn = match key {
                 Key::Txn(id) => Some(id),

@@ -62,8 +62,17 @@ const T: TxnId = TxnId { node: 1, seq: 7 };
 #[test]
 fn a_cross_shard_transaction_is_released_whole_once_the_frontier_passes_it() {
     let mut m = merge(None, false);
-    let started = feed(&mut m, (0..3).map(|s| (s, snapshot(s, 10))).collect());
-    assert_eq!(started.len(), 1, "one merged snapshot: {started:?}");
+    let mut pushes: Vec<(u32, Push)> = (0..3).map(|s| (s, snapshot(s, 10))).collect();
+    pushes.extend((0..3).map(|s| (s, Push::Resolved { hlc: 10 })));
+    let started = feed(&mut m, pushes);
+    let cut = vec![
+        MergedPush::Snapshot {
+            tree: None,
+            resync: false,
+        },
+        MergedPush::Resolved { hlc: 10 },
+    ];
+    assert_eq!(started, cut, "the merged snapshot is the cut at 10");
     let half = feed(
         &mut m,
         vec![
@@ -72,7 +81,7 @@ fn a_cross_shard_transaction_is_released_whole_once_the_frontier_passes_it() {
             (0, Push::Resolved { hlc: 30 }),
         ],
     );
-    assert_eq!(half, vec![], "shard 2 holds the frontier at 0");
+    assert_eq!(half, vec![], "shard 2 holds the frontier at 10");
     let whole = feed(
         &mut m,
         vec![
@@ -119,7 +128,11 @@ fn the_first_resolved_waits_for_the_latest_snapshot() {
         &mut m,
         (0..3).map(|s| (s, Push::Resolved { hlc: 45 })).collect(),
     );
-    assert_eq!(late, vec![MergedPush::Resolved { hlc: 45 }]);
+    let snapshot = MergedPush::Snapshot {
+        tree: None,
+        resync: false,
+    };
+    assert_eq!(late, vec![snapshot, MergedPush::Resolved { hlc: 45 }]);
 }
 
 #[test]
@@ -231,4 +244,61 @@ fn merged_ops_leave_the_spine_dentries_out_and_delete_spine_nodes_last() {
         view::merged_ops(&parts, 3, false),
         vec![create_zone, entity, delete_zone, place]
     );
+}
+
+fn create(parent: &str, name: &str) -> Op {
+    Op::Create {
+        parent: parent.into(),
+        name: name.into(),
+        class: "Node".into(),
+        props: vec![],
+    }
+}
+
+/// The subtree at WORLD of a tree built by `ops` (placeholders above the roots).
+fn world_of(ops: &[Op]) -> Option<Value> {
+    let mut tree = crate::tree::Tree::new(Limits::default()).with_placeholders(3);
+    for op in ops {
+        tree.apply_op(op).expect("a valid op");
+    }
+    tree.subtree_value(&NodePath::parse(WORLD, &Limits::default()).expect("valid"))
+}
+
+#[test]
+fn the_snapshot_is_the_cut_at_the_frontier_even_when_shard_snapshots_are_not() {
+    let a = "/root/World/A";
+    let owner = map()
+        .shard_of(&NodePath::parse(a, &Limits::default()).expect("valid"))
+        .0;
+    let world = create("/root", "World");
+    // The spine's snapshot already has A's dentry; A's shard's snapshot predates A, whose
+    // create (a cross-shard transaction at 15) is among its changes.
+    let spine = world_of(&[world.clone(), create(WORLD, "A")]);
+    let mut pushes = vec![(
+        0,
+        Push::Snapshot {
+            shard: 0,
+            tree: spine,
+            index: 3,
+            hlc: 20,
+            resync: false,
+        },
+    )];
+    for shard in [1, 2] {
+        pushes.push((shard, snapshot(shard, 12)));
+    }
+    let created = change(owner, 4, 15, Some(T), vec![create(WORLD, "A")]);
+    pushes.push((owner, created));
+    pushes.push((owner, change(owner, 5, 30, None, vec![set(a, 7)])));
+    pushes.extend((0..3).map(|s| (s, Push::Resolved { hlc: 25 })));
+    let out = feed(&mut merge(None, false), pushes);
+    let expected = world_of(&[world, create(WORLD, "A")]);
+    let cut = vec![
+        MergedPush::Snapshot {
+            tree: expected,
+            resync: false,
+        },
+        MergedPush::Resolved { hlc: 25 },
+    ];
+    assert_eq!(out, cut, "A once, without the change at 30");
 }

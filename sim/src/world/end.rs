@@ -108,39 +108,50 @@ impl World {
     }
 
     /// Once quiet, each world subscriber whose frontier passed every leader's last entry
-    /// holds what the leaders hold, merged over the shards.
+    /// holds the bank's worlds as the leaders do, merged over the shards.
     fn compare_world_mirrors(&mut self) {
-        let root = NodePath::parse(crate::cuts::WORLD_PATH, &Limits::default()).expect("valid");
         let Some(leaders) = (0..self.shards)
             .map(|s| self.leader_replica(s))
             .collect::<Option<Vec<_>>>()
         else {
             return;
         };
-        let newest = leaders.iter().map(|r| r.applied_hlc().as_u64()).max().unwrap_or(0);
-        let snapshots: Vec<(u32, Option<treesync_core::Value>)> = leaders
+        let newest = leaders
             .iter()
-            .enumerate()
-            .map(|(s, r)| (s as u32, r.tree().subtree_value(&root)))
+            .map(|r| r.applied_hlc().as_u64())
+            .max()
+            .unwrap_or(0);
+        let map = treesync_core::shard::ShardMap::new(
+            self.shards,
+            treesync_core::shard::SHARD_DEPTH_DEFAULT,
+        )
+        .expect("valid");
+        let owner =
+            |p: &str| NodePath::parse(p, &Limits::default()).map_or(0, |p| map.shard_of(&p).0);
+        let worlds: Vec<(NodePath, Option<treesync_core::Value>)> = crate::cuts::WORLDS
+            .iter()
+            .map(|w| {
+                let path = NodePath::parse(w, &Limits::default()).expect("valid");
+                let snapshots: Vec<_> = leaders
+                    .iter()
+                    .enumerate()
+                    .map(|(s, r)| (s as u32, r.tree().subtree_value(&path)))
+                    .collect();
+                let merged =
+                    treesync_core::cut::view::merged_tree(w, &snapshots, map.depth(), owner);
+                (path, merged)
+            })
             .collect();
-        let map = treesync_core::shard::ShardMap::new(self.shards, treesync_core::shard::SHARD_DEPTH_DEFAULT)
-            .expect("valid");
-        let owner = |p: &str| {
-            NodePath::parse(p, &Limits::default()).map_or(0, |p| map.shard_of(&p).0)
-        };
-        let merged = treesync_core::cut::view::merged_tree(
-            crate::cuts::WORLD_PATH,
-            &snapshots,
-            map.depth(),
-            owner,
-        );
         let mut equal = 0;
         for (server, mirror, resolved) in self.cuts.mirrors() {
             if resolved < newest {
                 continue; // its frontier has not passed everything yet
             }
-            if mirror.subtree_value(&root) != merged {
-                let why = format!("cut: server {server}'s world mirror at {resolved} differs from the leaders' merged tree");
+            if let Some((path, _)) = worlds.iter().find(|(p, v)| mirror.subtree_value(p) != *v) {
+                let why = format!(
+                    "cut: server {server}'s mirror of {} at {resolved} differs from the leaders' merged tree",
+                    path.as_str()
+                );
                 self.observer.violation.get_or_insert(why);
                 return;
             }

@@ -88,8 +88,11 @@ impl World {
             .collect();
         let world = self.token(Route::Subscription);
         let early = self.options.inject == Some(Bug::ReleaseBeforeFrontier);
-        let map = treesync_core::shard::ShardMap::new(self.shards, treesync_core::shard::SHARD_DEPTH_DEFAULT)
-            .expect("the simulator's map is valid");
+        let map = treesync_core::shard::ShardMap::new(
+            self.shards,
+            treesync_core::shard::SHARD_DEPTH_DEFAULT,
+        )
+        .expect("the simulator's map is valid");
         self.cuts.subscribed(world, id, &map, &tokens, early);
         for (shard, token) in tokens.into_iter().enumerate() {
             let input = Input::Subscribe(Subscription {
