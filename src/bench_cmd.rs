@@ -106,6 +106,7 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
             cluster_secret: secret.clone(),
             dial: BTreeMap::new(),
             unsafe_local_reads: false,
+            closed_lag_ms: treesync_core::replica::CLOSED_LAG_MS_DEFAULT,
         };
         // The servers run until the process exits at the end of the benchmark.
         let handle = runtime::start(config).map_err(|e| e.to_string())?;

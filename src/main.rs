@@ -48,7 +48,8 @@ commands:
               ports, one per server; or off),
               peers on --port-base B (default 7100: B+100, B+200, B+300),
               --shards S (default 8: the spine, shard 0, and 7 entity shards),
-              --compact-entries N (log entries kept before a snapshot, default 10000)
+              --compact-entries N (log entries kept before a snapshot, default 10000),
+              --closed-lag-ms L (how far resolved timestamps trail the clock, default 50)
   serve     one server of a cluster:
               --id N --peers 1=HOST:PORT,2=HOST:PORT,3=HOST:PORT (core c listens on PORT+c)
               --client-addr HOST:PORT|off (WebSocket clients, default 127.0.0.1:7070)
@@ -57,6 +58,7 @@ commands:
               --max-in-flight N (256) --sub-queue N (1024) --max-subs N (64)
               --data DIR --cores C --shards S --tick-ms T --compact-entries N (10000)
               --wal-rewrite-bytes B (default 256 MiB) --no-fsync (benchmarks only) --no-pin
+              --closed-lag-ms L (1..60000, default 50)
               --dial 2=HOST:PORT,... (reach these peers at another address: a proxy)
               test-only faults (treesync jepsen): --test-clock-offset-file F (ms added to
               the wall clock), --test-disk-fault-file F (eio|full), --test-unsafe-local-reads

@@ -9,6 +9,7 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use treesync_actors::runtime::{self, Forwarding, LocalCluster, ServerBackend, ServerConfig};
+use treesync_core::replica::CLOSED_LAG_MS_DEFAULT;
 
 /// Shards `treesync local` runs by default: the spine and 7 entity shards, so whatever a
 /// newcomer tries spans shards.
@@ -106,6 +107,7 @@ pub fn serve_config(
         cluster_secret: runtime::ClusterSecret::random(),
         dial: BTreeMap::new(),
         unsafe_local_reads: false,
+        closed_lag_ms: CLOSED_LAG_MS_DEFAULT,
     };
     let mut secret_file: Option<PathBuf> = None;
     let mut args = args.iter();
@@ -121,6 +123,7 @@ pub fn serve_config(
             "--tick-ms" => config.tick = Duration::from_millis(value(flag, args.next())?),
             "--wal-rewrite-bytes" => config.wal_rewrite_bytes = value(flag, args.next())?,
             "--compact-entries" => config.compact_entries = value(flag, args.next())?,
+            "--closed-lag-ms" => config.closed_lag_ms = lag(flag, args.next())?,
             "--cluster-secret-file" => {
                 secret_file = Some(value::<String>(flag, args.next())?.into())
             }
@@ -192,11 +195,22 @@ pub fn serve(args: &[String]) -> Result<ExitCode, String> {
 /// Three servers in this process on loopback, data under `./data/local`, each with a
 /// WebSocket gateway (default 127.0.0.1:7070, :7071, :7072; port 0 picks free ones) that
 /// forwards each request to its shard's leader.
+/// `--closed-lag-ms`: at least 1 ms (a leader never closes its own entry's timestamp) and
+/// at most a minute (a cross-shard write waits at most that for its shards to take it).
+fn lag(flag: &str, arg: Option<&String>) -> Result<u64, String> {
+    let ms: u64 = value(flag, arg)?;
+    match ms {
+        1..=60_000 => Ok(ms),
+        _ => Err(format!("{flag} {ms}: must be between 1 and 60000 ms")),
+    }
+}
+
 pub fn local(args: &[String]) -> Result<ExitCode, String> {
     let mut data = PathBuf::from("data/local");
     let mut gateway = client_addr(CLIENT_ADDR_DEFAULT)?;
     let mut port_base: u16 = 7100;
     let mut compact_entries = runtime::COMPACT_ENTRIES_DEFAULT;
+    let mut closed_lag_ms = CLOSED_LAG_MS_DEFAULT;
     let mut shards = LOCAL_SHARDS_DEFAULT;
     let mut limits = GatewayLimits::default();
     let mut args = args.iter();
@@ -207,6 +221,7 @@ pub fn local(args: &[String]) -> Result<ExitCode, String> {
             "--client-addr" => gateway = client_addr(&value::<String>(flag, args.next())?)?,
             "--port-base" => port_base = value(flag, args.next())?,
             "--compact-entries" => compact_entries = value(flag, args.next())?,
+            "--closed-lag-ms" => closed_lag_ms = lag(flag, args.next())?,
             other if limit_flag(&mut limits, other, &mut args)? => {}
             other => return Err(format!("unknown option {other:?}")),
         }
@@ -239,6 +254,7 @@ pub fn local(args: &[String]) -> Result<ExitCode, String> {
             cluster_secret: secret.clone(),
             dial: BTreeMap::new(),
             unsafe_local_reads: false,
+            closed_lag_ms,
         };
         handles.push(runtime::start(config).map_err(|e| e.to_string())?);
     }

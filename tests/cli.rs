@@ -115,6 +115,22 @@ fn serve_refuses_to_start_without_a_cluster_secret_or_with_a_short_one() {
 }
 
 #[test]
+fn a_closed_timestamp_lag_out_of_range_is_refused_with_its_bounds() {
+    for (command, lag) in [("local", "0"), ("serve", "60001")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_treesync"))
+            .args([command, "--closed-lag-ms", lag])
+            .output()
+            .expect("run treesync");
+        assert!(
+            !out.status.success(),
+            "{command} took --closed-lag-ms {lag}"
+        );
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains("must be between 1 and 60000 ms"), "{said}");
+    }
+}
+
+#[test]
 fn a_second_server_on_the_same_data_directory_is_refused() {
     let dir = std::env::temp_dir().join(format!("treesync-shared-dir-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir); // a leftover of an earlier run, if any

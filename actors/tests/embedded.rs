@@ -36,6 +36,7 @@ fn embedded_single_server_writes_and_reads() {
         cluster_secret: ClusterSecret::random(),
         dial: BTreeMap::new(),
         unsafe_local_reads: false,
+        closed_lag_ms: treesync_core::replica::CLOSED_LAG_MS_DEFAULT,
     };
     let server = runtime::start(config).expect("starts");
     let txn = Txn::single(Op::Set {

@@ -104,6 +104,8 @@ pub async fn run(
             jitter_seed: nonce,
             boot_nonce: nonce,
             unsafe_local_reads: config.unsafe_local_reads,
+            closed_lag_ms: config.closed_lag_ms,
+            close_every_ms: (config.closed_lag_ms / 2).max(1),
             ..ReplicaConfig::new(config.id, peers.clone())
         },
         request_ticks_max: REQUEST_TICKS_DEFAULT,

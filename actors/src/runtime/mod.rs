@@ -102,6 +102,9 @@ pub struct ServerConfig {
     /// A replica compacts its log into a tree snapshot once this many applied entries
     /// precede it (subscribers resuming from before that get a fresh snapshot).
     pub compact_entries: u64,
+    /// How far below its clock a shard leader closes timestamps (`replica::closed`):
+    /// the lag of resolved timestamps, and how late a cross-shard write may arrive.
+    pub closed_lag_ms: u64,
     /// The secret every server of the cluster shares: peers prove it to each other.
     pub cluster_secret: ClusterSecret,
     /// Where to dial some peers instead of their member address in `peers` (a proxy, a

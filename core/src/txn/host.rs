@@ -365,7 +365,11 @@ impl TxnHost {
             return;
         }
         let anchor = plan.parts.last().expect("two or more parts").0;
-        let ts = hosted.ts;
+        // The commit timestamp is taken now, after the planning reads and any back-off, not
+        // when the transaction arrived: its intents must reach each shard before that shard
+        // closes the timestamp (`replica::closed`), which a read or a back-off could outlast.
+        let planned = hosted.ts;
+        let ts = self.fresh_ts(planned);
         self.next_seq = self
             .next_seq
             .checked_add(1)
@@ -380,6 +384,7 @@ impl TxnHost {
             anchor,
         };
         let hosted = self.txns.get_mut(&ticket).expect("planning a hosted txn");
+        hosted.ts = ts;
         let mut commands = Vec::new();
         let mut coordinator = Coordinator::start(meta, plan.parts, &mut commands);
         if self.bug == Some(HostBug::AckWithoutIntents) {

@@ -3,7 +3,7 @@
 use super::*;
 use treesync_core::{Limits, NodePath};
 
-/// Steps the end of a run waits for every shard's replicas to be level at one instant.
+/// Steps the end of a run waits for every up replica to apply what its leader committed.
 const SETTLE_STEPS_MAX: usize = 400;
 
 impl World {
@@ -18,8 +18,25 @@ impl World {
         })
     }
 
-    /// A shard without a leader or whose up replicas applied different indexes, if any.
-    fn unsettled_shard(&self) -> Option<(u32, Vec<u64>)> {
+    /// Steps (boundedly) until every shard has a leader.
+    fn await_leaders(&mut self) {
+        for _ in 0..SETTLE_STEPS_MAX {
+            if self.commit_targets().is_some() {
+                return;
+            }
+            self.step(false);
+        }
+    }
+
+    /// Each shard's leader's commit index (`None`: a shard has no leader).
+    fn commit_targets(&self) -> Option<Vec<u64>> {
+        (0..self.shards)
+            .map(|s| self.leader_replica(s).map(|r| r.commit_index()))
+            .collect()
+    }
+
+    /// A shard without a leader or an up replica that has not applied `targets[shard]`.
+    fn unsettled_shard(&self, targets: &[u64]) -> Option<(u32, Vec<u64>)> {
         (0..self.shards).find_map(|shard| {
             let core = shard as usize % self.cores;
             let applied: Vec<u64> = self
@@ -29,25 +46,31 @@ impl World {
                 .filter_map(|s| s.cores[core].engine.as_ref()?.replica(shard))
                 .map(|r| r.applied_index())
                 .collect();
-            let level = applied.iter().all(|a| *a == applied[0]);
-            (self.leader_of(shard).is_none() || !level).then_some((shard, applied))
+            let behind = applied.iter().any(|a| *a < targets[shard as usize]);
+            (self.leader_of(shard).is_none() || behind).then_some((shard, applied))
         })
     }
 
     /// Liveness after healing, then final reads of every register, then linearizability.
     pub fn final_checks(&mut self) -> Option<String> {
+        // A leadership hand-over may be under way as healing ends: let it finish.
+        self.await_leaders();
         if let Some(violation) = self.bank_checks() {
             return Some(violation);
         }
-        // Leaders keep closing timestamps with empty entries, so replicas are level only
-        // between two of them: step until every shard is level at one instant.
+        // Leaders keep closing timestamps with empty entries, so replicas are rarely level:
+        // every up replica must apply what its leader had committed when healing ended.
+        self.await_leaders();
+        let Some(targets) = self.commit_targets() else {
+            return Some("liveness: after healing, a shard has no leader".into());
+        };
         for _ in 0..SETTLE_STEPS_MAX {
-            if self.unsettled_shard().is_none() {
+            if self.unsettled_shard(&targets).is_none() {
                 break;
             }
             self.step(false);
         }
-        if let Some((shard, applied)) = self.unsettled_shard() {
+        if let Some((shard, applied)) = self.unsettled_shard(&targets) {
             return Some(format!(
                 "liveness: after healing, shard {shard} leader={:?} applied={applied:?}",
                 self.leader_of(shard)
@@ -110,17 +133,25 @@ impl World {
     /// Once quiet, each world subscriber whose frontier passed every leader's last entry
     /// holds the bank's worlds as the leaders do, merged over the shards.
     fn compare_world_mirrors(&mut self) {
+        // No client writes any more: once every frontier passes what the leaders applied
+        // now, the mirrors must hold it (close entries keep coming, changes do not).
+        let now = (0..self.shards)
+            .filter_map(|s| self.leader_replica(s))
+            .map(|r| r.applied_hlc().as_u64())
+            .max()
+            .unwrap_or(0);
+        for _ in 0..SETTLE_STEPS_MAX {
+            if self.cuts.mirrors().all(|(_, _, resolved)| resolved >= now) {
+                break;
+            }
+            self.step(false);
+        }
         let Some(leaders) = (0..self.shards)
             .map(|s| self.leader_replica(s))
             .collect::<Option<Vec<_>>>()
         else {
             return;
         };
-        let newest = leaders
-            .iter()
-            .map(|r| r.applied_hlc().as_u64())
-            .max()
-            .unwrap_or(0);
         let map = treesync_core::shard::ShardMap::new(
             self.shards,
             treesync_core::shard::SHARD_DEPTH_DEFAULT,
@@ -144,7 +175,7 @@ impl World {
             .collect();
         let mut equal = 0;
         for (server, mirror, resolved) in self.cuts.mirrors() {
-            if resolved < newest {
+            if resolved < now {
                 continue; // its frontier has not passed everything yet
             }
             if let Some((path, _)) = worlds.iter().find(|(p, v)| mirror.subtree_value(p) != *v) {
