@@ -78,6 +78,7 @@ impl World {
         }
         for shard in 0..self.shards {
             for key in 0..KEYS {
+                self.await_leaders(); // a leadership hand-over may be under way
                 let Some(server) = self.leader_of(shard) else {
                     return Some(format!("liveness: shard {shard} lost its leader"));
                 };

@@ -264,7 +264,9 @@ impl World {
                 jitter_seed: seed ^ (id << 48) ^ (boots << 32) ^ core as u64,
                 boot_nonce: boots,
                 closed_lag_ms: self.closed_lag_ms,
-                close_every_ms: self.closed_lag_ms / 2 + 5,
+                // Less often than the runtime's lag / 2: each close is an entry every replica
+                // logs, and the simulator's time goes into them.
+                close_every_ms: 2 * self.closed_lag_ms + 10,
                 ..ReplicaConfig::new(id, (1..=SERVERS).collect())
             },
             request_ticks_max: REQUEST_TICKS,
