@@ -9,7 +9,7 @@
 //! - Ticks are never starved: a tick that is due is taken before any further draining.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_lite::future::or;
 use treesync_core::clock_offset::ClockOffsets;
@@ -92,7 +92,7 @@ pub async fn run(
     routes.extend(config.dial.iter().filter(|(id, _)| **id != config.id));
     let mut transport = Transport::start(peer_auth(&config, core), &routes, peer_tx, forward_tx)
         .map_err(|e| e.to_string())?;
-    let logger = slog::Logger::root(slog::Discard, slog::o!());
+    let logger = super::raft_logger::logger();
     let peers: Vec<u64> = config.peers.keys().copied().collect();
     let nonce = boot_nonce(core);
     let engine_config = EngineConfig {
@@ -157,7 +157,14 @@ pub async fn run(
         let rewrite_due = |wal: &Wal| wal.len() > config.wal_rewrite_bytes.max(2 * wal_base_bytes);
         // One batch in flight at a time: write it, then feed its completion back.
         while let Some(done) = batch.take() {
+            let started = Instant::now();
             write_batch(&done, &mut wal).await?;
+            let took = started.elapsed();
+            // The loop neither ticks nor reads peers meanwhile: a batch near an election
+            // timeout (100-200 ms) costs this server its leaderships.
+            if took > SLOW_BATCH {
+                tracing::warn!(?took, shards = done.requests.len(), "slow WAL batch");
+            }
             let mut commands = Commands::default();
             let persisted = Input::Persisted { batch: done.number };
             driver.engine.step(persisted, &mut commands);
@@ -180,6 +187,9 @@ pub async fn run(
         }
     }
 }
+
+/// A WAL batch slower than this is logged.
+const SLOW_BATCH: Duration = Duration::from_millis(100);
 
 async fn wait(
     inbox: &flume::Receiver<CoreMsg>,

@@ -9,6 +9,7 @@ mod client_port;
 mod core_loop;
 mod driver;
 mod gateway_backend;
+mod raft_logger;
 mod router;
 pub mod txn_host;
 pub mod wal_records;

@@ -656,11 +656,6 @@ impl Replica {
         if !self.is_leader() || preferred == self.id() || self.raw.raft.lead_transferee.is_some() {
             return;
         }
-        // raft-rs drops proposals while a hand-over is under way: never start one over
-        // pending writes (24 concurrent 1 MiB writes were all dropped otherwise).
-        if !self.pending_writes.is_empty() {
-            return;
-        }
         let last = self.raw.raft.raft_log.last_index();
         let caught_up = self
             .raw

@@ -104,3 +104,31 @@ fn an_intent_at_or_below_the_closed_timestamp_is_refused_and_holds_nothing() {
     step(&mut replica, 3, resolve);
     assert_eq!(replica.resolved_ts(), replica.closed_ts());
 }
+
+#[test]
+fn a_leader_keeps_at_most_one_close_entry_in_flight() {
+    let mut replica = leader(&config());
+    let unsettled = |replica: &mut Replica, wall_ms: u64| {
+        let mut out = Output::default();
+        replica.step(
+            Input::Clock {
+                hlc: Timestamp::new(wall_ms, 0),
+            },
+            &mut out,
+        );
+        out
+    };
+    // The first close entry is proposed and not yet durable, so not committed.
+    let mut first = unsettled(&mut replica, 10_000);
+    assert_eq!(replica.close_entries, 1);
+    // Long past due, but another one would only queue behind it: none is proposed.
+    let mut behind = unsettled(&mut replica, 10_500);
+    assert_eq!(replica.close_entries, 1, "none behind an uncommitted entry");
+    settle(&mut replica, &mut first);
+    settle(&mut replica, &mut behind);
+    assert_eq!(replica.closed_ts(), Timestamp::new(9_950, 0));
+    // Committed: the next tick closes up to the clock again.
+    clock(&mut replica, 10_600);
+    assert_eq!(replica.close_entries, 2);
+    assert_eq!(replica.closed_ts(), Timestamp::new(10_550, 0));
+}
