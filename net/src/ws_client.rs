@@ -92,12 +92,14 @@ pub enum PushEvent {
         resync: bool,
     },
     /// The ops (request-shaped Dictionaries) of the transaction at `index` that touch the
-    /// subtree.
+    /// subtree, committed at `hlc`; `txn` names a cross-shard transaction. A merged
+    /// subscription's changes have no `shard` and `index` (both 0 here).
     Change {
         sub: i64,
         shard: i64,
         index: i64,
         hlc: i64,
+        txn: Option<String>,
         ops: Vec<Value>,
     },
     /// Every change with an HLC up to `hlc` has been delivered.
@@ -125,6 +127,10 @@ impl PushEvent {
                 shard: int("shard"),
                 index: int("index"),
                 hlc: int("hlc"),
+                txn: match field(push, "txn") {
+                    Some(Value::String(txn)) => Some(txn.clone()),
+                    _ => None,
+                },
                 ops: match field(push, "ops") {
                     Some(Value::Array(ops)) => ops.clone(),
                     _ => Vec::new(),

@@ -129,6 +129,15 @@ impl<R: ShardRoute + Clone> ServerBackend<R> {
         }
     }
 
+    /// `path` parsed, when a subscription of it merges shards (`cut::shards_for`).
+    fn merged_path(&self, path: &str) -> Result<Option<NodePath>, ReplyError> {
+        let parsed = NodePath::parse(path, &self.limits).map_err(|e| ReplyError::InvalidPath {
+            reason: e.to_string(),
+        })?;
+        let shards = treesync_core::cut::shards_for(&self.map, &parsed);
+        Ok((shards.len() > 1).then_some(parsed))
+    }
+
     /// The one shard a transaction touches when it needs no planning read, if so.
     fn fast_shard(&self, txn: &Txn) -> Option<u32> {
         let no_reads = split::reads_needed(txn, &self.map, &self.limits)
@@ -219,13 +228,27 @@ impl<R: ShardRoute + Clone + Backend> Backend for ServerBackend<R> {
         Box::pin(self.clone().read(path, target))
     }
 
+    /// A path above the shard roots merges every shard's feed on this server
+    /// (`merged_feed`); any other is one shard's feed.
     fn subscribe(
         &self,
         path: String,
         from: Option<u64>,
         sink: flume::Sender<Push>,
     ) -> BoxFuture<Outcome> {
-        self.route.subscribe(path, from, sink)
+        let parsed = match self.merged_path(&path) {
+            Ok(Some(parsed)) => parsed,
+            Ok(None) => return self.route.subscribe(path, from, sink),
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        let (router, map) = (self.router.clone(), self.map.clone());
+        Box::pin(super::merged_feed::subscribe(
+            router, map, parsed, from, sink,
+        ))
+    }
+
+    fn merges(&self, path: &str) -> bool {
+        matches!(self.merged_path(path), Ok(Some(_)))
     }
 
     fn status(&self) -> BoxFuture<Outcome> {

@@ -9,6 +9,7 @@ mod client_port;
 mod core_loop;
 mod driver;
 mod gateway_backend;
+mod merged_feed;
 mod raft_logger;
 mod router;
 pub mod txn_host;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use thiserror::Error;
 use treesync_core::api::Outcome;
+use treesync_core::engine::Resume;
 use treesync_core::hlc::{Hlc, MAX_OFFSET_MS_DEFAULT};
 use treesync_core::replica::ReadTarget;
 use treesync_core::shard::ShardMap;
@@ -67,7 +69,7 @@ pub enum CoreMsg {
     Subscribe {
         shard: u32,
         path: String,
-        from: Option<u64>,
+        from: Option<Resume>,
         sink: flume::Sender<Push>,
         reply: flume::Sender<Outcome>,
     },

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use treesync_core::api::{Outcome, ReplyError};
+use treesync_core::engine::Resume;
 use treesync_core::path::NodePath;
 use treesync_core::replica::ReadTarget;
 use treesync_core::shard::ShardMap;
@@ -153,13 +154,37 @@ impl Router {
         sink: flume::Sender<Push>,
     ) -> Outcome {
         let shard = self.shard_of_path(&path)?;
+        self.subscribe_shard(shard, path, from.map(Resume::AfterIndex), sink)
+            .await
+    }
+
+    /// Subscribes `sink` to what `shard` holds of the subtree at `path` (for a path above
+    /// the shard roots, an entity shard holds the entities below it: `cut::Merge` merges
+    /// such feeds), linearizable as `subscribe`.
+    pub async fn subscribe_shard(
+        &self,
+        shard: u32,
+        path: String,
+        from: Option<Resume>,
+        sink: flume::Sender<Push>,
+    ) -> Outcome {
         // A linearizable read first (ReadIndex, cheap: a property that cannot exist):
         // once it answers, this replica has applied every write acknowledged before the
         // subscribe, so the snapshot taken next is at least that fresh.
         let barrier = ReadTarget::Prop(String::new());
-        match self.read(path.clone(), barrier).await {
-            // One may subscribe to a path before its node exists.
-            Ok(_) | Err(ReplyError::Rejected(TreeError::NotFound { .. })) => {}
+        let read = self.ask(self.core_of(shard), false, |reply| CoreMsg::Read {
+            shard,
+            path: path.clone(),
+            target: barrier,
+            reply,
+        });
+        match read.await {
+            // One may subscribe to a path before its node exists; an intent there is
+            // reported after the read index applied (the feed holds its resolved timestamp
+            // below it until it resolves).
+            Ok(_)
+            | Err(ReplyError::Rejected(TreeError::NotFound { .. }))
+            | Err(ReplyError::Locked { .. }) => {}
             Err(other) => return Err(other),
         }
         self.ask(self.core_of(shard), false, |reply| CoreMsg::Subscribe {

@@ -37,6 +37,11 @@ use crate::txn::TxnId;
 use crate::value::Value;
 use crate::Limits;
 
+/// The `shard` a merged subscription's pushes carry when they travel as `engine::Push`
+/// (the gateway's type): no shard has this id (shard ids are below `ShardMap::shard_count`,
+/// a `u32`), and their `index` means nothing.
+pub const MERGED_SHARD: u32 = u32::MAX;
+
 /// What a merged subscription delivers, in order.
 #[derive(Clone, Debug, PartialEq)]
 pub enum MergedPush {

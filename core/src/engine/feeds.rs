@@ -49,6 +49,17 @@ pub enum Push {
     Resolved { hlc: u64 },
 }
 
+/// Where a resumed feed continues.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resume {
+    /// After this shard's log index (a single-shard subscription's position).
+    AfterIndex(u64),
+    /// With the changes whose commit timestamp is above this HLC, a merged position
+    /// (`cut::Merge`): every change at or below it was delivered, so none is sent again,
+    /// not even one this replica applies only later.
+    AboveHlc(u64),
+}
+
 /// One subscriber of one shard.
 #[derive(Debug)]
 pub(super) struct Subscriber {
@@ -56,6 +67,8 @@ pub(super) struct Subscriber {
     path: String,
     /// The applied index its snapshot or catch-up reached: changes up to it were delivered.
     after: u64,
+    /// Changes with a commit timestamp at or below it are never pushed (`Resume::AboveHlc`).
+    skip_to: u64,
 }
 
 fn snapshot(shard: u32, replica: &Replica, path: &str, resync: bool) -> Push {
@@ -101,29 +114,40 @@ fn catch_up_pushes(shard: u32, path: &str, changes: Vec<LoggedChange>) -> Option
 
 /// Starts a feed: the changes after `from` if the log still holds them and at most `room`
 /// of them touch the subtree, else a snapshot (marked `resync` when the subscriber asked to
-/// resume). A `from` this replica has not applied yet but knows committed (a position
+/// resume). A `from` index this replica has not applied yet but knows committed (a position
 /// learnt from a faster replica) waits for the log to get there instead.
 pub(super) fn start(
     shard: u32,
     replica: &mut Replica,
     id: SubId,
     path: String,
-    from: Option<u64>,
+    from: Option<Resume>,
     room: usize,
     pushes: &mut Vec<(SubId, Push)>,
 ) -> Subscriber {
     replica.record_changes = true;
-    if let Some(from) = from.filter(|f| *f > replica.applied_index()) {
+    let skip_to = match from {
+        Some(Resume::AboveHlc(hlc)) => hlc,
+        _ => 0,
+    };
+    if let Some(Resume::AfterIndex(from)) = from.filter(|f| match f {
+        Resume::AfterIndex(index) => *index > replica.applied_index(),
+        Resume::AboveHlc(_) => false,
+    }) {
         if from <= replica.commit_index() {
             return Subscriber {
                 id,
                 path,
                 after: from,
+                skip_to,
             };
         }
     }
     let catch_up = from
-        .and_then(|f| replica.changes_after(f))
+        .and_then(|f| match f {
+            Resume::AfterIndex(index) => replica.changes_after(index),
+            Resume::AboveHlc(hlc) => replica.changes_above(Timestamp::from_u64(hlc)),
+        })
         .and_then(|changes| catch_up_pushes(shard, &path, changes))
         .filter(|catch_up| catch_up.len() <= room);
     match catch_up {
@@ -134,6 +158,7 @@ pub(super) fn start(
         id,
         path,
         after: replica.applied_index(),
+        skip_to,
     }
 }
 
@@ -149,6 +174,7 @@ pub(super) fn publish(
         for sub in subs {
             match &change {
                 Applied::Txn { index, .. } | Applied::Reset { index } if *index <= sub.after => {}
+                Applied::Txn { hlc, .. } if hlc.as_u64() <= sub.skip_to => {}
                 Applied::Txn {
                     index,
                     hlc,

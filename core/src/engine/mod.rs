@@ -27,7 +27,7 @@ use raft::prelude::{Message, Snapshot};
 use raft::storage::MemStorage;
 
 use feeds::Subscriber;
-pub use feeds::{Push, SubId};
+pub use feeds::{Push, Resume, SubId};
 
 use crate::hlc::Timestamp;
 use crate::op::Txn;
@@ -123,7 +123,8 @@ pub struct Subscription {
     pub token: Token,
     pub shard: u32,
     pub path: String,
-    pub from: Option<u64>,
+    /// Where a resumed subscriber continues (`None`: from a snapshot).
+    pub from: Option<Resume>,
     pub sub: SubId,
     /// How many pushes the subscriber's queue takes now (a longer catch-up becomes a
     /// snapshot).

@@ -261,16 +261,57 @@ impl Replica {
         if from + 1 < first || from > self.applied {
             return None;
         }
-        if from == self.applied {
+        let entries = self.applied_entries_from(from + 1)?;
+        Some(self.logged_changes(&entries))
+    }
+
+    /// The applied changes whose commit timestamp is above `hlc`, in log order, for a
+    /// subscriber resuming at a merged position; `None` when the log no longer holds all of
+    /// them (compacted: resync from a snapshot).
+    ///
+    /// Entry HLCs grow along the log and a change's commit timestamp is at most its entry's
+    /// HLC (a resolve entry is stamped above its transaction), so every such change is in the
+    /// suffix of entries stamped above `hlc`. The log holds all of that suffix if it holds an
+    /// entry stamped at or below `hlc`, or was never compacted.
+    pub fn changes_above(&self, hlc: Timestamp) -> Option<Vec<LoggedChange>> {
+        if self.applied_hlc <= hlc {
+            return Some(Vec::new());
+        }
+        let first = self.raw.store().first_index().expect("memory storage");
+        let entries = self.applied_entries_from(first)?;
+        let stamped = |e: &&Entry| entry_hlc(e) != Timestamp::ZERO;
+        let whole = first <= 1
+            || entries
+                .iter()
+                .find(stamped)
+                .is_some_and(|e| entry_hlc(e) <= hlc);
+        if !whole {
+            return None;
+        }
+        // Linear, not a binary search: a new leader's empty entry carries no HLC (zero).
+        let above = entries.iter().position(|e| entry_hlc(e) > hlc);
+        let mut changes = self.logged_changes(&entries[above.unwrap_or(entries.len())..]);
+        changes.retain(|c| c.hlc > hlc);
+        Some(changes)
+    }
+
+    /// Applied entries from index `from` on (`None`: the store cannot give them).
+    fn applied_entries_from(&self, from: u64) -> Option<Vec<Entry>> {
+        if from > self.applied {
             return Some(Vec::new());
         }
         let context = raft::GetEntriesContext::empty(false);
-        let entries = self
-            .raw
+        self.raw
             .store()
-            .entries(from + 1, self.applied + 1, None, context)
-            .ok()?;
-        let changes = entries
+            .entries(from, self.applied + 1, None, context)
+            .ok()
+    }
+
+    /// The changes `entries` made: transactions and resolved intents, with their commit
+    /// timestamps (rejected transactions, steps that changed nothing and empty entries are
+    /// left out).
+    fn logged_changes(&self, entries: &[Entry]) -> Vec<LoggedChange> {
+        entries
             .iter()
             .filter(|e| !e.data.is_empty() && !self.rejected.contains(&e.index))
             .map(|e| match self.resolved.get(&e.index) {
@@ -288,8 +329,7 @@ impl Replica {
                         .expect("applied entries that are not steps hold transactions"),
                 },
             })
-            .collect();
-        Some(changes)
+            .collect()
     }
 
     /// The subtree at `path` as Godot data (`None`: no such node), with the index and HLC

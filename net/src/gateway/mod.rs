@@ -58,6 +58,12 @@ pub trait Backend: Send + Sync + 'static {
         from: Option<u64>,
         sink: flume::Sender<Push>,
     ) -> BoxFuture<Outcome>;
+    /// Whether a subscription of `path` merges shards: its pushes carry
+    /// `cut::MERGED_SHARD`, and its position (what `from` takes) is the HLC of the last
+    /// `resolved`, not a log index.
+    fn merges(&self, _path: &str) -> bool {
+        false
+    }
     /// Who leads each shard, as this server sees it (`status`: Godot data).
     fn status(&self) -> BoxFuture<Outcome> {
         Box::pin(async {

@@ -85,6 +85,18 @@ pub fn op_value(op: &Op) -> Value {
     Value::Dictionary(fields.into_iter().map(|(k, v)| (key(k), v)).collect())
 }
 
+/// `shard` and `index` of a single shard's push; a merged subscription's pushes have
+/// neither (their position is the HLC of a `resolved`).
+fn log_position(shard: u32, index: u64) -> Vec<(&'static str, Value)> {
+    match shard == treesync_core::cut::MERGED_SHARD {
+        true => Vec::new(),
+        false => vec![
+            ("shard", Value::Int(i64::from(shard))),
+            ("index", Value::Int(index as i64)),
+        ],
+    }
+}
+
 /// A subscription push as sent: `{sub, event, ...}`.
 pub fn push_value(sub: i64, push: &Push) -> Value {
     let int = |v: u64| Value::Int(v as i64);
@@ -96,31 +108,31 @@ pub fn push_value(sub: i64, push: &Push) -> Value {
             index,
             hlc,
             resync,
-        } => vec![
-            ("event", key("snapshot")),
-            ("tree", tree.clone().unwrap_or(Value::Nil)),
-            ("shard", int(u64::from(*shard))),
-            ("index", int(*index)),
-            ("hlc", int(*hlc)),
-            ("resync", Value::Bool(*resync)),
-        ],
+        } => {
+            let mut fields = vec![
+                ("event", key("snapshot")),
+                ("tree", tree.clone().unwrap_or(Value::Nil)),
+            ];
+            fields.extend(log_position(*shard, *index));
+            fields.push(("hlc", int(*hlc)));
+            fields.push(("resync", Value::Bool(*resync)));
+            fields
+        }
         Push::Change {
             shard,
             index,
             hlc,
             txn,
             ops,
-        } => vec![
-            ("event", key("change")),
-            ("shard", int(u64::from(*shard))),
-            ("index", int(*index)),
-            ("hlc", int(*hlc)),
-            (
-                "txn",
-                txn.map_or(Value::Nil, |t| Value::String(t.to_string())),
-            ),
-            ("ops", Value::Array(ops.iter().map(op_value).collect())),
-        ],
+        } => {
+            let mut fields = vec![("event", key("change"))];
+            fields.extend(log_position(*shard, *index));
+            fields.push(("hlc", int(*hlc)));
+            let txn = txn.map_or(Value::Nil, |t| Value::String(t.to_string()));
+            fields.push(("txn", txn));
+            fields.push(("ops", Value::Array(ops.iter().map(op_value).collect())));
+            fields
+        }
         Push::Resolved { hlc } => vec![("event", key("resolved")), ("hlc", int(*hlc))],
     };
     fields.extend(rest.into_iter().map(|(k, v)| (key(k), v)));

@@ -161,8 +161,10 @@ impl Fragments {
 /// One subscription of a session.
 struct Subscription {
     path: String,
-    /// Log index of the last snapshot or change delivered: where a resumed feed starts.
+    /// Where a resumed feed starts: the log index of the last snapshot or change delivered,
+    /// or, for a subscription that merges shards, the HLC of the last `resolved`.
     position: Option<u64>,
+    merged: bool,
     /// The stream of pushes from the core (cancelled on unsubscribe).
     feed: Option<SpawnHandle>,
 }
@@ -265,11 +267,13 @@ impl Session {
         };
         let sub = self.next_sub;
         self.next_sub += 1;
+        let merged = self.shared.backend.merges(&path);
         self.subs.insert(
             sub,
             Subscription {
                 path: path.clone(),
                 position: from,
+                merged,
                 feed: None,
             },
         );
@@ -304,11 +308,9 @@ impl Session {
                 return session.send(ctx, &reply, ("id", id.unwrap_or(-1)));
             }
             if let Some(id) = id {
-                session.send(
-                    ctx,
-                    &ok_reply(id, vec![("sub", Value::Int(sub))]),
-                    ("id", id),
-                );
+                let merged = session.subs.get(&sub).is_some_and(|s| s.merged);
+                let fields = vec![("sub", Value::Int(sub)), ("merged", Value::Bool(merged))];
+                session.send(ctx, &ok_reply(id, fields), ("id", id));
             }
             let feed = rx
                 .into_stream()
@@ -342,8 +344,12 @@ impl StreamHandler<Fed> for Session {
         };
         match push {
             Some(push) => {
-                if let Push::Snapshot { index, .. } | Push::Change { index, .. } = &push {
-                    state.position = Some(*index);
+                match (&push, state.merged) {
+                    (Push::Snapshot { index, .. } | Push::Change { index, .. }, false) => {
+                        state.position = Some(*index);
+                    }
+                    (Push::Resolved { hlc }, true) => state.position = Some(*hlc),
+                    _ => {}
                 }
                 self.send(ctx, &push_value(sub, &push), ("sub", sub));
             }

@@ -132,3 +132,31 @@ fn a_leader_keeps_at_most_one_close_entry_in_flight() {
     assert_eq!(replica.close_entries, 2);
     assert_eq!(replica.closed_ts(), Timestamp::new(10_550, 0));
 }
+
+#[test]
+fn changes_above_a_timestamp_are_the_log_suffix_above_it() {
+    let mut replica = leader(&config());
+    let mut stamps = Vec::new();
+    for (id, wall_ms) in [(1, 20_000), (2, 20_010), (3, 20_020)] {
+        let mut out = Output::default();
+        let txn = Txn::single(Op::Set {
+            path: "/root".into(),
+            props: vec![Prop::new("gold", Value::Int(id as i64))],
+        });
+        let hlc = Timestamp::new(wall_ms, 0);
+        replica.step(Input::Propose { id, txn, hlc }, &mut out);
+        settle(&mut replica, &mut out);
+        stamps.push(hlc);
+    }
+    let above = |replica: &Replica, hlc: Timestamp| -> Vec<Timestamp> {
+        let changes = replica.changes_above(hlc).expect("the log holds them");
+        changes.into_iter().map(|c| c.hlc).collect()
+    };
+    assert_eq!(above(&replica, Timestamp::new(19_000, 0)), stamps);
+    assert_eq!(
+        above(&replica, stamps[0]),
+        stamps[1..].to_vec(),
+        "above, not at"
+    );
+    assert_eq!(above(&replica, stamps[2]), Vec::<Timestamp>::new());
+}
