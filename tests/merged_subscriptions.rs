@@ -1,7 +1,8 @@
 //! Subscriptions above the shard roots through the real gateways of `treesync local`
 //! (8 shards): each server merges every shard's feed (`cut::Merge`), so a subscriber of a
 //! world sees each cross-shard transfer as one change, the bank whole at every `resolved`,
-//! and resumes from its last `resolved` on another server without gap or duplicate.
+//! and resumes from its last `resolved` on another server without gap or duplicate; every
+//! `tree` of the world, read while transfers run, holds the whole bank (a consistent cut).
 
 mod support;
 
@@ -139,6 +140,13 @@ impl Mirror {
 async fn transfer(client: &mut WsClient, from: &str, to: &str) -> Option<i64> {
     let world = client.tree(WORLD).await.expect("tree");
     let gold = golds(&world);
+    // A `tree` above the shard roots is one cut: never half of a concurrent transfer.
+    let total: i64 = gold.values().sum();
+    assert_eq!(
+        total,
+        GOLD * PLAYERS.len() as i64,
+        "a consistent read: {gold:?}"
+    );
     let (a, b) = (gold[from], gold[to]);
     let set = |name: &str, gold: i64| {
         dict(&[

@@ -6,7 +6,7 @@
 //! client may talk to any of them. Both are `ShardRoute`s for a transaction host, and
 //! `ServerBackend` puts one under the gateway with the host: a write that stays in one
 //! shard goes straight to it, any other (and one that meets an intent) through the host;
-//! a read above the shard roots is served from the spine and every entity shard below.
+//! a `tree` above the shard roots is a consistent cut of every shard (`read_cut`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,9 +17,9 @@ use treesync_core::path::NodePath;
 use treesync_core::replica::ReadTarget;
 use treesync_core::shard::ShardMap;
 use treesync_core::txn::host::Request;
-use treesync_core::txn::split::{self, roots_of_subtree};
+use treesync_core::txn::split;
+use treesync_core::Limits;
 use treesync_core::Txn;
-use treesync_core::{Limits, TreeError};
 use treesync_net::gateway::{Backend, BoxFuture, Push};
 
 use super::txn_host::{HostHandle, ShardRoute};
@@ -181,32 +181,45 @@ impl<R: ShardRoute + Clone> ServerBackend<R> {
             reason: e.to_string(),
         })?;
         let shard = self.map.shard_of(&parsed).0;
-        let merged = self.map.is_spine(&parsed) && target == ReadTarget::Subtree;
-        let outcome = self.read_shard(shard, path.clone(), target).await;
-        if !merged || self.map.shard_count() == 1 {
-            return outcome;
+        match self.merged_path(&path)? {
+            Some(parsed) if target == ReadTarget::Subtree => self.read_cut(parsed).await,
+            _ => self.read_shard(shard, path, target).await,
         }
-        let Ok(Answer::Value(Some(mut spine))) = outcome else {
-            return outcome;
-        };
-        // Each entity below, from its shard (not a consistent cut across shards yet).
-        for root in roots_of_subtree(&path, &spine, self.map.depth()) {
-            let root_path = NodePath::parse(&root, &self.limits).expect("a spine path");
-            let owner = self.map.shard_of(&root_path).0;
-            match self
-                .read_shard(owner, root.clone(), ReadTarget::Subtree)
-                .await
-            {
-                Ok(Answer::Value(Some(entity))) => split::graft(&mut spine, &path, &root, entity),
-                Ok(Answer::Value(None)) | Err(ReplyError::Rejected(TreeError::NotFound { .. })) => {
-                }
-                Err(e) => return Err(e),
-                Ok(other) => return Ok(other),
+    }
+
+    /// The subtree above the shard roots at one timestamp: the snapshot a merged
+    /// subscription starts with, a true cut at a frontier that every shard's linearizable
+    /// snapshot is at or below (`cut::Merge`). So it holds every write acknowledged before
+    /// the read, and of each cross-shard transaction all or nothing. It waits for the
+    /// frontier, about the closed-timestamp lag.
+    async fn read_cut(&self, path: NodePath) -> Outcome {
+        let (sink, feed) = flume::bounded(CUT_READ_PUSHES_MAX);
+        let (router, map) = (self.router.clone(), self.map.clone());
+        super::merged_feed::subscribe(router, map, path, None, sink).await?;
+        let snapshot = async {
+            match feed.recv_async().await {
+                Ok(Push::Snapshot { tree, .. }) => Ok(Answer::Value(tree)),
+                _ => Err(ReplyError::Unavailable {
+                    reason: "the shards' feeds ended before a consistent cut".into(),
+                }),
             }
-        }
-        Ok(Answer::Value(Some(spine)))
+        };
+        let late = async {
+            self.host.after(CUT_READ_TICKS_MAX).await;
+            Err(ReplyError::Unavailable {
+                reason: "no consistent cut across the shards in time (a shard without a leader?)"
+                    .into(),
+            })
+        };
+        // Dropping `feed` ends the merge and its shard feeds.
+        futures_lite::future::or(snapshot, late).await
     }
 }
+
+/// Pushes a consistent read's merge may queue (it reads one, the snapshot).
+const CUT_READ_PUSHES_MAX: usize = 16;
+/// Ticks a consistent read waits for the shards' frontier (about 5 s at 10 ms ticks).
+const CUT_READ_TICKS_MAX: u64 = 500;
 
 /// A route's read of one shard.
 trait RouteRead {
