@@ -32,6 +32,10 @@ struct Options {
     /// `txn`: a 2-shard transaction vs the same writes as two sequential single-shard
     /// commits vs one single-shard write (`bench_txn`), through the gateway, on 8 shards.
     txn: bool,
+    /// `subscribe`: write-to-delivery latency of merged subscriptions (`bench_subscribe`)
+    /// for each of these subscriber counts, on 8 shards.
+    subscribe: Option<Vec<usize>>,
+    closed_lag_ms: u64,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -43,6 +47,8 @@ fn parse(args: &[String]) -> Result<Options, String> {
         json: false,
         gateway: false,
         txn: false,
+        subscribe: None,
+        closed_lag_ms: treesync_core::replica::CLOSED_LAG_MS_DEFAULT,
     };
     let mut args = args.iter();
     while let Some(flag) = args.next() {
@@ -56,8 +62,11 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--workload" => match value::<String>(flag, args.next())?.as_str() {
                 "set" => o.txn = false,
                 "txn" => (o.txn, o.gateway) = (true, true),
-                other => return Err(format!("unknown workload {other:?} (set, txn)")),
+                "subscribe" => o.subscribe = o.subscribe.or(Some(vec![1, 100])),
+                other => return Err(format!("unknown workload {other:?} (set, txn, subscribe)")),
             },
+            "--subscribers" => o.subscribe = Some(vec![value(flag, args.next())?]),
+            "--closed-lag-ms" => o.closed_lag_ms = value(flag, args.next())?,
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -97,7 +106,10 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
             proto_addr: Some(clients[&id]),
             data_dir: data.join(format!("node{id}")),
             cores: 1,
-            shards: if o.txn { crate::bench_txn::SHARDS } else { 1 },
+            shards: match o.txn || o.subscribe.is_some() {
+                true => crate::bench_txn::SHARDS,
+                false => 1,
+            },
             fsync: o.fsync,
             tick: Duration::from_millis(10),
             pin: false,
@@ -106,13 +118,17 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
             cluster_secret: secret.clone(),
             dial: BTreeMap::new(),
             unsafe_local_reads: false,
-            closed_lag_ms: treesync_core::replica::CLOSED_LAG_MS_DEFAULT,
+            closed_lag_ms: o.closed_lag_ms,
         };
         // The servers run until the process exits at the end of the benchmark.
         let handle = runtime::start(config).map_err(|e| e.to_string())?;
         routers.insert(id, handle.router.clone());
         hosts.push(handle.host.clone());
         std::mem::forget(handle); // the servers run until the process exits
+    }
+    if let Some(subscribers) = &o.subscribe {
+        let cluster = LocalCluster::new(routers);
+        return crate::bench_subscribe::run(&cluster, &hosts, o.seconds, subscribers, o.json);
     }
     if o.txn {
         let cluster = LocalCluster::new(routers);

@@ -5,6 +5,7 @@
 
 mod args;
 mod bench_cmd;
+mod bench_subscribe;
 mod bench_txn;
 mod check_cmd;
 mod client_cmd;
@@ -31,6 +32,9 @@ commands:
               --gateway (write through the WebSocket gateway, Godot Variants)
               --workload txn (8 shards: a 2-shard transaction vs two sequential writes
               vs one single-shard write, p50/p99 of each)
+              --workload subscribe [--subscribers N] (8 shards: write-to-delivery p50/p99
+              of merged subscribers of a world, 1 and 100 by default; idle CPU)
+              --closed-lag-ms MS (50; the closed-timestamp lag of the benchmark's servers)
   check HISTORY [--html OUT.html] [--states-max N]
             decide a recorded history (docs/history.md): VALID (exit 0), INVALID or UNKNOWN (1)
   tree PATH                                print a subtree
