@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use treesync_core::shard::{ShardMap, SHARD_DEPTH_DEFAULT};
@@ -15,108 +14,17 @@ use treesync_core::{Limits, NodePath, Op, Prop, Txn, Value};
 use treesync_net::client::Client;
 use treesync_net::ws_client::WsClient;
 
-struct Server {
-    id: u64,
-    args: Vec<String>,
-    child: Option<Child>,
-}
-
-impl Server {
-    fn start(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_treesync"))
-            .args(&self.args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn treesync serve");
-        self.child = Some(child);
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().expect("SIGKILL"); // std's kill is SIGKILL on Unix
-            child.wait().expect("reap");
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
+mod support;
+use support::serve::{self, Server};
 
 const SHARDS: u32 = 2;
 
 /// Kill-and-restart cycles per run.
 const FAILOVERS: usize = 3;
 
-/// The ports of this run start here: peers at +3, +6, +9, framed clients at +21..+23,
-/// gateways at +31..+33. Chosen once, where all of them are free right now (a pid formula
-/// alone collided with other tests' ports).
-fn base_port() -> u16 {
-    static BASE: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
-    *BASE.get_or_init(|| {
-        let offsets = [3u16, 6, 9, 21, 22, 23, 31, 32, 33];
-        let seed = std::process::id() as u64;
-        (0..2_000u64)
-            .map(|i| 20_000 + ((seed + i * 7) % 4_000) as u16 * 10)
-            .find(|base| {
-                offsets
-                    .iter()
-                    .all(|o| std::net::TcpListener::bind(("127.0.0.1", base + o)).is_ok())
-            })
-            .expect("some port range is free")
-    })
-}
-
 fn cluster(dir: &std::path::Path) -> (Vec<Server>, BTreeMap<u64, SocketAddr>) {
-    let base = base_port();
-    std::fs::create_dir_all(dir).expect("the test's data directory");
-    let secret = dir.join("cluster.secret");
-    std::fs::write(&secret, "a secret only these three servers share\n").expect("secret file");
-    let peers: Vec<String> = (1..=3u16)
-        .map(|i| format!("{i}=127.0.0.1:{}", base + 3 * i))
-        .collect();
-    let clients: BTreeMap<u64, SocketAddr> = (1..=3u64)
-        .map(|i| (i, SocketAddr::from(([127, 0, 0, 1], base + 20 + i as u16))))
-        .collect();
-    let servers = (1..=3u64)
-        .map(|id| {
-            let args = [
-                "serve",
-                "--id",
-                &id.to_string(),
-                "--peers",
-                &peers.join(","),
-                "--proto-addr",
-                &clients[&id].to_string(),
-                "--client-addr",
-                &format!("127.0.0.1:{}", base + 30 + id as u16),
-                "--data",
-                &dir.join(format!("node{id}")).display().to_string(),
-                "--cores",
-                "2",
-                "--shards",
-                &SHARDS.to_string(),
-                "--no-pin",
-                // Tiny, so each WAL is rewritten (snapshots + tails) many times during the test.
-                "--wal-rewrite-bytes",
-                "8192",
-                "--cluster-secret-file",
-                &secret.display().to_string(),
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            Server {
-                id,
-                args,
-                child: None,
-            }
-        })
-        .collect();
-    (servers, clients)
+    // Tiny, so each WAL is rewritten (snapshots + tails) many times during the test.
+    serve::cluster(dir, SHARDS, &["--wal-rewrite-bytes", "8192"])
 }
 
 fn set(key: u32, value: i64) -> Txn {
@@ -162,7 +70,7 @@ fn wait_for<T>(
 fn gateways_serve_reads_and_writes_on_every_server(ids: &[u64], k0: i64) {
     actix_rt::System::new().block_on(async {
         for id in ids {
-            let url = format!("ws://127.0.0.1:{}/ws", base_port() + 30 + *id as u16);
+            let url = serve::gateway_url(*id);
             let mut ws = WsClient::connect(&url).await.expect("connect");
             let read = ws
                 .get_prop("/root", "k0")

@@ -45,28 +45,39 @@ fn shard_of(path: &str) -> u32 {
 
 /// Gold by player in a `tree` of the world.
 fn golds(tree: &Value) -> BTreeMap<String, i64> {
-    let Some(Value::Array(children)) = field(tree, "children") else {
-        return BTreeMap::new();
-    };
-    children
-        .iter()
-        .filter_map(|c| {
-            let Some(Value::String(name)) = field(c, "name") else {
-                return None;
-            };
-            match field(c, "props").and_then(|p| field(p, "gold")) {
-                Some(Value::Int(g)) => Some((name.clone(), *g)),
-                _ => None,
-            }
-        })
+    players(tree, "")
+        .into_iter()
+        .map(|(name, (_, g))| (name, g))
         .collect()
+}
+
+/// Every node with a `gold` property below `tree`: its world (parent's name) and gold.
+fn players(tree: &Value, parent: &str) -> BTreeMap<String, (String, i64)> {
+    let mut found = BTreeMap::new();
+    let Some(Value::String(name)) = field(tree, "name") else {
+        return found;
+    };
+    if let Some(Value::Int(g)) = field(tree, "props").and_then(|p| field(p, "gold")) {
+        found.insert(name.clone(), (parent.to_owned(), *g));
+    }
+    if let Some(Value::Array(children)) = field(tree, "children") {
+        for child in children {
+            found.extend(players(child, name));
+        }
+    }
+    found
+}
+
+fn last_segment(path: &str) -> String {
+    path.rsplit('/').next().unwrap_or(path).to_owned()
 }
 
 /// What a subscriber saw: a mirror of the players' gold built only from pushes, the commit
 /// timestamps of the changes, and the last `resolved`.
 #[derive(Default)]
 struct Mirror {
-    gold: BTreeMap<String, i64>,
+    /// (world, player) → gold: a mirror of the worlds, keyed by path as a tree is.
+    at: BTreeMap<(String, String), i64>,
     changes: Vec<i64>,
     /// Each change's (hlc, txn, ops), for failure messages.
     log: Vec<(i64, Option<String>, usize)>,
@@ -75,6 +86,8 @@ struct Mirror {
     /// The cut the snapshot was at (the first `resolved`): changes at or below it are in it.
     snapshot_at: Option<i64>,
     awaiting_cut: bool,
+    /// Every two-op change is a transfer between shards (the first test's pairs).
+    pairs_cross_shards: bool,
 }
 
 impl Mirror {
@@ -83,7 +96,8 @@ impl Mirror {
         match event {
             // The cut at the `resolved` that follows it.
             PushEvent::Snapshot { tree, .. } => {
-                self.gold = golds(&tree);
+                let found = players(&tree, "").into_iter();
+                self.at = found.map(|(name, (world, g))| ((world, name), g)).collect();
                 self.awaiting_cut = true;
             }
             PushEvent::Change { hlc, ops, txn, .. } => {
@@ -93,16 +107,13 @@ impl Mirror {
                     self.resolved
                 );
                 for op in &ops {
-                    let Some(Value::String(path)) = field(op, "path") else {
-                        continue;
-                    };
-                    let name = path.rsplit('/').next().expect("a path").to_owned();
-                    if let Some(Value::Int(g)) = field(op, "props").and_then(|p| field(p, "gold")) {
-                        self.gold.insert(name, *g);
-                    }
+                    self.apply_op(op);
                 }
-                if ops.len() == 2 {
-                    assert!(txn.is_some(), "a cross-shard transfer names its txn");
+                if self.pairs_cross_shards && ops.len() == 2 {
+                    assert!(
+                        txn.is_some(),
+                        "a cross-shard transfer is one change: {ops:?}"
+                    );
                 }
                 self.log.push((hlc, txn.clone(), ops.len()));
                 self.changes.push(hlc);
@@ -114,16 +125,77 @@ impl Mirror {
                 if std::mem::take(&mut self.awaiting_cut) {
                     self.snapshot_at = Some(hlc);
                 }
-                let total: i64 = self.gold.values().sum();
+                let players = self.players();
+                assert!(
+                    players.len() == PLAYERS.len() && self.at.len() == PLAYERS.len(),
+                    "at resolved {hlc} every player is in exactly one world: {:?}",
+                    self.at
+                );
+                let total: i64 = players.values().map(|(_, g)| g).sum();
                 assert_eq!(
                     total,
                     GOLD * PLAYERS.len() as i64,
-                    "the bank is whole at resolved {hlc}: {:?}",
-                    self.gold
+                    "the bank is whole at resolved {hlc}: {players:?}"
                 );
             }
             PushEvent::Overflow { .. } => panic!("no subscriber here falls behind"),
         }
+    }
+
+    /// One op of a change, on the players it touches (sets, creates, deletes and moves of
+    /// entities; a move across shards may come as a delete and a create).
+    fn apply_op(&mut self, op: &Value) {
+        let text = |name| match field(op, name) {
+            Some(Value::String(t)) => t.clone(),
+            _ => String::new(),
+        };
+        let gold = field(op, "props").and_then(|p| field(p, "gold")).cloned();
+        // A path's world and entity: `/root/World/Ann` → ("World", "Ann").
+        let at = |path: &str| {
+            let mut segments = path.rsplit('/');
+            let name = segments.next().unwrap_or_default().to_owned();
+            (segments.next().unwrap_or_default().to_owned(), name)
+        };
+        match text("op").as_str() {
+            "set" => {
+                if let (Some(Value::Int(g)), Some(player)) =
+                    (gold, self.at.get_mut(&at(&text("path"))))
+                {
+                    *player = g;
+                }
+            }
+            "create" => {
+                if let Some(Value::Int(g)) = gold {
+                    self.at
+                        .insert((last_segment(&text("parent")), text("name")), g);
+                }
+            }
+            "delete" => {
+                self.at.remove(&at(&text("path")));
+            }
+            "move" => {
+                if let Some(g) = self.at.remove(&at(&text("path"))) {
+                    let name = last_segment(&text("path"));
+                    self.at.insert((last_segment(&text("parent")), name), g);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Player → (world, gold) (a player in two worlds shows once here, twice in `at`).
+    fn players(&self) -> BTreeMap<String, (String, i64)> {
+        let at = self.at.iter();
+        at.map(|((world, name), g)| (name.clone(), (world.clone(), *g)))
+            .collect()
+    }
+
+    /// Player → gold.
+    fn gold(&self) -> BTreeMap<String, i64> {
+        self.players()
+            .into_iter()
+            .map(|(n, (_, g))| (n, g))
+            .collect()
     }
 
     /// Reads pushes until the mirror is resolved at or above `hlc`.
@@ -240,7 +312,11 @@ fn merged_subscribers_see_whole_transfers_and_resume_on_another_server() {
                 .await
                 .expect("subscribe");
             assert_eq!(field(&reply, "merged"), Some(&Value::Bool(true)));
-            subscribers.push((client, Mirror::default()));
+            let mirror = Mirror {
+                pairs_cross_shards: true,
+                ..Mirror::default()
+            };
+            subscribers.push((client, mirror));
         }
 
         let first = transfers(&mut writers, &pairs).await;
@@ -281,10 +357,150 @@ fn merged_subscribers_see_whole_transfers_and_resume_on_another_server() {
         }
         // The mirror built from pushes equals the cluster's tree.
         let tree = writers[1].tree(WORLD).await.expect("tree");
-        assert_eq!(mirror.gold, golds(&tree), "the resumed mirror is the tree");
+        assert_eq!(
+            mirror.gold(),
+            golds(&tree),
+            "the resumed mirror is the tree"
+        );
         for (client, other) in subscribers.iter_mut() {
             other.follow(client, last).await;
-            assert_eq!(other.gold, golds(&tree), "every mirror is the tree");
+            assert_eq!(other.gold(), golds(&tree), "every mirror is the tree");
         }
     });
+}
+
+/// Evaluates a client call until it succeeds: servers that just started (or just lost one
+/// of them) have no leaders yet. Polls real processes every 20 ms, for at most 30 s.
+macro_rules! until_ok {
+    ($what:expr, $call:expr) => {{
+        let started = std::time::Instant::now();
+        loop {
+            match $call.await {
+                Ok(value) => break value,
+                Err(error) if started.elapsed() < std::time::Duration::from_secs(30) => {
+                    let _ = error;
+                    // Polling an external process, not synchronisation within the test.
+                    actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(error) => panic!("{}: {error:?}", $what),
+            }
+        }
+    }};
+}
+
+/// Player `round % 6` moves to the other world every third round; otherwise it gives one
+/// gold to the next player (wherever both are), with preconditions. Every `tree` of `/root`
+/// read on the way holds the whole bank. Returns the commit timestamps of what committed
+/// and how many moves did.
+async fn world_rounds(writer: &mut WsClient, rounds: std::ops::Range<usize>) -> (Vec<i64>, usize) {
+    let (mut hlcs, mut moves) = (Vec::new(), 0);
+    for round in rounds {
+        let (a, b) = (PLAYERS[round % 6], PLAYERS[(round + 1) % 6]);
+        let Ok(tree) = writer.tree("/root").await else {
+            continue; // a server just died: the next round reads again
+        };
+        let now = players(&tree, "");
+        let total: i64 = now.values().map(|(_, g)| g).sum();
+        assert_eq!(total, GOLD * 6, "a consistent read of /root: {now:?}");
+        let (world_a, gold_a) = now[a].clone();
+        let path_a = format!("/root/{world_a}/{a}");
+        if round % 3 == 0 {
+            let there = if world_a == "World" {
+                "/root/Zone"
+            } else {
+                WORLD
+            };
+            if let Ok(hlc) = writer.move_node(&path_a, there, None).await {
+                hlcs.push(hlc as i64);
+                moves += 1;
+            }
+            continue;
+        }
+        let (world_b, gold_b) = now[b].clone();
+        let path_b = format!("/root/{world_b}/{b}");
+        let set = |p: &str, g: i64| {
+            let props = dict(&[("gold", Value::Int(g))]);
+            dict(&[("op", s("set")), ("path", s(p)), ("props", props)])
+        };
+        let expect = |p: &str, g: i64| {
+            dict(&[
+                ("path", s(p)),
+                ("prop", s("gold")),
+                ("value", Value::Int(g)),
+            ])
+        };
+        let ops = vec![set(&path_a, gold_a - 1), set(&path_b, gold_b + 1)];
+        let expects = vec![expect(&path_a, gold_a), expect(&path_b, gold_b)];
+        hlcs.extend(writer.txn(ops, expects).await.ok().map(|h| h as i64));
+    }
+    (hlcs, moves)
+}
+
+/// Three real `treesync serve` processes (8 shards): merged subscribers of `/root` on each
+/// while players are given gold and moved between two worlds; the server of the first
+/// subscriber is killed with `kill -9`, and the subscriber resumes on another server from
+/// its last `resolved`. Every mirror, built only from pushes, ends equal to the cluster's
+/// tree (players, their worlds and gold), no change came twice, none at or below a
+/// `resolved` already received, and no player was ever in two worlds.
+#[test]
+fn merged_subscribers_resume_on_another_server_after_kill_9() {
+    let dir = std::env::temp_dir().join(format!("treesync-merged-kill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir); // a leftover of an earlier run, if any
+    let (mut servers, _) = support::serve::cluster(&dir, 8, &[]);
+    for server in servers.iter_mut() {
+        server.start();
+    }
+    let url = support::serve::gateway_url;
+    run(async {
+        let mut writer = until_ok!("connect", WsClient::connect(&url(2)));
+        for world in ["World", "Zone"] {
+            until_ok!("a world", writer.create("/root", world, "Node2D", vec![]));
+        }
+        for name in PLAYERS {
+            let props = vec![("gold".to_owned(), Value::Int(GOLD))];
+            until_ok!(
+                "a player",
+                writer.create(WORLD, name, "Player", props.clone())
+            );
+        }
+        let mut subscribers = Vec::new();
+        for id in 1..=3 {
+            let mut client = until_ok!("connect", WsClient::connect(&url(id)));
+            until_ok!("subscribe", client.subscribe("/root", None));
+            subscribers.push((client, Mirror::default()));
+        }
+        let (mut committed, mut moves) = world_rounds(&mut writer, 0..12).await;
+        let (mut gone, mut mirror) = subscribers.remove(0);
+        let first = *committed.iter().max().expect("writes committed");
+        mirror.follow(&mut gone, first).await;
+        servers[0].kill9();
+        // What the killed server sent before it died is valid; then its stream ends.
+        while let Ok(event) = gone.next_event().await {
+            mirror.apply(event);
+        }
+        let position = mirror.resolved;
+        let (more, more_moves) = world_rounds(&mut writer, 12..24).await;
+        committed.extend(more);
+        moves += more_moves;
+        let mut resumed = until_ok!("connect", WsClient::connect(&url(3)));
+        until_ok!("resume", resumed.subscribe("/root", Some(position)));
+        let last = *committed.iter().max().expect("writes committed");
+        mirror.follow(&mut resumed, last).await;
+        assert_unique(&mirror.log);
+        let tree = until_ok!("tree", writer.tree("/root"));
+        let cluster = players(&tree, "");
+        assert_eq!(mirror.players(), cluster, "the resumed mirror is the tree");
+        for (client, other) in subscribers.iter_mut() {
+            other.follow(client, last).await;
+            assert_unique(&other.log);
+            assert_eq!(other.players(), cluster, "every mirror is the tree");
+        }
+        assert!(
+            committed.len() >= 12,
+            "most writes committed: {}",
+            committed.len()
+        );
+        assert!(moves >= 4, "players moved between worlds: {moves}");
+    });
+    let _ = std::fs::remove_dir_all(&dir);
 }

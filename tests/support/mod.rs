@@ -3,3 +3,4 @@
 
 pub mod gdscript;
 pub mod local;
+pub mod serve;
