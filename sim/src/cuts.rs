@@ -1,7 +1,9 @@
 //! Subscribers of the whole world: each server merges its replicas' feeds of `/root` over
 //! every shard (`core::cut::Merge`, as the gateway does) into one mirror, and at every
-//! `Resolved` the mirror must be a consistent cut: the bank's total holds in it, and no change
-//! arrives at or below a frontier already released.
+//! `Resolved` the mirror must be a consistent cut: the bank's total holds in it, no change
+//! arrives at or below a frontier already released, and it equals every other server's
+//! mirror at the same frontier (frontiers come from closed timestamps in the shards' logs,
+//! so servers reach the same ones, from different replicas and at different times).
 
 use std::collections::BTreeMap;
 
@@ -36,7 +38,15 @@ pub struct Cuts {
     pub cuts_checked: u64,
     /// World subscribers started over after a feed's resync.
     pub restarts: u64,
+    /// The bank worlds of the first mirror released at each recent frontier (and its server).
+    at_frontier: BTreeMap<u64, (u64, Vec<Option<Value>>)>,
+    /// `Resolved` pushes at which the mirror was compared with another server's at the same
+    /// frontier.
+    pub cuts_compared: u64,
 }
+
+/// Frontiers whose mirrors are kept for comparison (the oldest are dropped).
+const FRONTIERS_KEPT: usize = 256;
 
 impl Cuts {
     /// A world subscriber `id` on `server`, fed by `tokens` (one engine subscription per
@@ -135,6 +145,29 @@ impl Cuts {
                     }
                     sub.checked += 1;
                     self.cuts_checked += u64::from(bank_total(&sub.mirror, accounts).is_some());
+                    let worlds: Vec<Option<Value>> = WORLDS
+                        .iter()
+                        .map(|w| NodePath::parse(w, &Limits::default()).expect("valid"))
+                        .map(|w| sub.mirror.subtree_value(&w))
+                        .collect();
+                    match self.at_frontier.get(&hlc) {
+                        Some((other, seen)) if *other != sub.server => {
+                            if *seen != worlds {
+                                return Err(format!(
+                                    "cut: at frontier {hlc} server {}'s mirror differs from server {other}'s",
+                                    sub.server
+                                ));
+                            }
+                            self.cuts_compared += 1;
+                        }
+                        Some(_) => {}
+                        None => {
+                            self.at_frontier.insert(hlc, (sub.server, worlds));
+                            if self.at_frontier.len() > FRONTIERS_KEPT {
+                                self.at_frontier.pop_first();
+                            }
+                        }
+                    }
                 }
             }
         }

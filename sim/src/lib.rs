@@ -186,6 +186,9 @@ pub struct SeedReport {
     /// and world mirrors that equalled the leaders' merged tree at the end.
     pub cuts_checked: u64,
     pub world_mirrors_equal: u64,
+    /// `Resolved` pushes at which a world mirror equalled another server's at the same
+    /// frontier.
+    pub cuts_compared: u64,
 }
 
 impl fmt::Display for SeedReport {

@@ -223,6 +223,7 @@ impl World {
             churn: self.bank.churn_ok,
             cuts_checked: self.cuts.cuts_checked,
             world_mirrors_equal: self.world_mirrors_equal,
+            cuts_compared: self.cuts.cuts_compared,
         }
     }
 }
