@@ -20,6 +20,11 @@ fn dict(pairs: &[(&str, Value)]) -> Value {
     Value::Dictionary(pairs.iter().map(|(k, v)| (s(k), v.clone())).collect())
 }
 
+/// One shard: the subscription tests below check a single shard's feed (positions are log
+/// indexes); a path above the shard roots of a multi-shard cluster is a merged subscription
+/// (`tests/merged_subscriptions.rs`).
+const SINGLE_SHARD: &[&str] = &["--shards", "1"];
+
 fn run<F: Future<Output = ()>>(test: F) {
     actix_rt::System::new().block_on(test);
 }
@@ -197,7 +202,7 @@ async fn next_change(c: &mut WsClient) -> (i64, i64) {
 
 #[test]
 fn a_subscription_streams_a_snapshot_then_changes_in_order() {
-    let cluster = LocalCluster::start("subscribe", &[]);
+    let cluster = LocalCluster::start("subscribe", SINGLE_SHARD);
     run(async {
         let mut writer = connect(&cluster.urls[0]).await;
         writer
@@ -279,7 +284,7 @@ fn a_subscription_streams_a_snapshot_then_changes_in_order() {
 
 #[test]
 fn a_resumed_subscription_misses_nothing_and_repeats_nothing() {
-    let cluster = LocalCluster::start("resume", &[]);
+    let cluster = LocalCluster::start("resume", SINGLE_SHARD);
     run(async {
         let mut writer = connect(&cluster.urls[0]).await;
         writer
@@ -331,7 +336,7 @@ fn a_resumed_subscription_misses_nothing_and_repeats_nothing() {
 
 #[test]
 fn a_slow_subscriber_is_told_and_resumed_without_a_gap() {
-    let cluster = LocalCluster::start("slow", &["--sub-queue", "8"]);
+    let cluster = LocalCluster::start("slow", &["--sub-queue", "8", "--shards", "1"]);
     run(async {
         let mut writer = connect(&cluster.urls[0]).await;
         writer
@@ -546,7 +551,7 @@ fn large_trees_arrive_in_chunks_below_64_kib_for_both_godot_versions() {
 
 #[test]
 fn resuming_from_a_compacted_position_gets_a_fresh_snapshot() {
-    let cluster = LocalCluster::start("compacted", &["--compact-entries", "8"]);
+    let cluster = LocalCluster::start("compacted", &["--compact-entries", "8", "--shards", "1"]);
     run(async {
         let mut writer = connect(&cluster.urls[0]).await;
         writer

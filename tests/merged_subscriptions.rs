@@ -504,3 +504,66 @@ fn merged_subscribers_resume_on_another_server_after_kill_9() {
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A resume from a position the shards' logs no longer hold (compacted after 20 entries)
+/// gets the merged snapshot marked `resync` and goes on from there, instead of failing and
+/// restarting forever; a `from` no server has reached is refused.
+#[test]
+fn a_resume_behind_compacted_logs_gets_a_resync_snapshot() {
+    let cluster = LocalCluster::start("merged-resync", &["--compact-entries", "20"]);
+    run(async {
+        let mut writer = connect(&cluster.urls[0]).await;
+        writer
+            .create("/root", "World", "Node2D", vec![])
+            .await
+            .expect("world");
+        let mut created = 0;
+        for name in PLAYERS {
+            let props = vec![("gold".to_owned(), Value::Int(GOLD))];
+            created = writer
+                .create(WORLD, name, "Player", props)
+                .await
+                .expect("player") as i64;
+        }
+        let mut gone = connect(&cluster.urls[0]).await;
+        gone.subscribe(WORLD, None).await.expect("subscribe");
+        let mut mirror = Mirror::default();
+        mirror.follow(&mut gone, created).await;
+        drop(gone);
+        let position = mirror.resolved;
+        // Far more entries than a log keeps, on every player's shard.
+        let mut last = 0;
+        for i in 0..150 {
+            let path = format!("{WORLD}/{}", PLAYERS[i % PLAYERS.len()]);
+            let xp = vec![("xp".to_owned(), Value::Int(i as i64))];
+            last = writer.set(&path, xp).await.expect("set") as i64;
+        }
+        let mut resumed = connect(&cluster.urls[1]).await;
+        resumed
+            .subscribe(WORLD, Some(position))
+            .await
+            .expect("resume");
+        match resumed.next_event().await.expect("a push") {
+            event @ PushEvent::Snapshot { resync: true, .. } => mirror.apply(event),
+            other => panic!("a resync snapshot first, not {other:?}"),
+        }
+        mirror.follow(&mut resumed, last).await;
+        let tree = writer.tree(WORLD).await.expect("tree");
+        assert_eq!(
+            mirror.gold(),
+            golds(&tree),
+            "the resynchronised mirror is the tree"
+        );
+
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis() as u64;
+        let future = treesync_core::hlc::Timestamp::new(now_ms + 600_000, 0).as_u64() as i64;
+        let refused = resumed.subscribe(WORLD, Some(future)).await;
+        assert!(
+            matches!(&refused, Err(treesync_net::ws_client::WsClientError::Refused { code, .. }) if code == "bad_request"),
+            "a from ahead of every clock: {refused:?}"
+        );
+    });
+}

@@ -195,8 +195,8 @@ impl<R: ShardRoute + Clone> ServerBackend<R> {
     async fn read_cut(&self, path: NodePath) -> Outcome {
         let (sink, feed) = flume::bounded(CUT_READ_PUSHES_MAX);
         let (router, map) = (self.router.clone(), self.map.clone());
-        super::merged_feed::subscribe(router, map, path, None, sink).await?;
         let snapshot = async {
+            super::merged_feed::subscribe(router, map, path, None, sink).await?;
             match feed.recv_async().await {
                 Ok(Push::Snapshot { tree, .. }) => Ok(Answer::Value(tree)),
                 _ => Err(ReplyError::Unavailable {
