@@ -7,12 +7,11 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 
 use futures_util::future::join_all;
 use support::local::LocalCluster;
-use treesync_core::shard::ShardMap;
-use treesync_core::{Limits, NodePath, Value};
+use support::ws::{connect, dict, run, s, shard_of};
+use treesync_core::Value;
 use treesync_net::ws_client::{field, PushEvent, WsClient};
 
 const PLAYERS: [&str; 6] = ["Ann", "Bob", "Cid", "Dee", "Eve", "Fay"];
@@ -20,28 +19,6 @@ const GOLD: i64 = 100;
 const WORLD: &str = "/root/World";
 /// Transfers each of the three writers attempts, before and after the resume.
 const TRANSFERS: usize = 6;
-
-fn run<F: Future<Output = ()>>(test: F) {
-    actix_rt::System::new().block_on(test);
-}
-
-async fn connect(url: &str) -> WsClient {
-    WsClient::connect(url).await.expect("connect")
-}
-
-fn s(text: &str) -> Value {
-    Value::String(text.into())
-}
-
-fn dict(pairs: &[(&str, Value)]) -> Value {
-    Value::Dictionary(pairs.iter().map(|(k, v)| (s(k), v.clone())).collect())
-}
-
-fn shard_of(path: &str) -> u32 {
-    let map = ShardMap::new(8, 3).expect("the default layout of treesync local");
-    map.shard_of(&NodePath::parse(path, &Limits::default()).expect("valid"))
-        .0
-}
 
 /// Gold by player in a `tree` of the world.
 fn golds(tree: &Value) -> BTreeMap<String, i64> {
@@ -78,8 +55,7 @@ fn last_segment(path: &str) -> String {
 struct Mirror {
     /// (world, player) → gold: a mirror of the worlds, keyed by path as a tree is.
     at: BTreeMap<(String, String), i64>,
-    changes: Vec<i64>,
-    /// Each change's (hlc, txn, ops), for failure messages.
+    /// Each change received: (commit timestamp, txn, op count).
     log: Vec<(i64, Option<String>, usize)>,
     resolved: i64,
     resolutions: usize,
@@ -116,7 +92,6 @@ impl Mirror {
                     );
                 }
                 self.log.push((hlc, txn.clone(), ops.len()));
-                self.changes.push(hlc);
             }
             PushEvent::Resolved { hlc, .. } => {
                 assert!(hlc > self.resolved, "resolved grows: {hlc}");
@@ -327,7 +302,7 @@ fn merged_subscribers_see_whole_transfers_and_resume_on_another_server() {
             let cut = mirror.snapshot_at.expect("a snapshot came first");
             let committed: BTreeSet<i64> = first.iter().copied().filter(|h| *h > cut).collect();
             assert_unique(&mirror.log);
-            let seen: BTreeSet<i64> = mirror.changes.iter().copied().collect();
+            let seen: BTreeSet<i64> = mirror.log.iter().map(|(hlc, ..)| *hlc).collect();
             assert!(
                 committed.is_subset(&seen),
                 "every committed transfer came as a change: {committed:?} vs {seen:?}"
@@ -348,7 +323,7 @@ fn merged_subscribers_see_whole_transfers_and_resume_on_another_server() {
         let last = *second.iter().max().unwrap_or(&position);
         mirror.follow(&mut resumed, last).await;
         assert_unique(&mirror.log);
-        let seen: BTreeSet<i64> = mirror.changes.iter().copied().collect();
+        let seen: BTreeSet<i64> = mirror.log.iter().map(|(hlc, ..)| *hlc).collect();
         for hlc in &second {
             assert!(
                 seen.contains(hlc),

@@ -5,28 +5,10 @@
 
 mod support;
 
-use std::future::Future;
-
 use support::local::LocalCluster;
-use treesync_core::shard::ShardMap;
-use treesync_core::{Limits, NodePath, Value};
-use treesync_net::ws_client::{field, WsClient};
-
-fn run<F: Future<Output = ()>>(test: F) {
-    actix_rt::System::new().block_on(test);
-}
-
-async fn connect(url: &str) -> WsClient {
-    WsClient::connect(url).await.expect("connect")
-}
-
-fn s(text: &str) -> Value {
-    Value::String(text.into())
-}
-
-fn dict(pairs: &[(&str, Value)]) -> Value {
-    Value::Dictionary(pairs.iter().map(|(k, v)| (s(k), v.clone())).collect())
-}
+use support::ws::{connect, dict, run, s, shard_of};
+use treesync_core::Value;
+use treesync_net::ws_client::field;
 
 fn names(node: &Value) -> Vec<String> {
     match field(node, "children") {
@@ -59,12 +41,6 @@ fn gold(node: &Value) -> i64 {
 }
 
 const PLAYERS: [&str; 6] = ["Ann", "Bob", "Cid", "Dee", "Eve", "Fay"];
-
-fn shard_of(path: &str) -> u32 {
-    let map = ShardMap::new(8, 3).expect("the default layout of treesync local");
-    map.shard_of(&NodePath::parse(path, &Limits::default()).expect("valid"))
-        .0
-}
 
 #[test]
 fn a_world_over_many_shards_is_whole_from_every_server() {

@@ -4,3 +4,4 @@
 pub mod gdscript;
 pub mod local;
 pub mod serve;
+pub mod ws;

@@ -163,7 +163,7 @@ async fn forward(source: Source, feeds: Feeds, sink: flume::Sender<Push>) {
                 return;
             }
         }
-        let pushes = as_pushes(out.drain(..), &mut resync);
+        let pushes = as_pushes(std::mem::take(&mut out), &mut resync);
         // All of a batch or none: each ends with its `Resolved`, so a client never holds
         // changes past its position, and the restart after an overflow repeats nothing. A
         // batch larger than the whole queue would overflow again on every restart: it
@@ -184,39 +184,34 @@ async fn forward(source: Source, feeds: Feeds, sink: flume::Sender<Push>) {
 /// The merge's output as gateway pushes: no shard and no index (`MERGED_SHARD`); a snapshot
 /// carries the frontier it is the cut at (the `Resolved` that always follows it).
 /// A snapshot after a resynchronisation is marked so (`resync` is then cleared).
-fn as_pushes(merged: impl Iterator<Item = MergedPush>, resync: &mut bool) -> Vec<Push> {
-    let merged: Vec<MergedPush> = merged.collect();
-    let mut pushes = Vec::with_capacity(merged.len());
-    for (at, push) in merged.iter().enumerate() {
-        pushes.push(match push.clone() {
-            MergedPush::Snapshot {
-                tree,
-                resync: again,
-            } => {
-                let resync = again || std::mem::take(resync);
-                let hlc = match merged.get(at + 1) {
-                    Some(MergedPush::Resolved { hlc }) => *hlc,
-                    _ => unreachable!("a merged snapshot is followed by its frontier"),
-                };
-                Push::Snapshot {
-                    shard: MERGED_SHARD,
-                    tree,
-                    index: 0,
-                    hlc,
-                    resync,
-                }
-            }
-            MergedPush::Change { hlc, txn, ops } => Push::Change {
-                shard: MERGED_SHARD,
-                index: 0,
-                hlc,
-                txn,
-                ops,
-            },
-            MergedPush::Resolved { hlc } => Push::Resolved { hlc },
-        });
-    }
-    pushes
+fn as_pushes(merged: Vec<MergedPush>, resync: &mut bool) -> Vec<Push> {
+    // A batch's snapshot comes before the first `Resolved` of the batch, which names its cut
+    // (`Merge::push` starts before it releases).
+    let cut = merged.iter().find_map(|push| match push {
+        MergedPush::Resolved { hlc } => Some(*hlc),
+        _ => None,
+    });
+    let as_push = |push| match push {
+        MergedPush::Snapshot {
+            tree,
+            resync: again,
+        } => Push::Snapshot {
+            shard: MERGED_SHARD,
+            tree,
+            index: 0,
+            hlc: cut.expect("a merged snapshot is followed by its frontier"),
+            resync: again || std::mem::take(resync),
+        },
+        MergedPush::Change { hlc, txn, ops } => Push::Change {
+            shard: MERGED_SHARD,
+            index: 0,
+            hlc,
+            txn,
+            ops,
+        },
+        MergedPush::Resolved { hlc } => Push::Resolved { hlc },
+    };
+    merged.into_iter().map(as_push).collect()
 }
 
 /// The next push of any feed (`None` once one of them ended), looking first at a different
