@@ -8,11 +8,12 @@
 (* the acting server must hold afterwards (-1 / "" when unchecked). Each   *)
 (* step below is one action of the protocol spec AND matches Trace[l].     *)
 (*                                                                         *)
-(* The trace is accepted iff TLC finds TraceNotMatched VIOLATED: some      *)
-(* behaviour of the spec matched every event. "No error has been found"    *)
-(* means rejected; depth - 1 events matched, so Trace[depth] is the first  *)
-(* step the spec does not allow. The protocol's invariants are checked     *)
-(* along the way too. (Recipe: shared/notes/TLC.md; specs/trace.py runs it.)*)
+(* The trace is accepted iff TLC prints "TRACE ACCEPTED" (the step that  *)
+(* matches the last event prints it): some behaviour of the spec matched   *)
+(* every event. Otherwise depth - 1 events matched, so Trace[depth] is the *)
+(* first step the spec does not allow. The protocol's invariants are       *)
+(* checked along the way too. (Recipe: shared/notes/TLC.md; specs/trace.py *)
+(* runs it.)                                                               *)
 (***************************************************************************)
 EXTENDS RaftLeaderElection, RaftTrace
 
@@ -55,14 +56,15 @@ Do(e) ==
       [] e.kind = "Restart"            -> Restart(s)
       [] OTHER                         -> FALSE
 
+\* The last event matched prints the verdict (evaluated only once the step is sure to be
+\* taken). Not an invariant violation: TLC would print the whole behaviour, every state with
+\* its set of messages, which took 6 times as long as the search on a 3,600-event trace.
 TraceNext ==
     /\ l <= Len(Trace)
     /\ Do(Trace[l])
     /\ Expect(Trace[l])
     /\ l' = l + 1
+    /\ l = Len(Trace) => PrintT("TRACE ACCEPTED: every event matched")
 
 TraceSpec == TraceInit /\ [][TraceNext]_<<vars, l>>
-
-\* Violated exactly when the whole trace was matched: the trace is accepted.
-TraceNotMatched == l <= Len(Trace)
 =============================================================================
