@@ -1,17 +1,26 @@
 //! Subscribers of the whole world: each server merges its replicas' feeds of `/root` over
 //! every shard (`core::cut::Merge`, as the gateway does) into one mirror, and at every
 //! `Resolved` the mirror must be a consistent cut: the bank's total holds in it, no change
-//! arrives at or below a frontier already released, and it equals every other server's
-//! mirror at the same frontier (frontiers come from closed timestamps in the shards' logs,
-//! so servers reach the same ones, from different replicas and at different times).
+//! arrives at or below a frontier already released, it equals the world as committed at
+//! that frontier (`committed`, replayed from the shards' logs), and it equals every other
+//! server's mirror at the same frontier (frontiers come from closed timestamps in the
+//! shards' logs, so servers reach the same ones, from different replicas and at different
+//! times).
+//!
+//! A *reader* is a world subscriber that ends at its first `Resolved`: the consistent `tree`
+//! read of the gateway (`ServerBackend::read_cut` takes the same merged snapshot and the
+//! frontier after it), checked the same way.
 
 use std::collections::BTreeMap;
 
 use treesync_core::cut::{Merge, MergeConfig, MergeError, MergedPush};
 use treesync_core::engine::Push;
 use treesync_core::op::{is_within, Op};
+use treesync_core::replica::Applied;
 use treesync_core::shard::ShardMap;
 use treesync_core::{Limits, NodePath, Tree, Value};
+
+use crate::committed::{worlds_of, Committed};
 
 /// The path every server's world subscriber mirrors.
 pub const WORLD_PATH: &str = "/root";
@@ -26,10 +35,19 @@ struct CutSub {
     resolved: u64,
     /// `Resolved` pushes at which the bank was checked.
     checked: u64,
+    /// Ends at its first `Resolved` (a consistent `tree` read).
+    reader: bool,
+}
+
+/// A world subscriber that ended: its feeds are to be unsubscribed on `server`, and a new
+/// subscriber started there if `again` (a resync starts over; a reader is done).
+pub struct Ended {
+    pub server: u64,
+    pub tokens: Vec<u64>,
+    pub again: bool,
 }
 
 /// Every server's world subscriber, and which engine subscription feeds which shard of it.
-#[derive(Default)]
 pub struct Cuts {
     subs: BTreeMap<u64, CutSub>,
     /// Engine subscription token → (world subscriber, shard).
@@ -43,14 +61,40 @@ pub struct Cuts {
     /// `Resolved` pushes at which the mirror was compared with another server's at the same
     /// frontier.
     pub cuts_compared: u64,
+    /// The world as committed, replayed from the shards' logs.
+    committed: Committed,
+    /// `Resolved` pushes at which the mirror equalled the committed world at its frontier.
+    pub cuts_committed: u64,
+    /// Readers whose snapshot was checked (bank total and the committed world).
+    pub reads_checked: u64,
 }
 
 /// Frontiers whose mirrors are kept for comparison (the oldest are dropped).
 const FRONTIERS_KEPT: usize = 256;
 
 impl Cuts {
-    /// A world subscriber `id` on `server`, fed by `tokens` (one engine subscription per
-    /// shard, in shard order).
+    pub fn new(shards: u32) -> Cuts {
+        Cuts {
+            subs: BTreeMap::new(),
+            feeds: BTreeMap::new(),
+            cuts_checked: 0,
+            restarts: 0,
+            at_frontier: BTreeMap::new(),
+            cuts_compared: 0,
+            committed: Committed::new(shards, treesync_core::shard::SHARD_DEPTH_DEFAULT),
+            cuts_committed: 0,
+            reads_checked: 0,
+        }
+    }
+
+    /// A change a replica of `shard` applied, for the committed world (after each step,
+    /// before its pushes are checked).
+    pub fn collect(&mut self, shard: u32, applied: &Applied) -> Result<(), String> {
+        self.committed.collect(shard, applied)
+    }
+
+    /// A world subscriber `id` on `server` (a reader if `reader`), fed by `tokens` (one
+    /// engine subscription per shard, in shard order).
     pub fn subscribed(
         &mut self,
         id: u64,
@@ -58,6 +102,7 @@ impl Cuts {
         map: &ShardMap,
         tokens: &[u64],
         early: bool,
+        reader: bool,
     ) {
         let config = MergeConfig {
             path: WORLD_PATH.into(),
@@ -77,6 +122,7 @@ impl Cuts {
             mirror: Tree::new(Limits::default()),
             resolved: 0,
             checked: 0,
+            reader,
         };
         self.subs.insert(id, sub);
     }
@@ -94,16 +140,15 @@ impl Cuts {
     }
 
     /// One shard's push for engine subscription `token`; `accounts`: the bank's account
-    /// paths and the total they must hold. `Err` names a violation.
-    /// `Ok(Some((server, tokens)))`: the subscriber ended and must be subscribed again on
-    /// `server`; its feeds `tokens` are to be unsubscribed.
+    /// paths and the total they must hold. `Err` names a violation; `Ok(Some(_))`: the
+    /// subscriber ended.
     pub fn push(
         &mut self,
         token: u64,
         push: Push,
         accounts: &[String],
         total: i64,
-    ) -> Result<Option<(u64, Vec<u64>)>, String> {
+    ) -> Result<Option<Ended>, String> {
         let Some((id, shard)) = self.feeds.get(&token).copied() else {
             return Ok(None);
         };
@@ -113,7 +158,7 @@ impl Cuts {
             Ok(()) => {}
             // A replica caught up by a snapshot has a gap in its feed: start over (the
             // gateway resumes from the last frontier; a fresh snapshot is as good here).
-            Err(MergeError::Resync { .. }) => return Ok(Some(self.restart(id))),
+            Err(MergeError::Resync { .. }) => return Ok(Some(self.end(id, true))),
             Err(e) => {
                 return Err(format!(
                     "cut: server {}'s world subscriber: {e}",
@@ -145,11 +190,22 @@ impl Cuts {
                     }
                     sub.checked += 1;
                     self.cuts_checked += u64::from(bank_total(&sub.mirror, accounts).is_some());
-                    let worlds: Vec<Option<Value>> = WORLDS
-                        .iter()
-                        .map(|w| NodePath::parse(w, &Limits::default()).expect("valid"))
-                        .map(|w| sub.mirror.subtree_value(&w))
-                        .collect();
+                    let worlds = worlds_of(&sub.mirror);
+                    if let Some(committed) = self.committed.at(hlc)? {
+                        if *committed != worlds {
+                            return Err(format!(
+                                "cut (committed world): at frontier {hlc} server {}'s {} differs from it: {:.600} vs {:.600}",
+                                sub.server,
+                                if sub.reader { "tree read" } else { "mirror" },
+                                format!("{worlds:?}"), format!("{committed:?}")
+                            ));
+                        }
+                        self.cuts_committed += 1;
+                    }
+                    if sub.reader {
+                        self.reads_checked += 1;
+                        return Ok(Some(self.end(id, false)));
+                    }
                     match self.at_frontier.get(&hlc) {
                         Some((other, seen)) if *other != sub.server => {
                             if *seen != worlds {
@@ -174,8 +230,8 @@ impl Cuts {
         Ok(None)
     }
 
-    /// Ends world subscriber `id`: its server and feeds.
-    fn restart(&mut self, id: u64) -> (u64, Vec<u64>) {
+    /// Ends world subscriber `id`; `again`: a new one replaces it.
+    fn end(&mut self, id: u64, again: bool) -> Ended {
         let sub = self.subs.remove(&id).expect("a fed subscriber exists");
         let tokens: Vec<u64> = self
             .feeds
@@ -186,14 +242,19 @@ impl Cuts {
         for token in &tokens {
             self.feeds.remove(token);
         }
-        self.restarts += 1;
-        (sub.server, tokens)
+        self.restarts += u64::from(again);
+        Ended {
+            server: sub.server,
+            tokens,
+            again: again && !sub.reader,
+        }
     }
 
-    /// Each live world subscriber's mirror and last frontier.
+    /// Each live world subscriber's mirror and last frontier (readers are not mirrors).
     pub fn mirrors(&self) -> impl Iterator<Item = (u64, &Tree, u64)> {
         self.subs
             .values()
+            .filter(|s| !s.reader)
             .map(|s| (s.server, &s.mirror, s.resolved))
     }
 }
@@ -220,7 +281,7 @@ fn in_worlds(path: &str) -> bool {
 }
 
 /// Whether `op` changes the bank's worlds (a move between them stays in them).
-fn banked(op: &Op) -> bool {
+pub(crate) fn banked(op: &Op) -> bool {
     match op {
         Op::Move {
             path, new_parent, ..

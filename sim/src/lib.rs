@@ -35,6 +35,7 @@
 mod bank;
 mod checks;
 mod clients;
+mod committed;
 mod cuts;
 mod disk;
 pub mod history;
@@ -189,6 +190,10 @@ pub struct SeedReport {
     /// `Resolved` pushes at which a world mirror equalled another server's at the same
     /// frontier.
     pub cuts_compared: u64,
+    /// `Resolved` pushes at which a world mirror or tree read equalled the world as
+    /// committed at its frontier (replayed from the shards' logs), and tree reads checked.
+    pub cuts_committed: u64,
+    pub reads_checked: u64,
 }
 
 impl fmt::Display for SeedReport {

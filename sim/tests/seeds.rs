@@ -127,14 +127,30 @@ fn resolved_ignoring_intents_is_caught_by_the_feed_check() {
     caught_by(Bug::ResolvedIgnoresIntents, 10, "resolved order");
 }
 
+// The committed world (replayed from what the shards applied) catches both cut bugs on its
+// own: a mirror or tree read that differs from it at a frontier, or a change committed
+// below a frontier already released.
+#[test]
+fn releasing_before_the_frontier_is_caught_by_the_committed_world() {
+    caught_by(Bug::ReleaseBeforeFrontier, 10, "cut (committed world)");
+}
+
+#[test]
+fn resolved_ignoring_intents_is_caught_by_the_committed_world() {
+    caught_by(Bug::ResolvedIgnoresIntents, 10, "cut (committed world)");
+}
+
 #[test]
 fn world_subscribers_see_whole_banks_at_every_resolved_and_end_equal_to_the_leaders() {
     let reports = run_seeds(1, 30, &SimOptions::new(0));
     let cuts: u64 = reports.iter().map(|r| r.cuts_checked).sum();
     let equal: u64 = reports.iter().map(|r| r.world_mirrors_equal).sum();
     let compared: u64 = reports.iter().map(|r| r.cuts_compared).sum();
+    let committed: u64 = reports.iter().map(|r| r.cuts_committed).sum();
+    let reads: u64 = reports.iter().map(|r| r.reads_checked).sum();
     eprintln!(
-        "cuts checked {cuts}, world mirrors equal {equal}, compared at a frontier {compared}"
+        "cuts checked {cuts}, world mirrors equal {equal}, compared at a frontier {compared}, \
+         equal to the committed world {committed}, tree reads {reads}"
     );
     // Every server's world subscriber checks the bank's total at each `resolved` once the
     // accounts exist, through crashes, partitions and cross-shard churn.
@@ -148,5 +164,15 @@ fn world_subscribers_see_whole_banks_at_every_resolved_and_end_equal_to_the_lead
     assert!(
         compared > 1500,
         "{compared} mirrors compared at a shared frontier"
+    );
+    // At every `resolved`, each mirror (and each tree read's snapshot) equals the world as
+    // committed at that frontier, replayed from what the shards applied.
+    assert!(
+        committed > 3000,
+        "{committed} mirrors and reads equalled the committed world at their frontier"
+    );
+    assert!(
+        reads > 300,
+        "{reads} consistent tree reads of the world checked"
     );
 }

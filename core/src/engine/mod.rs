@@ -143,6 +143,9 @@ pub struct WalBatch {
 pub struct Commands {
     /// Parallel-commit steps replicas applied (only with `Engine::record_steps`).
     pub steps: Vec<(u32, crate::replica::StepApplied)>,
+    /// Every tree change replicas applied, in apply order (only with
+    /// `Engine::record_applied`: the simulator's history of what committed).
+    pub applied: Vec<(u32, crate::replica::Applied)>,
     pub messages: Vec<(u32, Message)>,
     pub replies: Vec<(Token, Outcome)>,
     pub pushes: Vec<(SubId, Push)>,
@@ -173,6 +176,8 @@ struct Slot {
     subs: Vec<Subscriber>,
     /// Change pushes held back one step (only with `inject_resolved_before_change`).
     delayed: Vec<(SubId, Push)>,
+    /// Copy every applied change into `Commands::applied` (`Engine::record_applied`).
+    record_applied: bool,
 }
 
 /// One core's shards and everything between them and the driver.
@@ -227,6 +232,7 @@ impl Engine {
                     pending: BTreeMap::new(),
                     subs: Vec::new(),
                     delayed: Vec::new(),
+                    record_applied: false,
                 };
                 (*shard, slot)
             })
@@ -353,7 +359,7 @@ impl Engine {
     fn unsubscribe(&mut self, sub: SubId) {
         for slot in self.slots.values_mut() {
             slot.subs.retain(|s| s.id != sub);
-            slot.replica.record_changes = !slot.subs.is_empty();
+            slot.replica.record_changes = slot.record_applied || !slot.subs.is_empty();
         }
     }
 
@@ -451,6 +457,11 @@ impl Engine {
         let mut changes = Vec::new();
         if !out.applied.is_empty() {
             let applied = std::mem::take(&mut out.applied);
+            if slot.record_applied {
+                commands
+                    .applied
+                    .extend(applied.iter().map(|a| (shard, a.clone())));
+            }
             feeds::publish(shard, &slot.replica, &slot.subs, applied, &mut changes);
         }
         if delay_changes {
@@ -509,7 +520,6 @@ impl Engine {
         self.slots.values().map(|s| s.pending.len()).sum()
     }
 
-    /// One line per shard: role, term, applied index, leader.
     /// Records every applied parallel-commit step in `Commands::steps` (the simulator's
     /// transaction traces).
     pub fn record_steps(&mut self) {
@@ -518,6 +528,15 @@ impl Engine {
         }
     }
 
+    /// Records every tree change replicas apply in `Commands::applied`, subscribed or not.
+    pub fn record_applied(&mut self) {
+        for slot in self.slots.values_mut() {
+            slot.record_applied = true;
+            slot.replica.record_changes = true;
+        }
+    }
+
+    /// One line per shard: role, term, applied index, leader.
     pub fn status(&self) -> String {
         self.slots
             .iter()

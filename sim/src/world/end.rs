@@ -224,6 +224,8 @@ impl World {
             cuts_checked: self.cuts.cuts_checked,
             world_mirrors_equal: self.world_mirrors_equal,
             cuts_compared: self.cuts.cuts_compared,
+            cuts_committed: self.cuts.cuts_committed,
+            reads_checked: self.cuts.reads_checked,
         }
     }
 }

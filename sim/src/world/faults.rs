@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// Chance per step (per mille) that a consistent `tree` read of the world starts.
+const READ_WORLD_PER_MILLE: u64 = 50;
+
 impl World {
     /// Starts server `id` from its disks, as a process start replays its WALs; a corrupt
     /// WAL makes it refuse, and it stays down.
@@ -34,6 +37,7 @@ impl World {
             if self.options.txn_trace {
                 engine.record_steps();
             }
+            engine.record_applied(); // for the committed world (`committed`)
             for (shard, replica) in engine.replicas() {
                 let view = replica.raft_view();
                 self.observer.recovered(id, shard, view.term, view.vote);
@@ -78,11 +82,26 @@ impl World {
                 self.run(id, shard as usize % self.cores, input);
             }
         }
-        self.subscribe_world(id);
+        self.subscribe_world(id, false);
     }
 
-    /// Server `id`'s world subscriber: one feed of `/root` per shard, merged (`cuts`).
-    pub(super) fn subscribe_world(&mut self, id: u64) {
+    /// Now and then, while clients write, a consistent `tree` read of the world on a live
+    /// server: a reader, checked at the frontier that follows its snapshot.
+    pub(super) fn read_world(&mut self, issue: bool) {
+        if !issue || !self.reads_rng.chance(READ_WORLD_PER_MILLE) {
+            return;
+        }
+        let up: Vec<u64> = (1..=SERVERS)
+            .filter(|id| self.servers[(id - 1) as usize].up)
+            .collect();
+        if let Some(&id) = up.get(self.reads_rng.range(0, SERVERS - 1) as usize) {
+            self.subscribe_world(id, true);
+        }
+    }
+
+    /// Server `id`'s world subscriber, or a `reader` (a consistent `tree` read of the
+    /// world): one feed of `/root` per shard, merged (`cuts`).
+    pub(super) fn subscribe_world(&mut self, id: u64, reader: bool) {
         let tokens: Vec<u64> = (0..self.shards)
             .map(|_| self.token(Route::Subscription))
             .collect();
@@ -93,7 +112,8 @@ impl World {
             treesync_core::shard::SHARD_DEPTH_DEFAULT,
         )
         .expect("the simulator's map is valid");
-        self.cuts.subscribed(world, id, &map, &tokens, early);
+        self.cuts
+            .subscribed(world, id, &map, &tokens, early, reader);
         for (shard, token) in tokens.into_iter().enumerate() {
             let input = Input::Subscribe(Subscription {
                 token,

@@ -97,6 +97,9 @@ pub struct World {
     /// Every replica's `closed_lag_ms` in this run.
     closed_lag_ms: u64,
     rng: Rng,
+    /// When and where world `tree` reads start: a stream of its own, so that adding the
+    /// reads left every other choice of a seed as it was.
+    reads_rng: Rng,
     now: u64,
     time: Rc<Cell<u64>>,
     cores: usize,
@@ -121,7 +124,7 @@ pub struct World {
     /// World mirrors found equal to the leaders' merged tree at the end.
     world_mirrors_equal: u64,
     /// World subscribers to start over (server, feeds to end), at the end of this step.
-    world_restarts: Vec<(u64, Vec<u64>)>,
+    world_restarts: Vec<crate::cuts::Ended>,
     next_token: u64,
     observer: Observer,
     faults_on: bool,
@@ -152,6 +155,7 @@ impl World {
     pub fn new(options: SimOptions) -> World {
         let (cores, shards) = if options.trace { (1, 1) } else { (2, 8) };
         let mut rng = Rng::new(options.seed);
+        let reads_rng = Rng::new(options.seed ^ 0x7265_6164_735f_7267);
         let time = Rc::new(Cell::new(0));
         let servers = (1..=SERVERS)
             .map(|_| {
@@ -191,6 +195,7 @@ impl World {
             trace: options.trace.then(TraceRecorder::default),
             options,
             rng,
+            reads_rng,
             now: 0,
             time,
             cores,
@@ -206,7 +211,7 @@ impl World {
             routes: BTreeMap::new(),
             subs: BTreeMap::new(),
             mirrors: Mirrors::default(),
-            cuts: crate::cuts::Cuts::default(),
+            cuts: crate::cuts::Cuts::new(shards),
             world_mirrors_equal: 0,
             world_restarts: Vec::new(),
             next_token: 1,
@@ -305,6 +310,11 @@ impl World {
                 trace.step(id, message.as_ref(), &before, &after, &sent);
             }
             self.observe(id, core);
+            for (shard, applied) in &commands.applied {
+                if let Err(why) = self.cuts.collect(*shard, applied) {
+                    self.observer.violation.get_or_insert(why);
+                }
+            }
             if let Some(trace) = self.txn_trace.as_mut() {
                 for (shard, applied) in &commands.steps {
                     trace.step(*shard, applied);
@@ -573,24 +583,27 @@ impl World {
         self.complete_fsyncs();
         self.ticks();
         self.clients(issue);
+        self.read_world(issue);
         self.deliver_host_requests();
         self.bank_cut_check();
         self.restart_world_subscribers();
     }
 
-    /// World subscribers whose feed resynchronised start over: their feeds end, and a new
-    /// subscriber (a fresh snapshot) replaces them while the server is up.
+    /// World subscribers that ended: their feeds end, and a new subscriber (a fresh
+    /// snapshot) replaces one whose feed resynchronised, while the server is up.
     fn restart_world_subscribers(&mut self) {
-        for (server, tokens) in std::mem::take(&mut self.world_restarts) {
-            if !self.server(server).up {
+        for ended in std::mem::take(&mut self.world_restarts) {
+            if !self.server(ended.server).up {
                 continue;
             }
-            for sub in tokens {
+            for sub in ended.tokens {
                 for core in 0..self.cores {
-                    self.run(server, core, Input::Unsubscribe { sub });
+                    self.run(ended.server, core, Input::Unsubscribe { sub });
                 }
             }
-            self.subscribe_world(server);
+            if ended.again {
+                self.subscribe_world(ended.server, false);
+            }
         }
     }
 
