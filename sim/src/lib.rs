@@ -194,6 +194,9 @@ pub struct SeedReport {
     /// committed at its frontier (replayed from the shards' logs), and tree reads checked.
     pub cuts_committed: u64,
     pub reads_checked: u64,
+    /// Intents that held a leader's resolved timestamp back past `engine::STUCK_INTENT_MS`
+    /// and were pushed.
+    pub stuck_pushed: u64,
 }
 
 impl fmt::Display for SeedReport {

@@ -148,9 +148,10 @@ fn world_subscribers_see_whole_banks_at_every_resolved_and_end_equal_to_the_lead
     let compared: u64 = reports.iter().map(|r| r.cuts_compared).sum();
     let committed: u64 = reports.iter().map(|r| r.cuts_committed).sum();
     let reads: u64 = reports.iter().map(|r| r.reads_checked).sum();
+    let stuck: u64 = reports.iter().map(|r| r.stuck_pushed).sum();
     eprintln!(
         "cuts checked {cuts}, world mirrors equal {equal}, compared at a frontier {compared}, \
-         equal to the committed world {committed}, tree reads {reads}"
+         equal to the committed world {committed}, tree reads {reads}, stuck intents pushed {stuck}"
     );
     // Every server's world subscriber checks the bank's total at each `resolved` once the
     // accounts exist, through crashes, partitions and cross-shard churn.
@@ -175,4 +176,7 @@ fn world_subscribers_see_whole_banks_at_every_resolved_and_end_equal_to_the_lead
         reads > 300,
         "{reads} consistent tree reads of the world checked"
     );
+    // Transactions whose intents held a leader's resolved timestamp back (a coordinator
+    // crashed or was cut off) are pushed by the engines, not left for a later writer.
+    assert!(stuck > 10, "{stuck} stuck intents pushed");
 }

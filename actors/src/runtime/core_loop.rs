@@ -75,6 +75,7 @@ pub async fn run(
     config: ServerConfig,
     inbox: flume::Receiver<CoreMsg>,
     hlc: Arc<Hlc<SystemClock>>,
+    host: super::txn_host::HostHandle,
 ) -> Result<(), String> {
     let wal_path = config.data_dir.join(format!("core-{core}.wal"));
     let options = WalOptions {
@@ -120,7 +121,7 @@ pub async fn run(
     );
     tracing::info!(core, records = recovery.records, "core started");
     let offsets = ClockOffsets::new(MAX_OFFSET_MS_DEFAULT, config.peers.len());
-    let mut driver = Driver::new(engine, hlc, offsets);
+    let mut driver = Driver::new(engine, hlc, offsets).with_host(host);
     let mut wal_base_bytes = wal.len();
     let mut next_tick = Instant::now() + config.tick;
     let mut batch: Option<WalBatch> = None;

@@ -63,6 +63,8 @@ pub struct Driver {
     /// Forward messages to send at the next `execute`: (peer, bytes).
     forward_out: Vec<(u64, Vec<u8>)>,
     ticks: u64,
+    /// This server's transaction host: pushes the transactions of stuck intents.
+    host: Option<super::txn_host::HostHandle>,
 }
 
 impl Driver {
@@ -81,7 +83,15 @@ impl Driver {
             awaited: BTreeMap::new(),
             forward_out: Vec::new(),
             ticks: 0,
+            host: None,
         }
+    }
+
+    /// The host that pushes transactions whose intents hold a resolved timestamp back
+    /// (`Commands::stuck_intents`); without one they wait for a conflicting request.
+    pub fn with_host(mut self, host: super::txn_host::HostHandle) -> Driver {
+        self.host = Some(host);
+        self
     }
 
     /// A forwarded request or answer from a peer, merged into our clock first.
@@ -309,6 +319,12 @@ impl Driver {
             transport.send_forward(peer, &bytes, stamp);
         }
         transport.flush();
+        for (_, holder) in commands.stuck_intents.drain(..) {
+            tracing::debug!(txn = %holder.id, "pushing a transaction whose intents hold resolved back");
+            if let Some(host) = &self.host {
+                host.push(holder, holder.anchor);
+            }
+        }
         let mut gone = Vec::new();
         for (sub, push) in commands.pushes.drain(..) {
             let Some(sink) = self.sinks.get(&sub) else {

@@ -249,7 +249,8 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
         } else {
             Placement::Unbound
         };
-        let (config, router, hlc) = (config.clone(), router.clone(), hlc.clone());
+        let (config, router, hlc, host) =
+            (config.clone(), router.clone(), hlc.clone(), host.clone());
         let host_task = match core {
             0 => host_parts.take().map(|(inbox, me)| {
                 let limits = treesync_core::Limits::default();
@@ -276,7 +277,7 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
                     let run = txn_host::run(host, inbox, me, hlc.clone(), config.tick);
                     glommio::spawn_local(run).detach();
                 }
-                if let Err(e) = core_loop::run(core, config, inbox, hlc).await {
+                if let Err(e) = core_loop::run(core, config, inbox, hlc, host).await {
                     tracing::error!(core, error = %e, "core stopped");
                     eprintln!("treesync: core {core} stopped: {e}");
                     std::process::exit(1);

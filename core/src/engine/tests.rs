@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::op::{Op, Prop};
+use crate::txn::TxnMeta;
 use crate::value::Value;
 
 fn logger() -> slog::Logger {
@@ -276,4 +277,67 @@ fn resolved_pushes_follow_the_changes_they_cover() {
     // The must-fail twin (`inject_resolved_before_change`) needs a resolved timestamp that
     // covers a change in the step that applies it, which takes a later entry applied in
     // the same step: the simulator's `--inject resolved-before-change` shows it caught.
+}
+
+/// Steps the engine's clock to `wall_ms` (and persists what that proposes); returns the
+/// stuck intents it reported.
+fn clock_at(engine: &mut Engine, wall_ms: u64) -> Vec<(u32, TxnMeta)> {
+    let mut commands = Commands::default();
+    let hlc = Timestamp::new(wall_ms, 0);
+    engine.step(Input::Clock { hlc }, &mut commands);
+    let stuck = std::mem::take(&mut commands.stuck_intents);
+    settle(engine, &mut commands);
+    stuck
+}
+
+#[test]
+fn an_intent_that_holds_the_resolved_timestamp_back_too_long_is_reported_once_per_interval() {
+    let mut engine = leader_engine(false);
+    let written_ms = 2_000;
+    let meta = TxnMeta {
+        id: crate::txn::TxnId { node: 1, seq: 1 },
+        ts: Timestamp::new(written_ms, 0),
+        anchor: 2,
+    };
+    let step = crate::txn::step::Step::WriteIntent {
+        meta: meta.into(),
+        txn: set("held", Value::Int(1)),
+    };
+    let mut commands = Commands::default();
+    let hlc = Timestamp::new(written_ms, 0);
+    engine.step(
+        Input::Step {
+            token: 1,
+            shard: 0,
+            step,
+            hlc,
+        },
+        &mut commands,
+    );
+    let answered = settle(&mut engine, &mut commands).replies;
+    assert!(
+        matches!(answered.as_slice(), [(1, Ok(_))]),
+        "the intent is written: {answered:?}"
+    );
+    let oldest = engine
+        .replica(0)
+        .expect("shard 0")
+        .txn_tables()
+        .intents
+        .oldest_ts();
+    assert_eq!(oldest, Some(meta.ts), "the intent holds shard 0");
+
+    // Not yet: a transaction may hold its intents this long and still be alive.
+    assert!(clock_at(&mut engine, written_ms + STUCK_INTENT_MS - 1).is_empty());
+    assert_eq!(
+        clock_at(&mut engine, written_ms + STUCK_INTENT_MS),
+        vec![(0, meta)]
+    );
+    // Once per interval, not at every clock step.
+    assert!(clock_at(&mut engine, written_ms + STUCK_INTENT_MS + 10).is_empty());
+    assert_eq!(
+        clock_at(&mut engine, written_ms + 2 * STUCK_INTENT_MS),
+        vec![(0, meta)],
+        "still held: reported again"
+    );
 }

@@ -226,6 +226,7 @@ impl World {
             cuts_compared: self.cuts.cuts_compared,
             cuts_committed: self.cuts.cuts_committed,
             reads_checked: self.cuts.reads_checked,
+            stuck_pushed: self.stuck_pushed,
         }
     }
 }

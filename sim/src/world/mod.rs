@@ -125,6 +125,8 @@ pub struct World {
     world_mirrors_equal: u64,
     /// World subscribers to start over (server, feeds to end), at the end of this step.
     world_restarts: Vec<crate::cuts::Ended>,
+    /// Stuck intents the engines reported and their servers' hosts pushed.
+    stuck_pushed: u64,
     next_token: u64,
     observer: Observer,
     faults_on: bool,
@@ -214,6 +216,7 @@ impl World {
             cuts: crate::cuts::Cuts::new(shards),
             world_mirrors_equal: 0,
             world_restarts: Vec::new(),
+            stuck_pushed: 0,
             next_token: 1,
             observer: Observer::default(),
             faults_on: true,
@@ -386,6 +389,16 @@ impl World {
             }
         }
         self.world_restarts.extend(restarts);
+        // Intents that held a resolved timestamp back too long: this server's host pushes
+        // their transactions, as the runtime's does.
+        for (_, holder) in commands.stuck_intents {
+            self.stuck_pushed += 1;
+            let shard = holder.anchor;
+            self.host_step(
+                id,
+                treesync_core::txn::host::HostInput::Push { holder, shard },
+            );
+        }
         let batch = commands.wal?;
         let due = self.now + self.rng.range(1, 3);
         let eio = self.faults_on && !self.options.trace && self.rng.chance(2);
