@@ -5,7 +5,7 @@
 //!   snapshots over one record's limit split into several).
 //! - `recovery`: replaying a log image, a pure function of its bytes: a torn tail is cut,
 //!   corruption before it is refused.
-//! - `wal`: the glommio `DmaFile` writer with group commit (one fdatasync per batch).
+//! - `wal`: the glommio `BufferedFile` writer with group commit (one fdatasync per batch).
 //! - `identity`: who wrote a data directory, and the lock that gives it to one process.
 //!
 //! A simulator can build disk images with `header::FileHeader` and `batch::encode_batch`
