@@ -94,6 +94,17 @@ impl Driver {
         self
     }
 
+    /// Hands each stuck intent's transaction to the host to push, at the holder's anchor
+    /// (where its record is), as a request that met the intent would.
+    fn push_stuck_intents(&mut self, commands: &mut Commands) {
+        for (_, holder) in commands.stuck_intents.drain(..) {
+            tracing::debug!(txn = %holder.id, "pushing a transaction whose intents hold resolved back");
+            if let Some(host) = &self.host {
+                host.push(holder, holder.anchor);
+            }
+        }
+    }
+
     /// A forwarded request or answer from a peer, merged into our clock first.
     pub fn forwarded(&mut self, forwarded: Forwarded, commands: &mut Commands) {
         if let Err(error) = self.hlc.update(Timestamp::from_u64(forwarded.sent_hlc)) {
@@ -319,12 +330,7 @@ impl Driver {
             transport.send_forward(peer, &bytes, stamp);
         }
         transport.flush();
-        for (_, holder) in commands.stuck_intents.drain(..) {
-            tracing::debug!(txn = %holder.id, "pushing a transaction whose intents hold resolved back");
-            if let Some(host) = &self.host {
-                host.push(holder, holder.anchor);
-            }
-        }
+        self.push_stuck_intents(commands);
         let mut gone = Vec::new();
         for (sub, push) in commands.pushes.drain(..) {
             let Some(sink) = self.sinks.get(&sub) else {
@@ -469,6 +475,30 @@ mod tests {
                 assert_eq!(error.code(), "unavailable");
             }
             other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_stuck_intent_is_handed_to_the_host_at_its_anchor() {
+        let (host, inbox, _) = super::super::txn_host::mailbox();
+        let mut driver = driver().with_host(host);
+        let holder = treesync_core::txn::TxnMeta {
+            id: treesync_core::txn::TxnId { node: 2, seq: 7 },
+            ts: Timestamp::new(1_000, 0),
+            anchor: 3,
+        };
+        let mut commands = Commands::default();
+        commands.stuck_intents.push((0, holder));
+        driver.push_stuck_intents(&mut commands);
+        assert!(commands.stuck_intents.is_empty(), "handed on once");
+        match inbox.try_recv() {
+            Ok(super::super::txn_host::HostMsg::Push {
+                holder: pushed,
+                shard,
+            }) => {
+                assert_eq!((pushed, shard), (holder, 3), "pushed at its record's shard");
+            }
+            _ => panic!("the host was not asked to push"),
         }
     }
 }

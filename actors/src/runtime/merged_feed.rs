@@ -69,9 +69,7 @@ impl Source {
         }
         Ok((merge, feeds))
     }
-}
 
-impl Source {
     /// `open(None)`, waiting out a shard without a leader (an election, a hand-over): the
     /// gateway's own subscribe retries so too (`session::patiently`).
     async fn reopen(&self) -> Result<Feeds, ReplyError> {

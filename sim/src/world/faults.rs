@@ -94,9 +94,11 @@ impl World {
         let up: Vec<u64> = (1..=SERVERS)
             .filter(|id| self.servers[(id - 1) as usize].up)
             .collect();
-        if let Some(&id) = up.get(self.reads_rng.range(0, SERVERS - 1) as usize) {
-            self.subscribe_world(id, true);
+        if up.is_empty() {
+            return;
         }
+        let id = up[self.reads_rng.range(0, up.len() as u64 - 1) as usize];
+        self.subscribe_world(id, true);
     }
 
     /// Server `id`'s world subscriber, or a `reader` (a consistent `tree` read of the
