@@ -167,6 +167,8 @@ pub struct SeedReport {
     pub refused_starts: u64,
     /// Times a lagging replica was caught up by a snapshot.
     pub snapshots_installed: u64,
+    /// Side promises followers adopted (idle shards closing without entries).
+    pub side_adopted: u64,
     /// Client requests refused because the server's clock was beyond the max offset.
     pub clock_refusals: u64,
     /// Feed pushes the subscribers received.

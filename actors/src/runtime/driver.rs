@@ -32,6 +32,9 @@ pub const FORWARD_TICKS_MAX: u64 = 300;
 /// Forward message kinds (first byte), then a request id (u64), then the payload.
 const FORWARD_REQUEST: u8 = 0;
 const FORWARD_REPLY: u8 = 1;
+/// Side promises of the sender's idle shard leaders on this core (`replica::side`); the
+/// request id is unused (zero).
+const SIDE_PROMISES: u8 = 2;
 
 /// Where an answer goes.
 enum ReplyTo {
@@ -140,6 +143,14 @@ impl Driver {
                     let _ = awaited.reply.try_send(Err(lost(awaited.write)));
                 }
                 (_, None) => {} // answered already (expired)
+            },
+            SIDE_PROMISES => match treesync_core::replica::decode_promises(payload) {
+                Ok(promises) => {
+                    let from = forwarded.from;
+                    self.engine
+                        .step(Input::SidePromises { from, promises }, commands);
+                }
+                Err(error) => tracing::warn!(from = forwarded.from, %error, "bad side promises"),
             },
             other => tracing::warn!(from = forwarded.from, kind = other, "unknown forward kind"),
         }
@@ -323,6 +334,12 @@ impl Driver {
         let stamp = self.hlc.now().as_u64();
         for (shard, message) in commands.messages.drain(..) {
             transport.send(shard, &message, stamp);
+        }
+        for (peer, promises) in commands.side_promises.drain(..) {
+            let mut bytes = vec![SIDE_PROMISES];
+            bytes.extend_from_slice(&0u64.to_le_bytes());
+            bytes.extend_from_slice(&treesync_core::replica::encode_promises(&promises));
+            self.forward_out.push((peer, bytes));
         }
         // Answers to forwarded requests travel back over the transport too.
         self.execute_replies(commands);

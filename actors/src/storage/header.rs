@@ -37,7 +37,9 @@ pub const FILE_MAGIC: [u8; 4] = *b"TSWL";
 /// nodes by the spine (`shard::SPINE`): a format 4 file's data lives on other shards.
 /// Format 6 adds the closed timestamp to each entry's context and to each snapshot
 /// (`replica::closed`); format 5 snapshots do not decode as format 6 ones.
-pub const FILE_VERSION: u16 = 6;
+/// Format 7 adds the lease to each entry's context and to each snapshot (`replica::side`);
+/// format 6 snapshots do not decode as format 7 ones.
+pub const FILE_VERSION: u16 = 7;
 pub const FILE_HEADER_BYTES: usize = std::mem::size_of::<FileHeader>();
 
 const _: () = assert!(

@@ -121,6 +121,12 @@ pub enum Input {
     Persisted {
         batch: u64,
     },
+    /// Side promises of shard leaders on server `from` (`replica::side`): one message per
+    /// peer and interval carries those of all its idle shards on this core.
+    SidePromises {
+        from: u64,
+        promises: Vec<crate::replica::SidePromise>,
+    },
 }
 
 pub use crate::api::{Answer, Outcome};
@@ -159,6 +165,9 @@ pub struct Commands {
     /// (`HostInput::Push` at the holder's anchor), which recovers an abandoned one.
     pub stuck_intents: Vec<(u32, crate::txn::TxnMeta)>,
     pub messages: Vec<(u32, Message)>,
+    /// Side promises of this core's idle shard leaders, one message per peer (`replica::side`):
+    /// the driver sends each with `Input::SidePromises` semantics to that peer's same core.
+    pub side_promises: Vec<(u64, Vec<crate::replica::SidePromise>)>,
     pub replies: Vec<(Token, Outcome)>,
     pub pushes: Vec<(SubId, Push)>,
     pub wal: Option<WalBatch>,
@@ -167,6 +176,7 @@ pub struct Commands {
 impl Commands {
     pub fn is_empty(&self) -> bool {
         self.messages.is_empty()
+            && self.side_promises.is_empty()
             && self.replies.is_empty()
             && self.pushes.is_empty()
             && self.stuck_intents.is_empty()
@@ -315,6 +325,18 @@ impl Engine {
                 }
             }
             Input::Persisted { batch } => self.persisted(batch, commands),
+            Input::SidePromises { from, promises } => {
+                for p in promises {
+                    // A promise for a shard this core does not own comes from a misconfigured
+                    // peer: dropped, as a lost message would be.
+                    let Some(slot) = self.slots.get_mut(&p.shard) else {
+                        continue;
+                    };
+                    if slot.replica.leader() == Some(from) || slot.replica.leader().is_none() {
+                        slot.replica.adopt_side_promise(p.promise);
+                    }
+                }
+            }
         }
         self.hand_out_batch(commands);
     }
@@ -485,6 +507,20 @@ impl Engine {
         commands
             .messages
             .extend(out.messages.drain(..).map(|m| (shard, m)));
+        if let Some(promise) = out.side_close.take() {
+            let me = slot.replica.id();
+            for peer in slot.replica.peers().iter().copied().filter(|p| *p != me) {
+                let at = match commands.side_promises.iter().position(|(to, _)| *to == peer) {
+                    Some(at) => at,
+                    None => {
+                        commands.side_promises.push((peer, Vec::new()));
+                        commands.side_promises.len() - 1
+                    }
+                };
+                let side = crate::replica::SidePromise { shard, promise };
+                commands.side_promises[at].1.push(side);
+            }
+        }
         commands
             .steps
             .extend(out.steps.drain(..).map(|s| (shard, s)));
@@ -606,6 +642,7 @@ impl Engine {
         for (id, slot) in &self.slots {
             assert!(slot.out.messages.is_empty(), "shard {id}: output collected");
             assert!(slot.out.persist.is_empty(), "shard {id}: output collected");
+            assert!(slot.out.side_close.is_none(), "shard {id}: output collected");
             assert!(
                 slot.pending.keys().all(|r| *r < self.next_request),
                 "shard {id}: pending requests were issued"

@@ -39,6 +39,14 @@ impl Replica {
                     entry.index,
                     self.applied_hlc
                 );
+                // The side promises' guarantee (`replica::side`); only the must-fail twin's
+                // unit test breaks it on purpose.
+                assert!(
+                    hlc > self.side.closed || self.inject_no_lease_floor,
+                    "entry {} HLC {hlc} not above the side promise {}",
+                    entry.index,
+                    self.side.closed
+                );
                 self.applied_hlc = hlc;
             }
             let result = if entry.data.is_empty() {

@@ -29,6 +29,7 @@
 mod apply;
 mod closed;
 pub mod sessions;
+mod side;
 mod snapshot;
 mod storage;
 
@@ -83,8 +84,17 @@ pub struct ReplicaConfig {
     pub preferred_leader: Option<u64>,
     /// How far below its clock a leader promises to propose nothing (`replica::closed`).
     pub closed_lag_ms: u64,
-    /// How long an idle shard's leader waits before closing again with an empty entry.
+    /// Milliseconds between an idle shard leader's side promises (`replica::side`).
     pub close_every_ms: u64,
+    /// How far ahead of its clock a leader's entries grant it side promises; an idle leader
+    /// renews it with an empty entry every ~half of it (`replica::closed`).
+    pub lease_ms: u64,
+    /// Test-only must-fail twin of the lease floor: a new leader stamps above its log and
+    /// clock only (`replica::tests::side`). Never set in production. The simulator cannot
+    /// show this twin: in a 3-replica group every new leader first hears a vote from the
+    /// old leader or from a follower that adopted the promise, and that message's HLC is
+    /// above the promise (`docs/design/consistent-cuts.md`).
+    pub inject_no_lease_floor: bool,
 }
 
 /// Ticks between a leader's checks whether to hand leadership to the preferred member.
@@ -106,6 +116,8 @@ impl ReplicaConfig {
             preferred_leader: None,
             closed_lag_ms: CLOSED_LAG_MS_DEFAULT,
             close_every_ms: CLOSE_EVERY_MS_DEFAULT,
+            lease_ms: LEASE_MS_DEFAULT,
+            inject_no_lease_floor: false,
         }
     }
 }
@@ -118,6 +130,8 @@ pub enum Input {
     Clock {
         hlc: Timestamp,
     },
+    /// A side promise from this shard's leader (`replica::side`).
+    SidePromise(SideClose),
     /// Replicate and apply a transaction; answered with `Reply::Written` or `Reply::Failed`.
     /// `hlc` is the process clock's reading; the entry gets a timestamp at least that high
     /// and above every timestamp already in this replica's log.
@@ -233,6 +247,8 @@ pub struct Output {
     /// Parallel-commit steps applied, in log order (only while `record_steps` is set: the
     /// simulator's transaction traces).
     pub steps: Vec<StepApplied>,
+    /// A side promise this leader made: the engine sends it to every peer (`replica::side`).
+    pub side_close: Option<SideClose>,
 }
 
 /// A step a replica applied: at `index`, what it answered, whether it resolved an intent.
@@ -292,10 +308,10 @@ pub struct Replica {
     applied_hlc: Timestamp,
     /// The greatest closed timestamp among applied entries (`replica::closed`).
     closed: Timestamp,
-    /// The last promise this replica proposed as leader.
-    closed_proposed: Timestamp,
     closed_lag_ms: u64,
-    close_every_ms: u64,
+    /// Leases, the floor and side promises (`replica::side`).
+    side: side::SideState,
+    inject_no_lease_floor: bool,
     /// Empty close entries this replica proposed (idle shards; status and benchmarks).
     pub close_entries: u64,
     /// Snapshots received from a leader and installed (not counting restarts).
@@ -378,19 +394,18 @@ impl Replica {
             storage.first_index().expect("memory storage"),
             storage.last_index().expect("memory storage"),
         );
-        let max_log_hlc = if last >= first {
+        // And a leader's floor covers the leases in it (`replica::closed`).
+        let (mut max_log_hlc, mut lease_seen) = (Timestamp::ZERO, Timestamp::ZERO);
+        if last >= first {
             let context = raft::GetEntriesContext::empty(false);
             let entries = storage
                 .entries(first, last + 1, None, context)
                 .expect("entries in range");
-            entries
-                .iter()
-                .map(entry_hlc)
-                .max()
-                .unwrap_or(Timestamp::ZERO)
-        } else {
-            Timestamp::ZERO
-        };
+            for entry in &entries {
+                max_log_hlc = max_log_hlc.max(entry_hlc(entry));
+                lease_seen = lease_seen.max(closed::entry_lease(entry));
+            }
+        }
         let raw = RawNode::new(&raft_config, ShardStorage::new(storage), logger)
             .expect("replica config is valid");
         let mut replica = Replica {
@@ -409,9 +424,9 @@ impl Replica {
             max_log_hlc,
             applied_hlc: Timestamp::ZERO,
             closed: Timestamp::ZERO,
-            closed_proposed: Timestamp::ZERO,
             closed_lag_ms: config.closed_lag_ms,
-            close_every_ms: config.close_every_ms,
+            side: side::SideState::new(config.lease_ms, config.close_every_ms, lease_seen),
+            inject_no_lease_floor: config.inject_no_lease_floor,
             close_entries: 0,
             snapshots_installed: 0,
             record_changes: false,
@@ -438,6 +453,11 @@ impl Replica {
 
     pub fn id(&self) -> u64 {
         self.raw.raft.id
+    }
+
+    /// Every member of this shard's group, this one included.
+    pub fn peers(&self) -> &[u64] {
+        &self.peers
     }
 
     pub fn term(&self) -> u64 {
@@ -544,7 +564,13 @@ impl Replica {
                     self.balance_leadership();
                 }
             }
-            Input::Clock { hlc } => self.close_idle(hlc),
+            Input::Clock { hlc } => {
+                self.renew_lease(hlc);
+                if let Some(promise) = self.side_promise(hlc) {
+                    out.side_close = Some(promise);
+                }
+            }
+            Input::SidePromise(promise) => self.adopt_side_promise(promise),
             Input::Propose { id, txn, hlc } => {
                 let data = wire::encode_txn(&txn);
                 self.propose(id, &data, hlc, out)
@@ -554,8 +580,13 @@ impl Replica {
                 // coordinator's clock may be ahead), so every later entry of this log is too
                 // and changes applied after this one never carry an older timestamp.
                 let hlc = hlc.max(Timestamp::from_u64(step.meta().ts.as_u64() + 1));
-                let data = wire::encode_step(&step);
-                self.propose(id, &data, hlc, out)
+                if let Some(refusal) = self.refuse_below_side(&step) {
+                    let outcome = crate::txn::step::StepOutcome::IntentRefused(refusal);
+                    out.replies.push(Reply::Stepped { id, outcome });
+                } else {
+                    let data = wire::encode_step(&step);
+                    self.propose(id, &data, hlc, out)
+                }
             }
             Input::Read { id, path, target } if self.unsafe_local_reads => {
                 let value = self.read_local_unsafe(&path, &target);
@@ -696,13 +727,13 @@ impl Replica {
         let stamp = self.next_stamp(hlc);
         let closed = self.promise(stamp, hlc);
         debug_assert!(closed < stamp, "an entry's promise is below the entry");
+        let lease = self.lease(hlc);
         match self
             .raw
-            .propose(closed::context(stamp, closed), data.to_vec())
+            .propose(closed::context(stamp, closed, lease), data.to_vec())
         {
             Ok(()) => {
                 self.max_log_hlc = stamp;
-                self.closed_proposed = closed;
                 let index = self.raw.raft.raft_log.last_index();
                 let previous = self.pending_writes.insert(index, (id, self.term()));
                 // A proposal of an earlier term at this index was cut from our log (we lead
@@ -739,6 +770,7 @@ impl Replica {
         for _ in 0..READIES_PER_STEP_MAX {
             if !self.raw.has_ready() {
                 self.serve_reads(out);
+                self.adopt_pending_side_promise();
                 return;
             }
             let mut ready = self.raw.ready();
@@ -812,6 +844,7 @@ impl Replica {
         let entries = ready.entries().clone();
         for entry in &entries {
             self.max_log_hlc = self.max_log_hlc.max(entry_hlc(entry));
+            self.side.lease_seen = self.side.lease_seen.max(closed::entry_lease(entry));
         }
         let hard_state = ready.hs().cloned();
         let persisted_messages = ready.take_persisted_messages();
@@ -912,7 +945,11 @@ fn read_lock(path: &str, target: &ReadTarget) -> crate::txn::locks::Lock {
 }
 
 pub use apply::LoggedChange;
-pub use closed::{entry_closed, entry_hlc, CLOSED_LAG_MS_DEFAULT, CLOSE_EVERY_MS_DEFAULT};
+pub use closed::{
+    entry_closed, entry_hlc, entry_lease, CLOSED_LAG_MS_DEFAULT, CLOSE_EVERY_MS_DEFAULT,
+    LEASE_MS_DEFAULT,
+};
+pub use side::{decode_promises, encode_promises, SideClose, SideDecodeError, SidePromise};
 
 #[cfg(test)]
 mod tests;

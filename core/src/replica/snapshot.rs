@@ -1,7 +1,7 @@
 //! Tree snapshots for Raft: taking one to compact the log, and installing one a leader sent.
 //!
-//! Snapshot data: `digest u64 | applied_hlc u64 | closed u64 | session table | tables_len u64 |
-//! transaction tables | Tree::snapshot_bytes()` (the sessions as `Sessions::encode` writes
+//! Snapshot data: `digest u64 | applied_hlc u64 | closed u64 | lease u64 | session table |
+//! tables_len u64 | transaction tables | Tree::snapshot_bytes()` (the sessions as `Sessions::encode` writes
 //! them, the intents and records as `TxnTables::to_bytes`, the tree as a checksummed rkyv
 //! frame), so a replica caught up by snapshot continues the same hash chain, HLC order,
 //! closed timestamp, exactly-once answers and transactions as the replicas that applied every entry.
@@ -15,7 +15,7 @@ use crate::hlc::Timestamp;
 use crate::tree::Tree;
 use crate::txn::tables::TxnTables;
 
-const PREFIX_BYTES: usize = 24;
+const PREFIX_BYTES: usize = 32;
 
 impl Replica {
     /// Compacts the log once `compact_entries` applied entries precede `applied`.
@@ -39,6 +39,7 @@ impl Replica {
         data.extend_from_slice(&self.digest.to_le_bytes());
         data.extend_from_slice(&self.applied_hlc.as_u64().to_le_bytes());
         data.extend_from_slice(&self.closed.as_u64().to_le_bytes());
+        data.extend_from_slice(&self.side.lease_applied.as_u64().to_le_bytes());
         self.sessions.encode(&mut data);
         let tables = self.tables.to_bytes();
         data.extend_from_slice(&(tables.len() as u64).to_le_bytes());
@@ -142,6 +143,10 @@ impl Replica {
         self.digest = word(0);
         self.applied_hlc = Timestamp::from_u64(word(8));
         self.closed = Timestamp::from_u64(word(16));
+        // A new leader's floor covers the leases the snapshot compacted away.
+        let lease = Timestamp::from_u64(word(24));
+        self.side.lease_applied = self.side.lease_applied.max(lease);
+        self.side.lease_seen = self.side.lease_seen.max(lease);
         self.max_log_hlc = self.max_log_hlc.max(self.applied_hlc);
         self.applied = index;
         self.rejected.clear();

@@ -315,23 +315,32 @@ fn a_read_index_answer_meant_for_a_previous_boot_does_not_serve_a_new_read() {
 
 /// Three replicas wired by hand: messages are delivered unless `cut` isolates a node;
 /// persistence completes at once.
-struct Trio {
+pub(super) struct Trio {
     replicas: Vec<Replica>,
-    replies: Vec<Reply>,
+    pub(super) replies: Vec<Reply>,
+    /// Side promises the replicas made: (leader, promise), delivered by the test.
+    pub(super) side: Vec<(u64, SideClose)>,
 }
 
 impl Trio {
-    fn new() -> Trio {
+    pub(super) fn new() -> Trio {
         Trio::compacting_every(10_000)
     }
 
     fn compacting_every(compact_entries: u64) -> Trio {
+        Trio::with(|id| ReplicaConfig {
+            compact_entries,
+            ..ReplicaConfig::new(id, vec![1, 2, 3])
+        })
+    }
+
+    /// Three replicas configured by `config(id)` (each with its own jitter seed).
+    pub(super) fn with(config: impl Fn(u64) -> ReplicaConfig) -> Trio {
         let replicas = (1..=3)
             .map(|id| {
                 let config = ReplicaConfig {
                     jitter_seed: id,
-                    compact_entries,
-                    ..ReplicaConfig::new(id, vec![1, 2, 3])
+                    ..config(id)
                 };
                 Replica::new(&config, MemStorage::new(), None, &logger())
             })
@@ -339,16 +348,17 @@ impl Trio {
         Trio {
             replicas,
             replies: Vec::new(),
+            side: Vec::new(),
         }
     }
 
-    fn node(&mut self, id: u64) -> &mut Replica {
+    pub(super) fn node(&mut self, id: u64) -> &mut Replica {
         &mut self.replicas[(id - 1) as usize]
     }
 
     /// Steps `id` with `input`, then delivers everything that follows (except to or from
     /// `cut`) until the group is quiet.
-    fn run(&mut self, id: u64, input: Input, cut: Option<u64>) {
+    pub(super) fn run(&mut self, id: u64, input: Input, cut: Option<u64>) {
         let mut work = vec![(id, input)];
         for _ in 0..10_000 {
             let Some((to, input)) = work.pop() else {
@@ -357,6 +367,9 @@ impl Trio {
             let mut out = Output::default();
             self.node(to).step(input, &mut out);
             self.replies.append(&mut out.replies);
+            if let Some(promise) = out.side_close.take() {
+                self.side.push((to, promise));
+            }
             for request in out.persist {
                 work.push((
                     to,
@@ -389,7 +402,7 @@ impl Trio {
     }
 
     /// The answer to request `id`, if any came.
-    fn answer(&self, id: u64) -> Option<&Reply> {
+    pub(super) fn answer(&self, id: u64) -> Option<&Reply> {
         self.replies.iter().find(|r| match r {
             Reply::Written { id: i, .. }
             | Reply::Read { id: i, .. }
@@ -399,7 +412,7 @@ impl Trio {
     }
 
     /// Ticks `id` until it leads (messages to and from `cut` are lost).
-    fn elect(&mut self, id: u64, cut: Option<u64>) {
+    pub(super) fn elect(&mut self, id: u64, cut: Option<u64>) {
         for _ in 0..100 {
             if self.node(id).is_leader() {
                 return;
@@ -411,7 +424,7 @@ impl Trio {
 }
 
 /// A leader-transfer nudge (raft-rs campaigns at once on it, past pre-vote and leases).
-fn timeout_now(from: u64, to: u64, term: u64) -> Input {
+pub(super) fn timeout_now(from: u64, to: u64, term: u64) -> Input {
     Input::Message(Box::new(message(
         MessageType::MsgTimeoutNow,
         from,
@@ -503,3 +516,4 @@ fn proposals_a_snapshot_install_covers_are_answered_unknown_outcome() {
 mod closed;
 mod intents;
 mod sessions;
+mod side;

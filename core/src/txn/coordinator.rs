@@ -306,7 +306,11 @@ impl Coordinator {
     }
 
     /// Aborts once a precondition failed, or once every intent answered with at least one
-    /// refusal; the reason is a failed precondition if any, else the lowest shard's.
+    /// refusal; the reason is a failed precondition if any, else a timestamp refusal if any
+    /// (the host retries higher, and the retry decides the rest), else the lowest shard's.
+    /// Without the second rule a part refused for its timestamp and another rejected for
+    /// a reason a retry would have reported differently (a precondition that fails at the
+    /// later timestamp) answered with the latter: `tests/gateway.rs` met it under load.
     fn maybe_abort_refused(&mut self, out: &mut Vec<Command>) {
         if self.phase != Phase::Writing || self.refused.is_empty() {
             return;
@@ -323,7 +327,14 @@ impl Coordinator {
         if failed.is_none() && !answered {
             return;
         }
-        let (shard, refusal) = self.refused.swap_remove(failed.unwrap_or(0));
+        let too_low = |r: &IntentRefusal| {
+            matches!(
+                r,
+                IntentRefusal::BelowClosed { .. } | IntentRefusal::TooOld { .. }
+            )
+        };
+        let retry = self.refused.iter().position(|(_, r)| too_low(r));
+        let (shard, refusal) = self.refused.swap_remove(failed.or(retry).unwrap_or(0));
         self.abort_self(TxnReply::Aborted { shard, refusal }, out);
     }
 
@@ -449,5 +460,62 @@ impl Coordinator {
             self.last_heartbeat = now;
             out.push(Command::Heartbeat { meta: self.meta });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hlc::Timestamp;
+    use crate::op::{Op, Prop};
+    use crate::value::Value;
+
+    fn coordinator(parts: u32) -> Coordinator {
+        let meta = TxnMeta {
+            id: crate::txn::TxnId { node: 1, seq: 1 },
+            ts: Timestamp::new(1_000, 0),
+            anchor: 0,
+        };
+        let txn = Txn::single(Op::Set {
+            path: "/root".into(),
+            props: vec![Prop::new("x", Value::Int(1))],
+        });
+        let parts = (0..parts).map(|s| (s, txn.clone())).collect();
+        Coordinator::start(meta, parts, &mut Vec::new())
+    }
+
+    fn refuse(c: &mut Coordinator, shard: u32, refusal: IntentRefusal) {
+        c.step(Event::IntentRefused { shard, refusal }, &mut Vec::new());
+    }
+
+    fn abort_reason(c: &Coordinator) -> Option<&IntentRefusal> {
+        match &c.abort_reply {
+            Some(TxnReply::Aborted { refusal, .. }) => Some(refusal),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_timestamp_refusal_is_reported_before_a_rejection_so_the_retry_decides() {
+        let mut c = coordinator(2);
+        let name_taken = IntentRefusal::Rejected(TreeError::NameTaken {
+            parent: "/root".into(),
+            name: "Item".into(),
+        });
+        refuse(&mut c, 0, name_taken.clone());
+        assert_eq!(abort_reason(&c), None, "waits for every part");
+        let below = IntentRefusal::BelowClosed {
+            ts: Timestamp::new(1_000, 0),
+            closed: Timestamp::new(1_200, 0),
+        };
+        refuse(&mut c, 1, below.clone());
+        assert_eq!(abort_reason(&c), Some(&below));
+
+        // Without a timestamp refusal: the lowest shard's reason, as before.
+        let mut c = coordinator(2);
+        let closed = IntentRefusal::Closed { txn: c.meta().id };
+        refuse(&mut c, 1, closed);
+        refuse(&mut c, 0, name_taken.clone());
+        assert_eq!(abort_reason(&c), Some(&name_taken));
     }
 }

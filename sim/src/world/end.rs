@@ -200,8 +200,16 @@ impl World {
             .filter_map(|c| c.engine.as_ref())
             .flat_map(|e| e.replicas().map(|(_, r)| r.snapshots_installed))
             .sum();
+        let adopted: u64 = self
+            .servers
+            .iter()
+            .flat_map(|s| s.cores.iter())
+            .filter_map(|c| c.engine.as_ref())
+            .flat_map(|e| e.replicas().map(|(_, r)| r.side_promise_counts().1))
+            .sum();
         SeedReport {
             seed: self.options.seed,
+            side_adopted: self.side_adopted + adopted,
             violation,
             writes_acked: self.clients.writes_acked,
             reads_ok: self.clients.reads_ok,

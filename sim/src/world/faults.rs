@@ -145,6 +145,10 @@ impl World {
                     .replicas()
                     .map(|(_, r)| r.snapshots_installed)
                     .sum::<u64>();
+                self.side_adopted += engine
+                    .replicas()
+                    .map(|(_, r)| r.side_promise_counts().1)
+                    .sum::<u64>();
             }
             core.wal.crash(&mut self.rng);
         }

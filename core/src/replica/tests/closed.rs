@@ -1,12 +1,13 @@
-//! Closed and resolved timestamps (`replica::closed`): an idle leader closes with empty
-//! entries, an intent at or below the closed timestamp is refused without a trace, and the
-//! resolved timestamp stays below unresolved intents.
+//! Closed and resolved timestamps (`replica::closed`): an idle leader renews its lease with
+//! empty entries and closes by side promise in between, an intent at or below the closed
+//! timestamp is refused without a trace, and the resolved timestamp stays below unresolved
+//! intents.
 
 use super::intents::{leader, meta, step};
 use super::settle;
 use crate::hlc::Timestamp;
 use crate::op::{Op, Prop, Txn};
-use crate::replica::{Input, Output, Replica, ReplicaConfig, Reply};
+use crate::replica::{Input, Output, Replica, ReplicaConfig, Reply, SideClose};
 use crate::txn::intents::IntentRefusal;
 use crate::txn::step::{Step, StepOutcome};
 use crate::txn::TxnMeta;
@@ -20,11 +21,14 @@ fn config() -> ReplicaConfig {
     }
 }
 
-fn clock(replica: &mut Replica, wall_ms: u64) {
+/// Steps the clock; returns the side promise the replica made.
+fn clock(replica: &mut Replica, wall_ms: u64) -> Option<SideClose> {
     let mut out = Output::default();
     let hlc = Timestamp::new(wall_ms, 0);
     replica.step(Input::Clock { hlc }, &mut out);
+    let promise = out.side_close.take();
     settle(replica, &mut out);
+    promise
 }
 
 fn intent(meta: TxnMeta) -> Step {
@@ -39,13 +43,14 @@ fn intent(meta: TxnMeta) -> Step {
 }
 
 #[test]
-fn an_idle_leader_closes_with_empty_entries_that_change_nothing() {
+fn an_idle_leader_renews_its_lease_with_empty_entries_and_closes_by_side_promise() {
     let mut replica = leader(&config());
     let (tree, applied) = (
         replica.tree().snapshot_bytes().to_vec(),
         replica.applied_index(),
     );
-    clock(&mut replica, 10_000);
+    // No lease yet: an empty entry grants one (1 s ahead) and closes 50 ms below the clock.
+    assert_eq!(clock(&mut replica, 10_000), None);
     assert_eq!(replica.closed_ts(), Timestamp::new(9_950, 0));
     assert_eq!(replica.resolved_ts(), replica.closed_ts());
     assert_eq!(replica.applied_index(), applied + 1, "one close entry");
@@ -54,12 +59,30 @@ fn an_idle_leader_closes_with_empty_entries_that_change_nothing() {
         tree,
         "a close entry changes no node"
     );
-    // Not due again until the promise is `close_every_ms` older than it could be.
-    clock(&mut replica, 10_020);
+    // Then side promises every `close_every_ms`, without entries.
+    let promise = clock(&mut replica, 10_020).expect("a side promise");
+    assert_eq!(promise.closed, Timestamp::new(9_970, 0));
+    assert_eq!(promise.index, applied + 1, "after the close entry");
+    assert_eq!(replica.closed_ts(), promise.closed);
+    assert_eq!(clock(&mut replica, 10_030), None, "not due");
     assert_eq!(replica.close_entries, 1);
-    clock(&mut replica, 10_030);
+    // Half a lease before it runs out, the lease is renewed with the next empty entry.
+    assert!(clock(&mut replica, 10_499).is_some());
+    assert_eq!(replica.close_entries, 1);
+    assert_eq!(clock(&mut replica, 10_500), None, "renewing, not promising");
     assert_eq!(replica.close_entries, 2);
-    assert_eq!(replica.closed_ts(), Timestamp::new(9_980, 0));
+    assert_eq!(replica.closed_ts(), Timestamp::new(10_450, 0));
+}
+
+#[test]
+fn a_side_promise_never_passes_the_applied_lease() {
+    let mut replica = leader(&config());
+    clock(&mut replica, 10_000);
+    // Called directly, past the renewal the clock step would make first: capped.
+    let promise = replica
+        .side_promise(Timestamp::new(13_000, 0))
+        .expect("a promise");
+    assert_eq!(promise.closed, Timestamp::new(11_000, 0), "the lease");
 }
 
 #[test]
@@ -106,7 +129,7 @@ fn an_intent_at_or_below_the_closed_timestamp_is_refused_and_holds_nothing() {
 }
 
 #[test]
-fn a_leader_keeps_at_most_one_close_entry_in_flight() {
+fn a_leader_keeps_at_most_one_close_entry_in_flight_and_promises_nothing_behind_it() {
     let mut replica = leader(&config());
     let unsettled = |replica: &mut Replica, wall_ms: u64| {
         let mut out = Output::default();
@@ -121,16 +144,18 @@ fn a_leader_keeps_at_most_one_close_entry_in_flight() {
     // The first close entry is proposed and not yet durable, so not committed.
     let mut first = unsettled(&mut replica, 10_000);
     assert_eq!(replica.close_entries, 1);
-    // Long past due, but another one would only queue behind it: none is proposed.
-    let mut behind = unsettled(&mut replica, 10_500);
+    // Long past due, but another one would only queue behind it: none is proposed, and
+    // no side promise is made while an entry is unapplied.
+    let mut behind = unsettled(&mut replica, 10_700);
     assert_eq!(replica.close_entries, 1, "none behind an uncommitted entry");
+    assert_eq!(behind.side_close, None, "nothing promised over an unapplied entry");
     settle(&mut replica, &mut first);
     settle(&mut replica, &mut behind);
     assert_eq!(replica.closed_ts(), Timestamp::new(9_950, 0));
-    // Committed: the next tick closes up to the clock again.
-    clock(&mut replica, 10_600);
+    // Committed: the next tick renews the lease and closes up to the clock again.
+    clock(&mut replica, 10_800);
     assert_eq!(replica.close_entries, 2);
-    assert_eq!(replica.closed_ts(), Timestamp::new(10_550, 0));
+    assert_eq!(replica.closed_ts(), Timestamp::new(10_750, 0));
 }
 
 #[test]
