@@ -158,6 +158,7 @@ impl TraceRecorder {
                 let mut e = TraceEvent::new("AdvanceCommitIndex", id);
                 e.commit = Some(after.commit);
                 self.events.push(e);
+                self.commit_unknown.remove(&id); // stated again from here on
             }
         }
         // A commit advance no event of this step states (raft-rs moved it in a way the
@@ -204,7 +205,7 @@ impl TraceRecorder {
                     (e.index, e.n, e.role) = (prev, n, Some("follower"));
                     if i == last {
                         e.log = Some(log_of(after));
-                        e.commit = self.follower_commit(id, before, after);
+                        e.commit = self.follower_commit(id, m.from, before, after);
                     }
                     self.events.push(e);
                 }
@@ -214,7 +215,7 @@ impl TraceRecorder {
             MessageType::MsgHeartbeat => {
                 let mut e = self.message_event("HandleAEReq", id, m);
                 (e.index, e.role, e.log) = (m.commit, Some("follower"), Some(*log));
-                e.commit = self.follower_commit(id, before, after);
+                e.commit = self.follower_commit(id, m.from, before, after);
                 self.events.push(e);
                 return "follower";
             }
@@ -239,7 +240,20 @@ impl TraceRecorder {
     /// Checked, not left open: a follower may hold several appends of the same prefix sent
     /// at different commit indexes, and each choice would be a distinct spec state until a
     /// later event told them apart (8 states per event instead of 1).
-    fn follower_commit(&mut self, id: u64, before: &RaftView, after: &RaftView) -> Option<u64> {
+    /// A leader whose own commit index is unchecked sends the spec's messages an unknown
+    /// one, so what a follower takes from it is unchecked too (seed 4: a follower whose
+    /// commit advanced unstated won an election).
+    fn follower_commit(
+        &mut self,
+        id: u64,
+        leader: u64,
+        before: &RaftView,
+        after: &RaftView,
+    ) -> Option<u64> {
+        if self.commit_unknown.contains(&leader) {
+            self.commit_unknown.insert(id);
+            return None;
+        }
         if after.commit > before.commit {
             self.commit_unknown.remove(&id);
         }
