@@ -113,14 +113,15 @@ fn runs_commit_abort_and_recover_cross_shard_transfers() {
         )
     });
     // 30 seeds of crashes (coordinators too, after any step): a few transfers each. Over
-    // 120 seeds, blocks of 30 committed 44-101 transfers and acknowledged 48-68 entity
-    // changes; these seeds are the lowest block, so the bounds sit below it.
-    assert!(committed > 30, "{committed} transfers committed");
+    // 120 seeds (side promises, 2026-12-02), blocks of 30 committed 31-100 transfers and
+    // acknowledged 20-72 entity changes; these seeds are the lowest block (which moves with
+    // every change to what the simulator draws), so the bounds sit below it.
+    assert!(committed > 20, "{committed} transfers committed");
     assert!(aborted > 3, "{aborted} aborted (conflicts, preconditions)");
     assert!(unknown > 0, "{unknown} ended unknown (crashes mid-commit)");
     let churn: u64 = reports.iter().map(|r| r.churn).sum();
     assert!(
-        churn > 30,
+        churn > 10,
         "{churn} entity creates, moves and deletes acknowledged"
     );
 }
