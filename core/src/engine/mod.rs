@@ -510,7 +510,11 @@ impl Engine {
         if let Some(promise) = out.side_close.take() {
             let me = slot.replica.id();
             for peer in slot.replica.peers().iter().copied().filter(|p| *p != me) {
-                let at = match commands.side_promises.iter().position(|(to, _)| *to == peer) {
+                let at = match commands
+                    .side_promises
+                    .iter()
+                    .position(|(to, _)| *to == peer)
+                {
                     Some(at) => at,
                     None => {
                         commands.side_promises.push((peer, Vec::new()));
@@ -642,7 +646,10 @@ impl Engine {
         for (id, slot) in &self.slots {
             assert!(slot.out.messages.is_empty(), "shard {id}: output collected");
             assert!(slot.out.persist.is_empty(), "shard {id}: output collected");
-            assert!(slot.out.side_close.is_none(), "shard {id}: output collected");
+            assert!(
+                slot.out.side_close.is_none(),
+                "shard {id}: output collected"
+            );
             assert!(
                 slot.pending.keys().all(|r| *r < self.next_request),
                 "shard {id}: pending requests were issued"

@@ -101,7 +101,10 @@ impl Replica {
     pub(super) fn promise(&self, stamp: Timestamp, now: Timestamp) -> Timestamp {
         let lagged = Timestamp::new(now.wall_ms().saturating_sub(self.closed_lag_ms), 0);
         let floor = self.side.floor_if_current(self.term());
-        lagged.max(self.side.closed).max(floor).min(just_below(stamp))
+        lagged
+            .max(self.side.closed)
+            .max(floor)
+            .min(just_below(stamp))
     }
 
     /// The lease an entry proposed when the clock reads `now` grants: `lease_ms` ahead.
@@ -134,14 +137,22 @@ impl Replica {
         if log.committed < log.last_index() {
             return;
         }
-        let due = self.side.lease_applied.wall_ms().saturating_sub(self.side.lease_ms / 2);
+        let due = self
+            .side
+            .lease_applied
+            .wall_ms()
+            .saturating_sub(self.side.lease_ms / 2);
         if now.wall_ms() < due {
             return;
         }
         let stamp = self.next_stamp(now);
         let closed = self.promise(stamp, now);
         let lease = self.lease(now);
-        if self.raw.propose(context(stamp, closed, lease), Vec::new()).is_ok() {
+        if self
+            .raw
+            .propose(context(stamp, closed, lease), Vec::new())
+            .is_ok()
+        {
             self.max_log_hlc = stamp;
             self.close_entries += 1;
         }
@@ -155,7 +166,11 @@ impl Replica {
         // The floor alone keeps a new leader above its predecessor's promises; the ones it
         // adopted itself are a second guard, which the must-fail twin drops too (else the
         // twin shows only when the new leader missed the last promise).
-        let adopted = if inject { Timestamp::ZERO } else { self.side.closed };
+        let adopted = if inject {
+            Timestamp::ZERO
+        } else {
+            self.side.closed
+        };
         let above = self.max_log_hlc.max(adopted).max(floor);
         now.max(Timestamp::from_u64(above.as_u64() + 1))
     }

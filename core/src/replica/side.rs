@@ -218,7 +218,10 @@ impl Replica {
         }
         let floor = self.side.floor(self.term(), self.inject_no_lease_floor);
         let closed = self.side.closed.max(floor);
-        (meta.ts <= closed).then_some(IntentRefusal::BelowClosed { ts: meta.ts, closed })
+        (meta.ts <= closed).then_some(IntentRefusal::BelowClosed {
+            ts: meta.ts,
+            closed,
+        })
     }
 
     /// Side promises this replica made as leader and adopted as follower.

@@ -81,7 +81,10 @@ struct Flight {
 /// What a peer message carries, as the runtime's transport does.
 #[derive(Clone)]
 enum Payload {
-    Raft { shard: u32, message: Message },
+    Raft {
+        shard: u32,
+        message: Message,
+    },
     /// One coalesced message of side promises for the receiver's same core.
     Side {
         core: usize,

@@ -148,7 +148,10 @@ fn a_leader_keeps_at_most_one_close_entry_in_flight_and_promises_nothing_behind_
     // no side promise is made while an entry is unapplied.
     let mut behind = unsettled(&mut replica, 10_700);
     assert_eq!(replica.close_entries, 1, "none behind an uncommitted entry");
-    assert_eq!(behind.side_close, None, "nothing promised over an unapplied entry");
+    assert_eq!(
+        behind.side_close, None,
+        "nothing promised over an unapplied entry"
+    );
     settle(&mut replica, &mut first);
     settle(&mut replica, &mut behind);
     assert_eq!(replica.closed_ts(), Timestamp::new(9_950, 0));

@@ -44,7 +44,15 @@ fn promised(trio: &mut Trio, promise_ms: u64) -> SideClose {
 
 fn write(trio: &mut Trio, id: u64, request: u64, wall_ms: u64, cut: Option<u64>) -> Timestamp {
     let (txn, hlc) = (set("x", request as i64), Timestamp::new(wall_ms, 0));
-    trio.run(id, Input::Propose { id: request, txn, hlc }, cut);
+    trio.run(
+        id,
+        Input::Propose {
+            id: request,
+            txn,
+            hlc,
+        },
+        cut,
+    );
     match trio.answer(request) {
         Some(Reply::Written { hlc, .. }) => *hlc,
         other => panic!("request {request} not written: {other:?}"),
@@ -79,7 +87,11 @@ fn followers_adopt_a_promise_of_their_leaders_term_once_they_applied_its_index()
     assert!(after_write.index > trio.node(3).applied_index());
     let before = trio.node(3).closed_ts();
     trio.node(3).adopt_side_promise(after_write);
-    assert_eq!(trio.node(3).closed_ts(), before, "not before the write applied");
+    assert_eq!(
+        trio.node(3).closed_ts(),
+        before,
+        "not before the write applied"
+    );
     for _ in 0..5 {
         trio.run(1, Input::Tick, None); // heartbeats: node 3 catches up
     }
@@ -96,7 +108,10 @@ fn a_new_leader_stamps_above_every_lease_in_its_log() {
     // Node 2's clock is behind node 1's promise, yet it stamps above node 1's lease.
     let stamp = write(&mut trio, 2, 8, 9_000, Some(1));
     assert!(stamp > Timestamp::new(11_000, 0), "{stamp} above the lease");
-    assert!(trio.node(3).applied_index() > promise.index, "node 3 applied it");
+    assert!(
+        trio.node(3).applied_index() > promise.index,
+        "node 3 applied it"
+    );
 }
 
 #[test]
@@ -108,7 +123,11 @@ fn a_new_leader_ignoring_the_leases_undercuts_a_promise_its_predecessor_made() {
     trio.node(3).adopt_side_promise(promise);
     fail_over_to_2(&mut trio);
     let stamp = write(&mut trio, 2, 8, 9_000, Some(1));
-    assert!(stamp <= promise.closed, "{stamp} undercuts {}", promise.closed);
+    assert!(
+        stamp <= promise.closed,
+        "{stamp} undercuts {}",
+        promise.closed
+    );
 }
 
 #[test]
