@@ -17,6 +17,10 @@
 //!   the promise (by that leader, which never stamps at or below what it promised, or by a
 //!   later one, above its floor). So `resolved_ts` keeps meaning "every change at or below
 //!   it is applied here".
+//! - The argument needs raft-rs's empty entry of each new term (`become_leader`): a leader
+//!   with everything applied has applied an entry of its own term, so no older term's
+//!   uncommitted entry can commit after its promise's index. `specs/ClosedTimestamps`'s
+//!   twin `NoEmptyEntryBuggy` shows the undercut without it.
 //! - Side promises are volatile: a restart forgets them and falls back to the log's closed
 //!   timestamp (never above what was adopted; monotonic while the replica runs).
 
