@@ -336,10 +336,8 @@ impl Driver {
             transport.send(shard, &message, stamp);
         }
         for (peer, promises) in commands.side_promises.drain(..) {
-            let mut bytes = vec![SIDE_PROMISES];
-            bytes.extend_from_slice(&0u64.to_le_bytes());
-            bytes.extend_from_slice(&treesync_core::replica::encode_promises(&promises));
-            self.forward_out.push((peer, bytes));
+            self.forward_out
+                .push((peer, side_promises_message(&promises)));
         }
         // Answers to forwarded requests travel back over the transport too.
         self.execute_replies(commands);
@@ -365,6 +363,14 @@ impl Driver {
             assert!(more.is_empty(), "unsubscribing produces nothing");
         }
     }
+}
+
+/// The forward message that carries one peer's side promises (the request id is unused).
+fn side_promises_message(promises: &[treesync_core::replica::SidePromise]) -> Vec<u8> {
+    let mut bytes = vec![SIDE_PROMISES];
+    bytes.extend_from_slice(&0u64.to_le_bytes());
+    bytes.extend_from_slice(&treesync_core::replica::encode_promises(promises));
+    bytes
 }
 
 impl Driver {
@@ -420,6 +426,40 @@ mod tests {
             sent_hlc: hlc,
             message,
         }]
+    }
+
+    #[test]
+    fn a_peers_side_promises_reach_the_replicas_and_a_torn_message_changes_nothing() {
+        use treesync_core::replica::{SideClose, SidePromise};
+        let mut driver = driver();
+        let closed = Timestamp::new(5_000, 0);
+        let promise = SidePromise {
+            shard: 0,
+            promise: SideClose {
+                term: 0,
+                index: 0,
+                closed,
+            },
+        };
+        let sent_hlc = driver.clock().as_u64();
+        let mut torn = side_promises_message(&[promise]);
+        torn.pop();
+        let mut commands = Commands::default();
+        let forwarded = |bytes| Forwarded {
+            from: 2,
+            sent_hlc,
+            bytes,
+        };
+        driver.forwarded(forwarded(torn), &mut commands);
+        let replica = |d: &Driver| d.engine.replica(0).expect("shard 0").closed_ts();
+        assert_eq!(
+            replica(&driver),
+            Timestamp::ZERO,
+            "a torn message is dropped"
+        );
+        driver.forwarded(forwarded(side_promises_message(&[promise])), &mut commands);
+        assert_eq!(replica(&driver), closed, "the follower adopted it");
+        assert!(commands.is_empty());
     }
 
     #[test]

@@ -510,19 +510,15 @@ impl Engine {
         if let Some(promise) = out.side_close.take() {
             let me = slot.replica.id();
             for peer in slot.replica.peers().iter().copied().filter(|p| *p != me) {
-                let at = match commands
-                    .side_promises
-                    .iter()
-                    .position(|(to, _)| *to == peer)
-                {
-                    Some(at) => at,
-                    None => {
-                        commands.side_promises.push((peer, Vec::new()));
-                        commands.side_promises.len() - 1
-                    }
-                };
                 let side = crate::replica::SidePromise { shard, promise };
-                commands.side_promises[at].1.push(side);
+                match commands
+                    .side_promises
+                    .iter_mut()
+                    .find(|(to, _)| *to == peer)
+                {
+                    Some((_, promises)) => promises.push(side),
+                    None => commands.side_promises.push((peer, vec![side])),
+                }
             }
         }
         commands
