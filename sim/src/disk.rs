@@ -22,6 +22,8 @@ use crate::rng::Rng;
 /// A batch written but not yet fsynced.
 pub struct Unsynced {
     pub due: u64,
+    /// False for a batch that waits for the next one's fsync (`WalBatch::must_sync`).
+    own_sync: bool,
     pub number: u64,
     bytes: Vec<u8>,
     /// The fsync will fail (EIO): the process stops, as the real WAL makes it.
@@ -61,41 +63,55 @@ impl SimWal {
         }
     }
 
-    /// Writes a batch (its fsync completes at `due`).
+    /// Writes a batch (its fsync completes at `due`). One that need not sync
+    /// (`WalBatch::must_sync`) gets no fsync of its own: the next batch's makes it durable,
+    /// and both share one batch start, as `Wal::append_unsynced` writes them.
     pub fn write(&mut self, batch: &WalBatch, due: u64, eio: bool) {
         let due = self.unsynced.back().map_or(due, |w| w.due.max(due));
+        let own_sync = batch.must_sync();
         let mut records = Vec::new();
         for (shard, request) in &batch.requests {
             to_records(*shard, request, &mut records);
         }
         let mut bytes = Vec::new();
+        // Everything unsynced starts at the end of the durable file: one batch for recovery.
         let start = self.durable.len() as u64;
         encode_batch(&records, self.salt, start, &mut bytes)
             .expect("simulated batches are within the WAL's limits");
         self.unsynced.push_back(Unsynced {
             due,
+            own_sync,
             number: batch.number,
             bytes,
             eio,
         });
     }
 
-    /// The oldest unsynced write: when its fsync completes and whether it fails.
+    /// The next fsync: when it completes and whether it fails.
     pub fn next_sync(&self) -> Option<(u64, bool)> {
-        self.unsynced.front().map(|w| (w.due, w.eio))
+        let write = self.unsynced.iter().find(|w| w.own_sync)?;
+        Some((write.due, write.eio))
     }
 
     pub fn is_synced(&self) -> bool {
         self.unsynced.is_empty()
     }
 
-    /// Completes the oldest unsynced write's fsync: its bytes are durable.
+    /// Completes the next fsync: its write and every unsynced one before it are durable.
+    /// Returns the synced batch's number.
     pub fn sync(&mut self) -> u64 {
-        let write = self.unsynced.pop_front().expect("a write to sync");
-        assert!(!write.eio, "a failed fsync makes nothing durable");
-        self.append_durable(&write.bytes);
-        self.last_whole = true;
-        write.number
+        let mut bytes = Vec::new();
+        loop {
+            let write = self.unsynced.pop_front().expect("a write to sync");
+            bytes.extend_from_slice(&write.bytes);
+            if write.own_sync {
+                assert!(!write.eio, "a failed fsync makes nothing durable");
+                // One append: corruption must not land between batches that share a start.
+                self.append_durable(&bytes);
+                self.last_whole = true;
+                return write.number;
+            }
+        }
     }
 
     fn append_durable(&mut self, bytes: &[u8]) {

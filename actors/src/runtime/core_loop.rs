@@ -4,7 +4,10 @@
 //! the commands out, in the order the engine's doc prescribes.
 //!
 //! # Invariants
-//! - A WAL batch is durable (appended and fdatasynced) before `Persisted` is fed back.
+//! - A WAL batch is durable (appended and fdatasynced) before `Persisted` is fed back,
+//!   unless it only moves commit indexes (`WalBatch::must_sync`): then it is written, and
+//!   the next synced batch makes it durable. One fsync per write instead of two cut the
+//!   one-client latency from p50 930 µs to 697 µs (docs/benchmarks.md).
 //! - Inputs are drained as `driver` says (alternating clients and peers, bounded).
 //! - Ticks are never starved: a tick that is due is taken before any further draining.
 
@@ -260,7 +263,11 @@ async fn write_batch(batch: &WalBatch, wal: &mut Wal) -> Result<(), String> {
     if records.is_empty() {
         return Ok(());
     }
-    wal.append(&records).await.map_err(|e| e.to_string())
+    let written = match batch.must_sync() {
+        true => wal.append(&records).await,
+        false => wal.append_unsynced(&records).await,
+    };
+    written.map_err(|e| e.to_string())
 }
 
 /// Shrinks the WAL to what the shards still need: their snapshots, later entries and hard

@@ -7,7 +7,9 @@
 //! - The file starts with its header (`header`), durable before the file got its name.
 //! - Each `Wal::append` writes one batch at the end of the log, in one or more writes, then
 //!   one `fdatasync`; the next batch is written only after that sync returned. Every record
-//!   carries `batch_start`, the offset of its batch's first record.
+//!   carries `batch_start`, the offset of its batch's first record. Batches appended without
+//!   a sync (`Wal::append_unsynced`) and the synced one after them carry the first one's
+//!   start: everything between two syncs is one batch here.
 //! - After the log the file holds zeros (preallocated, or cut at open), never stale records.
 //!
 //! # Invariants

@@ -15,10 +15,12 @@
 //!
 //! # Invariants
 //! - `append` returns only after the batch is durable (unless fsync is off, which is for
-//!   benchmarks only and reported loudly at open).
+//!   benchmarks only and reported loudly at open); `append_unsynced` returns once written,
+//!   and the next `append` makes it durable.
 //! - A batch goes at the end of the log, in writes of at most `WRITE_BYTES_MAX`, then one
-//!   sync; the next batch is written only after it. Recovery's torn-tail rule rests on this
-//!   (`recovery`).
+//!   sync; the next batch is written only after it. Unsynced batches and the synced one
+//!   after them carry one batch start, so for recovery they are one batch. Recovery's
+//!   torn-tail rule rests on this (`recovery`).
 //! - The file is written in whole aligned blocks: the last partial block is rewritten with
 //!   the new records after it, padded with zeros, so the log on disk is always
 //!   `header records… zeros…`.
@@ -168,6 +170,8 @@ pub struct Wal {
     tail: Vec<u8>,
     block_start: u64,
     allocated: u64,
+    /// Where the batches written since the last sync start (`append_unsynced`), if any.
+    unsynced_from: Option<u64>,
     /// A write or sync failed: nothing may be written or synced again.
     poisoned: bool,
     #[cfg(test)]
@@ -251,6 +255,7 @@ impl Wal {
             tail: Vec::new(),
             block_start: 0,
             allocated: 0,
+            unsynced_from: None,
             poisoned: false,
             #[cfg(test)]
             syncs: 0,
@@ -301,8 +306,20 @@ impl Wal {
         Ok(wal)
     }
 
-    /// Appends a batch of records and makes it durable with one `fdatasync`.
+    /// Appends a batch of records and makes it durable with one `fdatasync` (with the
+    /// unsynced batches before it, if any).
     pub async fn append(&mut self, records: &[Record]) -> Result<(), WalError> {
+        self.append_batch(records, true).await
+    }
+
+    /// Appends a batch of records without syncing it: the next `append` makes it durable.
+    /// For what Raft does not need durable (raft-rs's `must_sync` is false: only the commit
+    /// index moved), as etcd does. Until that sync, a crash may lose it or tear it.
+    pub async fn append_unsynced(&mut self, records: &[Record]) -> Result<(), WalError> {
+        self.append_batch(records, false).await
+    }
+
+    async fn append_batch(&mut self, records: &[Record], sync: bool) -> Result<(), WalError> {
         if self.poisoned {
             return Err(self.poisoned_error());
         }
@@ -310,7 +327,12 @@ impl Wal {
             return Ok(());
         }
         let before = self.tail.len();
-        let start = self.len();
+        // Everything written since the last sync is one batch for recovery: its blocks may
+        // reach the disk in any order until that sync, so they must share one torn tail.
+        let start = match self.options.fsync {
+            true => self.unsynced_from.unwrap_or(self.len()),
+            false => self.len(),
+        };
         encode_batch(records, self.salt, start, &mut self.tail)
             .map_err(|source| self.encode_error(source))?;
         let bytes = self.tail.len() - before;
@@ -327,8 +349,11 @@ impl Wal {
             return Err(e);
         }
         self.write_out().await?;
-        if self.options.fsync {
+        if self.options.fsync && sync {
             self.sync("fdatasync").await?;
+            self.unsynced_from = None;
+        } else {
+            self.unsynced_from = Some(start);
         }
         Ok(())
     }

@@ -146,10 +146,22 @@ pub struct Subscription {
 }
 
 /// Persist requests to make durable with one fsync, then feed back `Persisted { number }`.
+///
+/// A batch none of whose requests `must_sync` (only commit indexes moved) may be fed back
+/// once written, without its own fsync: the next synced batch makes it durable, and until
+/// then a crash may lose it, which Raft tolerates (a commit index is relearned from the
+/// leader; etcd skips the same fsync). It must still be written before any later batch.
 #[derive(Debug, PartialEq)]
 pub struct WalBatch {
     pub number: u64,
     pub requests: Vec<(u32, PersistRequest)>,
+}
+
+impl WalBatch {
+    /// Whether the batch needs its own fsync before `Persisted` (see the type's doc).
+    pub fn must_sync(&self) -> bool {
+        self.requests.iter().any(|(_, request)| request.must_sync)
+    }
 }
 
 /// What a step asks the driver to do (see the module doc for the order).

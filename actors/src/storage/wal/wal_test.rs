@@ -552,3 +552,80 @@ fn a_snapshot_over_snapshot_bytes_max_is_refused_and_the_log_is_unchanged() {
         wal.close().await.expect("close");
     });
 }
+
+#[test]
+fn an_unsynced_batch_shares_the_next_synced_batchs_torn_tail() {
+    let dir = TempDir::new("unsynced");
+    let path = dir.wal();
+    let ends = run(async {
+        let (mut wal, _) = Wal::open(&path, options()).await.expect("open");
+        wal.append(&[entries(1, 1, 5), hard_state(0)])
+            .await
+            .expect("a synced batch");
+        let synced = wal.len();
+        // Only the commit index moved: written, synced by the next append.
+        wal.append_unsynced(&[hard_state(5)])
+            .await
+            .expect("an unsynced batch");
+        let unsynced = wal.len();
+        wal.append(&[entries(1, 6, 5)])
+            .await
+            .expect("the next sync");
+        let end = wal.len();
+        wal.close().await.expect("close");
+        [synced, unsynced, end]
+    });
+    // Whole, the three batches replay.
+    run(async {
+        let (wal, recovery) = Wal::open(&path, options()).await.expect("open");
+        assert_eq!(recovery.torn, None);
+        assert_eq!(recovery.shards[&1].entries.len(), 10);
+        wal.close().await.expect("close");
+    });
+    // Before that sync their blocks could land in any order: the unsynced batch damaged
+    // with the next one whole is a torn tail of both, not corruption before the tail.
+    let mut bytes = std::fs::read(&path).expect("read");
+    bytes[ends[0] as usize + 40] ^= 0xFF;
+    std::fs::write(&path, &bytes).expect("write");
+    run(async {
+        let (wal, recovery) = Wal::open(&path, options()).await.expect("open");
+        assert_eq!(recovery.torn.map(|t| t.offset as u64), Some(ends[0]));
+        assert_eq!(
+            recovery.shards[&1].entries.len(),
+            5,
+            "the synced batch survives"
+        );
+        assert_eq!(recovery.shards[&1].hard_state.map(|h| h.commit), Some(0));
+        assert_eq!(wal.len(), ends[0]);
+        wal.close().await.expect("close");
+    });
+    assert!(ends[1] < ends[2]);
+}
+
+#[test]
+fn a_synced_batch_stays_corruption_when_a_later_one_follows() {
+    let dir = TempDir::new("synced-then-unsynced");
+    let path = dir.wal();
+    let first_end = run(async {
+        let (mut wal, _) = Wal::open(&path, options()).await.expect("open");
+        wal.append(&[entries(1, 1, 5)]).await.expect("synced");
+        let end = wal.len();
+        wal.append_unsynced(&[hard_state(5)])
+            .await
+            .expect("unsynced");
+        wal.append(&[entries(1, 6, 5)]).await.expect("synced");
+        wal.close().await.expect("close");
+        end
+    });
+    // Damage inside the first (synced) batch: the later batches prove it was durable.
+    let mut bytes = std::fs::read(&path).expect("read");
+    let offset = FILE_HEADER_BYTES + 40;
+    assert!((offset as u64) < first_end);
+    bytes[offset] ^= 0xFF;
+    std::fs::write(&path, &bytes).expect("write");
+    let refused = run(Wal::open(&path, options())).map(|_| ());
+    assert!(
+        matches!(refused, Err(WalError::Corrupt { .. })),
+        "{refused:?}"
+    );
+}
