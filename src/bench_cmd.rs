@@ -19,6 +19,7 @@ use treesync_net::gateway::{self, GatewayLimits};
 use treesync_net::ws_client::WsClient;
 
 use crate::args::value;
+use crate::bench_load::{LoadSpec, System, Workload};
 
 struct Options {
     clients: usize,
@@ -36,6 +37,13 @@ struct Options {
     /// for each of these subscriber counts, on 8 shards.
     subscribe: Option<Vec<usize>>,
     closed_lag_ms: u64,
+    workload: Workload,
+    /// `etcd` or `treesync` (default).
+    etcd: bool,
+    /// An external cluster's client addresses instead of in-process replicas.
+    addr: Option<Vec<SocketAddr>>,
+    /// Open loop at this many requests per second (over all clients).
+    rate: Option<f64>,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -49,7 +57,12 @@ fn parse(args: &[String]) -> Result<Options, String> {
         txn: false,
         subscribe: None,
         closed_lag_ms: treesync_core::replica::CLOSED_LAG_MS_DEFAULT,
+        workload: Workload::Set,
+        etcd: false,
+        addr: None,
+        rate: None,
     };
+    let (mut batch, mut read_percent) = (16usize, 50u32);
     let mut args = args.iter();
     while let Some(flag) = args.next() {
         match flag.as_str() {
@@ -60,11 +73,33 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--json" => o.json = true,
             "--gateway" => o.gateway = true,
             "--workload" => match value::<String>(flag, args.next())?.as_str() {
-                "set" => o.txn = false,
+                "set" => o.workload = Workload::Set,
+                "batch" => o.workload = Workload::Batch(0),
+                "mixed" => o.workload = Workload::Mixed { read_percent: 0 },
                 "txn" => (o.txn, o.gateway) = (true, true),
                 "subscribe" => o.subscribe = o.subscribe.or(Some(vec![1, 100])),
-                other => return Err(format!("unknown workload {other:?} (set, txn, subscribe)")),
+                other => {
+                    return Err(format!(
+                        "unknown workload {other:?} (set, batch, mixed, txn, subscribe)"
+                    ))
+                }
             },
+            "--batch" => batch = value(flag, args.next())?,
+            "--read-percent" => read_percent = value(flag, args.next())?,
+            "--rate" => o.rate = Some(value(flag, args.next())?),
+            "--system" => match value::<String>(flag, args.next())?.as_str() {
+                "treesync" => o.etcd = false,
+                "etcd" => o.etcd = true,
+                other => return Err(format!("unknown system {other:?} (treesync, etcd)")),
+            },
+            "--addr" => {
+                let list: String = value(flag, args.next())?;
+                let addrs = list
+                    .split(',')
+                    .map(|a| a.trim().parse().map_err(|e| format!("--addr {a:?}: {e}")))
+                    .collect::<Result<Vec<SocketAddr>, String>>()?;
+                o.addr = Some(addrs);
+            }
             "--subscribers" => o.subscribe = Some(vec![value(flag, args.next())?]),
             "--closed-lag-ms" => o.closed_lag_ms = value(flag, args.next())?,
             other => return Err(format!("unknown option {other:?}")),
@@ -73,11 +108,39 @@ fn parse(args: &[String]) -> Result<Options, String> {
     if o.clients == 0 || o.seconds == 0 {
         return Err("--clients and --seconds must be at least 1".into());
     }
+    o.workload = match o.workload {
+        Workload::Batch(_) if batch == 0 || batch > 1024 => {
+            return Err("--batch must be 1 to 1024".into())
+        }
+        Workload::Batch(_) => Workload::Batch(batch),
+        Workload::Mixed { .. } if read_percent > 100 => {
+            return Err("--read-percent must be 0 to 100".into())
+        }
+        Workload::Mixed { .. } => Workload::Mixed { read_percent },
+        Workload::Set => Workload::Set,
+    };
+    if o.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
+        return Err("--rate must be positive".into());
+    }
+    if o.etcd && o.addr.is_none() {
+        return Err("--system etcd needs --addr (its members' client addresses)".into());
+    }
+    let external = o.addr.is_some();
+    if (o.etcd || external) && (o.txn || o.subscribe.is_some() || o.gateway) {
+        return Err("--addr and --system etcd run the set, batch and mixed workloads".into());
+    }
     Ok(o)
 }
 
 pub fn run(args: &[String]) -> Result<ExitCode, String> {
     let o = parse(args)?;
+    if let Some(addrs) = &o.addr {
+        let system = match o.etcd {
+            true => System::Etcd(addrs.clone()),
+            false => System::Treesync((1u64..).zip(addrs.iter().copied()).collect()),
+        };
+        return load(&o, system);
+    }
     let data = std::env::temp_dir().join(format!("treesync-bench-{}", std::process::id()));
     let base = 27_000u16;
     let peers: BTreeMap<u64, SocketAddr> = (1..=3u64)
@@ -155,6 +218,11 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
         o.seconds,
         o.value_bytes
     );
+    let Some(url) = url else {
+        let result = load(&o, System::Treesync(clients));
+        let _ = std::fs::remove_dir_all(&data); // best-effort cleanup of the benchmark's data
+        return result;
+    };
     // Warm-up: the first write waits for an election.
     Client::new(clients.clone())
         .write(&write(0, 0, o.value_bytes))
@@ -164,27 +232,8 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
     let deadline = start + Duration::from_secs(o.seconds);
     let workers: Vec<_> = (0..o.clients)
         .map(|c| {
-            let (clients, done, value_bytes) = (clients.clone(), done.clone(), o.value_bytes);
-            let url = url.clone();
-            std::thread::spawn(move || -> Result<Histogram<u64>, String> {
-                if let Some(url) = url {
-                    return gateway_client(&url, c, value_bytes, deadline, &done);
-                }
-                let mut histogram =
-                    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
-                let mut client = Client::new(clients);
-                let mut i = 0u64;
-                while Instant::now() < deadline {
-                    let began = Instant::now();
-                    client
-                        .write(&write(c, i, value_bytes))
-                        .map_err(|e| e.to_string())?;
-                    histogram.saturating_record(began.elapsed().as_micros() as u64);
-                    done.fetch_add(1, Ordering::Relaxed);
-                    i += 1;
-                }
-                Ok(histogram)
-            })
+            let (done, value_bytes, url) = (done.clone(), o.value_bytes, url.clone());
+            std::thread::spawn(move || gateway_client(&url, c, value_bytes, deadline, &done))
         })
         .collect();
     let mut last = 0;
@@ -221,6 +270,26 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
         );
     } else {
         println!("bench: {writes} writes in {elapsed:.1} s = {rate:.0} writes/s; latency p50 {p50} µs, p99 {p99} µs, p99.9 {p999} µs, max {} µs", total.max());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The set, batch and mixed workloads through `bench_load`, reported as text or JSON.
+fn load(o: &Options, system: System) -> Result<ExitCode, String> {
+    let spec = LoadSpec {
+        system,
+        workload: o.workload,
+        clients: o.clients,
+        seconds: o.seconds,
+        value_bytes: o.value_bytes,
+        rate: o.rate,
+    };
+    let report = crate::bench_load::run(&spec)?;
+    // An external cluster's fsync setting is its own; in-process ones follow --no-fsync.
+    let fsync = o.fsync || o.addr.is_some();
+    match o.json {
+        true => println!("{}", crate::bench_load::json(&spec, &report, fsync)),
+        false => println!("{}", crate::bench_load::summary(&spec, &report)),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -5,10 +5,12 @@
 
 mod args;
 mod bench_cmd;
+mod bench_load;
 mod bench_subscribe;
 mod bench_txn;
 mod check_cmd;
 mod client_cmd;
+mod etcd_http;
 mod jepsen;
 mod server_cmd;
 mod sim;
@@ -35,6 +37,11 @@ commands:
               --workload subscribe [--subscribers N] (8 shards: write-to-delivery p50/p99
               of merged subscribers of a world, 1 and 100 by default; idle CPU)
               --closed-lag-ms MS (50; the closed-timestamp lag of the benchmark's servers)
+              --workload batch [--batch N] (16 property updates per message)
+              --workload mixed [--read-percent P] (50: linearizable reads and writes)
+              --rate R (open loop: R requests/s in all, latency from the scheduled send)
+              --addr HOST:PORT,... (an external cluster's client addresses, no servers
+              started) --system etcd (drive etcd's JSON gateway at --addr instead)
   check HISTORY [--html OUT.html] [--states-max N]
             decide a recorded history (docs/history.md): VALID (exit 0), INVALID or UNKNOWN (1)
   tree PATH                                print a subtree

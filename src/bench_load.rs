@@ -1,0 +1,298 @@
+//! The load loop of `treesync bench` for the `set`, `batch` and `mixed` workloads, against
+//! treesync (framed protocol) or etcd (its JSON gateway, `etcd_http`): N client threads, each
+//! with its own connection, closed-loop (each waits for its answer) or open-loop (`--rate`:
+//! requests leave on a fixed schedule and latency is measured from the scheduled send time,
+//! so a stall counts for every request it delayed: no coordinated omission).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use treesync_core::{Op, Prop, Txn, Value};
+use treesync_net::client::Client;
+
+use crate::etcd_http::EtcdHttp;
+
+/// What is measured.
+#[derive(Clone, Debug)]
+pub enum System {
+    /// Servers by replica id (framed protocol).
+    Treesync(BTreeMap<u64, SocketAddr>),
+    /// etcd members' client URLs (host:port of the JSON gateway).
+    Etcd(Vec<SocketAddr>),
+}
+
+impl System {
+    pub fn name(&self) -> &'static str {
+        match self {
+            System::Treesync(_) => "treesync",
+            System::Etcd(_) => "etcd",
+        }
+    }
+}
+
+/// What each request does.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Workload {
+    /// One property (etcd: one key) per write.
+    Set,
+    /// `n` property updates in one message (treesync: one op, one entry; etcd: a txn of n
+    /// puts): the game-tick pattern.
+    Batch(usize),
+    /// Linearizable reads and single writes, `read_percent` of them reads.
+    Mixed { read_percent: u32 },
+}
+
+impl Workload {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Workload::Set => "set",
+            Workload::Batch(_) => "batch",
+            Workload::Mixed { .. } => "mixed",
+        }
+    }
+
+    /// Whether the `i`-th request of `client` is a read (spread evenly, deterministic).
+    fn is_read(&self, client: usize, i: u64) -> bool {
+        match self {
+            Workload::Mixed { read_percent } => {
+                (i * 37 + client as u64) % 100 < u64::from(*read_percent)
+            }
+            Workload::Set | Workload::Batch(_) => false,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct LoadSpec {
+    pub system: System,
+    pub workload: Workload,
+    pub clients: usize,
+    pub seconds: u64,
+    pub value_bytes: usize,
+    /// Open loop: requests per second over all clients.
+    pub rate: Option<f64>,
+}
+
+/// What a run measured.
+pub struct LoadReport {
+    pub writes: Histogram<u64>,
+    pub reads: Histogram<u64>,
+    pub elapsed: f64,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
+/// One client's connection.
+enum Conn {
+    Treesync(Client),
+    Etcd(EtcdHttp),
+}
+
+impl Conn {
+    fn open(system: &System, client: usize) -> Result<Conn, String> {
+        Ok(match system {
+            System::Treesync(servers) => Conn::Treesync(Client::new(servers.clone())),
+            // Spread clients over the members, as a load balancer would; etcd's followers
+            // forward proposals to the leader.
+            System::Etcd(members) => {
+                Conn::Etcd(EtcdHttp::connect(members[client % members.len()])?)
+            }
+        })
+    }
+
+    /// Request `i` of `client`; true when it was a read.
+    fn request(&mut self, spec: &LoadSpec, client: usize, i: u64) -> Result<bool, String> {
+        let read = spec.workload.is_read(client, i);
+        let value = value_of(client, i, spec.value_bytes);
+        let key = format!("c{client}");
+        match self {
+            Conn::Treesync(c) if read => c
+                .read("/root", Some(&key))
+                .map(drop)
+                .map_err(|e| e.to_string())?,
+            Conn::Etcd(c) if read => c.get(&key)?,
+            Conn::Treesync(c) => {
+                let props = match spec.workload {
+                    Workload::Batch(n) => (0..n)
+                        .map(|j| Prop::new(format!("{key}_{j}"), Value::String(value.clone())))
+                        .collect(),
+                    _ => vec![Prop::new(key, Value::String(value))],
+                };
+                let txn = Txn::single(Op::Set {
+                    path: "/root".into(),
+                    props,
+                });
+                c.write(&txn).map(drop).map_err(|e| e.to_string())?;
+            }
+            Conn::Etcd(c) => match spec.workload {
+                Workload::Batch(n) => {
+                    let pairs: Vec<(String, Vec<u8>)> = (0..n)
+                        .map(|j| (format!("{key}_{j}"), value.clone().into_bytes()))
+                        .collect();
+                    c.put_all(&pairs)?;
+                }
+                _ => c.put(&key, value.as_bytes())?,
+            },
+        }
+        Ok(read)
+    }
+}
+
+/// Client `client`'s `i`-th value, `value_bytes` long.
+fn value_of(client: usize, i: u64, value_bytes: usize) -> String {
+    let mut text = format!("{client}:{i}:");
+    text.extend(std::iter::repeat_n(
+        'x',
+        value_bytes.saturating_sub(text.len()),
+    ));
+    text
+}
+
+/// Runs the load and prints a progress line per second on stderr.
+pub fn run(spec: &LoadSpec) -> Result<LoadReport, String> {
+    // Warm-up: the first request may wait for an election; every client's key exists.
+    let mut warm = Conn::open(&spec.system, 0)?;
+    for client in 0..spec.clients.min(1024) {
+        let set = LoadSpec {
+            workload: Workload::Set,
+            ..spec.clone()
+        };
+        warm.request(&set, client, 0)?;
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(spec.seconds);
+    // Open loop: each client sends every `interval`, clients staggered evenly.
+    let interval = spec
+        .rate
+        .map(|rate| Duration::from_secs_f64(spec.clients as f64 / rate.max(1e-3)));
+    let workers: Vec<_> = (0..spec.clients)
+        .map(|client| {
+            let (spec, done) = (spec.clone(), done.clone());
+            std::thread::spawn(
+                move || -> Result<(Histogram<u64>, Histogram<u64>), String> {
+                    let (mut writes, mut reads) = (histogram(), histogram());
+                    let mut conn = Conn::open(&spec.system, client)?;
+                    let offset = interval.map(|d| d.mul_f64(client as f64 / spec.clients as f64));
+                    let mut i = 0u64;
+                    loop {
+                        let scheduled = match (interval, offset) {
+                            (Some(every), Some(offset)) => start + offset + every.mul_f64(i as f64),
+                            _ => Instant::now(),
+                        };
+                        if scheduled >= deadline {
+                            break;
+                        }
+                        if let Some(wait) = scheduled.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait); // the open loop's send schedule
+                        }
+                        let read = conn.request(&spec, client, i + 1)?;
+                        let took = scheduled.elapsed().as_micros() as u64;
+                        match read {
+                            true => reads.saturating_record(took),
+                            false => writes.saturating_record(took),
+                        }
+                        done.fetch_add(1, Ordering::Relaxed);
+                        i += 1;
+                    }
+                    Ok((writes, reads))
+                },
+            )
+        })
+        .collect();
+    let mut last = 0;
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(1)); // progress report cadence, not synchronisation
+        let now = done.load(Ordering::Relaxed);
+        eprint!(
+            "\r  {} {} x{}: t={:>3.0}s {:>8} requests/s ",
+            spec.system.name(),
+            spec.workload.name(),
+            spec.clients,
+            start.elapsed().as_secs_f64(),
+            now - last
+        );
+        last = now;
+    }
+    eprintln!();
+    let (mut writes, mut reads) = (histogram(), histogram());
+    for worker in workers {
+        let (w, r) = worker
+            .join()
+            .map_err(|_| "a client thread panicked".to_owned())??;
+        writes.add(&w).map_err(|e| e.to_string())?;
+        reads.add(&r).map_err(|e| e.to_string())?;
+    }
+    Ok(LoadReport {
+        writes,
+        reads,
+        elapsed: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// One JSON object describing a run (the comparison script's input).
+pub fn json(spec: &LoadSpec, report: &LoadReport, fsync: bool) -> String {
+    let quantiles = |h: &Histogram<u64>| {
+        format!(
+            "{{\"count\":{},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{}}}",
+            h.len(),
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            h.max()
+        )
+    };
+    let total = report.writes.len() + report.reads.len();
+    format!(
+        "{{\"system\":\"{}\",\"workload\":\"{}\",\"batch\":{},\"clients\":{},\"mode\":\"{}\",\"rate\":{},\"fsync\":{fsync},\"value_bytes\":{},\"seconds\":{:.2},\"requests_per_s\":{:.0},\"writes\":{},\"reads\":{}}}",
+        spec.system.name(),
+        spec.workload.name(),
+        match spec.workload {
+            Workload::Batch(n) => n,
+            _ => 1,
+        },
+        spec.clients,
+        if spec.rate.is_some() { "open" } else { "closed" },
+        spec.rate.map_or("null".into(), |r| format!("{r:.0}")),
+        spec.value_bytes,
+        report.elapsed,
+        total as f64 / report.elapsed,
+        quantiles(&report.writes),
+        quantiles(&report.reads),
+    )
+}
+
+/// The human summary line.
+pub fn summary(spec: &LoadSpec, report: &LoadReport) -> String {
+    let line = |what: &str, h: &Histogram<u64>| {
+        format!(
+            "{} {what} = {:.0}/s, p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs",
+            h.len(),
+            h.len() as f64 / report.elapsed,
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            h.max()
+        )
+    };
+    let mut out = format!(
+        "bench: {} {} x{} ({}) in {:.1} s: {}",
+        spec.system.name(),
+        spec.workload.name(),
+        spec.clients,
+        spec.rate
+            .map_or("closed loop".into(), |r| format!("open loop at {r:.0}/s")),
+        report.elapsed,
+        line("writes", &report.writes)
+    );
+    if !report.reads.is_empty() {
+        out += &format!("; {}", line("reads", &report.reads));
+    }
+    out
+}
