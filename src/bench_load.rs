@@ -118,22 +118,30 @@ impl Conn {
                 .map_err(|e| e.to_string())?,
             Conn::Etcd(c) if read => c.get(&key)?,
             Conn::Treesync(c) => {
-                let props = match spec.workload {
+                let ops = match spec.workload {
+                    // One property of each of n nodes (`prepare` created them).
                     Workload::Batch(n) => (0..n)
-                        .map(|j| Prop::new(format!("{key}_{j}"), Value::String(value.clone())))
+                        .map(|j| Op::Set {
+                            path: format!("/root/{key}/n{j}"),
+                            props: vec![Prop::new("state", Value::String(value.clone()))],
+                        })
                         .collect(),
-                    _ => vec![Prop::new(key, Value::String(value))],
+                    _ => vec![Op::Set {
+                        path: "/root".into(),
+                        props: vec![Prop::new(key, Value::String(value))],
+                    }],
                 };
-                let txn = Txn::single(Op::Set {
-                    path: "/root".into(),
-                    props,
-                });
+                let txn = Txn {
+                    expect: Vec::new(),
+                    ops,
+                    session: None,
+                };
                 c.write(&txn).map(drop).map_err(|e| e.to_string())?;
             }
             Conn::Etcd(c) => match spec.workload {
                 Workload::Batch(n) => {
                     let pairs: Vec<(String, Vec<u8>)> = (0..n)
-                        .map(|j| (format!("{key}_{j}"), value.clone().into_bytes()))
+                        .map(|j| (format!("{key}/n{j}"), value.clone().into_bytes()))
                         .collect();
                     c.put_all(&pairs)?;
                 }
@@ -141,6 +149,33 @@ impl Conn {
             },
         }
         Ok(read)
+    }
+}
+
+/// Creates what `client`'s requests need: for a treesync batch, the node `/root/c<client>`
+/// with `n` children. Nodes left by an earlier run against the same cluster are kept.
+fn prepare(conn: &mut Conn, spec: &LoadSpec, client: usize) -> Result<(), String> {
+    let (Conn::Treesync(c), Workload::Batch(n)) = (conn, spec.workload) else {
+        return Ok(());
+    };
+    let name = format!("c{client}");
+    let create = |parent: String, name: String| Op::Create {
+        parent,
+        name,
+        class: "Node2D".into(),
+        props: Vec::new(),
+    };
+    let mut ops = vec![create("/root".into(), name.clone())];
+    ops.extend((0..n).map(|j| create(format!("/root/{name}"), format!("n{j}"))));
+    let txn = Txn {
+        expect: Vec::new(),
+        ops,
+        session: None,
+    };
+    match c.write(&txn) {
+        Ok(_) => Ok(()),
+        Err(e) if e.to_string().contains("already has a child") => Ok(()),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -158,7 +193,8 @@ fn value_of(client: usize, i: u64, value_bytes: usize) -> String {
 pub fn run(spec: &LoadSpec) -> Result<LoadReport, String> {
     // Warm-up: the first request may wait for an election; every client's key exists.
     let mut warm = Conn::open(&spec.system, 0)?;
-    for client in 0..spec.clients.min(1024) {
+    for client in 0..spec.clients {
+        prepare(&mut warm, spec, client)?;
         let set = LoadSpec {
             workload: Workload::Set,
             ..spec.clone()

@@ -1,6 +1,8 @@
 //! WAL append + fdatasync of one small batch (one entry of ~200 bytes and a hard state):
-//! the durability floor of a single write. Runs on one unpinned glommio executor, on the
-//! file system of the target directory.
+//! the durability floor of a single write; and what a write costs each replica's WAL in
+//! all: the entry's batch, then the batch that moves the commit index, with its own sync
+//! (before 2026-12-02) or unsynced (`Wal::append_unsynced`, now). Runs on one unpinned
+//! glommio executor, on the file system of the target directory.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use glommio::{LocalExecutorBuilder, Placement};
@@ -60,6 +62,33 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 index += 1;
                 executor.run(wal.append(&batch(index))).expect("append")
+            })
+        });
+        executor.run(wal.close()).expect("close");
+    }
+    for (name, commit_synced) in [
+        ("wal/one_write_entry_then_commit_synced", true),
+        ("wal/one_write_entry_then_commit_unsynced", false),
+    ] {
+        let path = dir.join(name.replace('/', "_"));
+        let mut wal = executor
+            .run(Wal::open(&path, WalOptions::default()))
+            .expect("open")
+            .0;
+        let mut index = 0;
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                index += 1;
+                let [entries, _] = batch(index);
+                let [_, commit] = batch(index);
+                executor.run(async {
+                    wal.append(&[entries]).await.expect("append");
+                    match commit_synced {
+                        true => wal.append(&[commit]).await,
+                        false => wal.append_unsynced(&[commit]).await,
+                    }
+                    .expect("append the commit")
+                })
             })
         });
         executor.run(wal.close()).expect("close");
