@@ -46,6 +46,9 @@ struct Options {
     rate: Option<f64>,
 }
 
+/// etcd's default `--max-txn-ops`.
+const ETCD_TXN_OPS_MAX: usize = 128;
+
 fn parse(args: &[String]) -> Result<Options, String> {
     let mut o = Options {
         clients: 1,
@@ -73,7 +76,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--json" => o.json = true,
             "--gateway" => o.gateway = true,
             "--workload" => match value::<String>(flag, args.next())?.as_str() {
-                "set" => o.workload = Workload::Set,
+                "set" => (o.workload, o.txn) = (Workload::Set, false),
                 "batch" => o.workload = Workload::Batch(0),
                 "mixed" => o.workload = Workload::Mixed { read_percent: 0 },
                 "txn" => (o.txn, o.gateway) = (true, true),
@@ -119,8 +122,24 @@ fn parse(args: &[String]) -> Result<Options, String> {
         Workload::Mixed { .. } => Workload::Mixed { read_percent },
         Workload::Set => Workload::Set,
     };
-    if o.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
-        return Err("--rate must be positive".into());
+    // At most one request per microsecond per client: a faster schedule is no schedule.
+    let rate_max = o.clients as f64 * 1e6;
+    if o.rate
+        .is_some_and(|r| !r.is_finite() || r <= 0.0 || r > rate_max)
+    {
+        return Err(format!(
+            "--rate must be positive and at most {rate_max} (1 per µs per client)"
+        ));
+    }
+    if (o.rate.is_some() || o.workload != Workload::Set)
+        && (o.txn || o.subscribe.is_some() || o.gateway)
+    {
+        return Err("--rate, batch and mixed run without --gateway, txn and subscribe".into());
+    }
+    if o.etcd && matches!(o.workload, Workload::Batch(n) if n > ETCD_TXN_OPS_MAX) {
+        return Err(format!(
+            "etcd takes at most {ETCD_TXN_OPS_MAX} puts per txn (--batch)"
+        ));
     }
     if o.etcd && o.addr.is_none() {
         return Err("--system etcd needs --addr (its members' client addresses)".into());
@@ -285,8 +304,9 @@ fn load(o: &Options, system: System) -> Result<ExitCode, String> {
         rate: o.rate,
     };
     let report = crate::bench_load::run(&spec)?;
-    // An external cluster's fsync setting is its own; in-process ones follow --no-fsync.
-    let fsync = o.fsync || o.addr.is_some();
+    // An external cluster's fsync setting is its own (unknown here); in-process ones
+    // follow --no-fsync.
+    let fsync = o.addr.is_none().then_some(o.fsync);
     match o.json {
         true => println!("{}", crate::bench_load::json(&spec, &report, fsync)),
         false => println!("{}", crate::bench_load::summary(&spec, &report)),

@@ -82,6 +82,9 @@ pub struct LoadReport {
     pub writes: Histogram<u64>,
     pub reads: Histogram<u64>,
     pub elapsed: f64,
+    /// Open loop: requests scheduled before the end but never sent, because the system fell
+    /// behind the offered rate (their lateness is not in the histograms: report it).
+    pub unsent: u64,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -211,35 +214,12 @@ pub fn run(spec: &LoadSpec) -> Result<LoadReport, String> {
     let workers: Vec<_> = (0..spec.clients)
         .map(|client| {
             let (spec, done) = (spec.clone(), done.clone());
-            std::thread::spawn(
-                move || -> Result<(Histogram<u64>, Histogram<u64>), String> {
-                    let (mut writes, mut reads) = (histogram(), histogram());
-                    let mut conn = Conn::open(&spec.system, client)?;
-                    let offset = interval.map(|d| d.mul_f64(client as f64 / spec.clients as f64));
-                    let mut i = 0u64;
-                    loop {
-                        let scheduled = match (interval, offset) {
-                            (Some(every), Some(offset)) => start + offset + every.mul_f64(i as f64),
-                            _ => Instant::now(),
-                        };
-                        if scheduled >= deadline {
-                            break;
-                        }
-                        if let Some(wait) = scheduled.checked_duration_since(Instant::now()) {
-                            std::thread::sleep(wait); // the open loop's send schedule
-                        }
-                        let read = conn.request(&spec, client, i + 1)?;
-                        let took = scheduled.elapsed().as_micros() as u64;
-                        match read {
-                            true => reads.saturating_record(took),
-                            false => writes.saturating_record(took),
-                        }
-                        done.fetch_add(1, Ordering::Relaxed);
-                        i += 1;
-                    }
-                    Ok((writes, reads))
-                },
-            )
+            let schedule = Schedule {
+                start,
+                deadline,
+                interval,
+            };
+            std::thread::spawn(move || client_loop(&spec, client, schedule, &done))
         })
         .collect();
     let mut last = 0;
@@ -257,23 +237,87 @@ pub fn run(spec: &LoadSpec) -> Result<LoadReport, String> {
         last = now;
     }
     eprintln!();
-    let (mut writes, mut reads) = (histogram(), histogram());
+    let (mut writes, mut reads, mut unsent) = (histogram(), histogram(), 0);
     for worker in workers {
-        let (w, r) = worker
+        let measured = worker
             .join()
             .map_err(|_| "a client thread panicked".to_owned())??;
-        writes.add(&w).map_err(|e| e.to_string())?;
-        reads.add(&r).map_err(|e| e.to_string())?;
+        writes.add(&measured.writes).map_err(|e| e.to_string())?;
+        reads.add(&measured.reads).map_err(|e| e.to_string())?;
+        unsent += measured.unsent;
     }
     Ok(LoadReport {
         writes,
         reads,
         elapsed: start.elapsed().as_secs_f64(),
+        unsent,
+    })
+}
+
+/// When a run starts and ends, and (open loop) how often each client sends.
+#[derive(Clone, Copy)]
+struct Schedule {
+    start: Instant,
+    deadline: Instant,
+    interval: Option<Duration>,
+}
+
+/// One client's requests until the deadline. Open loop: request `i` is due at
+/// `start + offset + i × interval` and its latency counts from then; once the deadline
+/// passes, the requests still due before it are counted as unsent, not sent late.
+fn client_loop(
+    spec: &LoadSpec,
+    client: usize,
+    schedule: Schedule,
+    done: &AtomicU64,
+) -> Result<LoadReport, String> {
+    let Schedule {
+        start,
+        deadline,
+        interval,
+    } = schedule;
+    let (mut writes, mut reads) = (histogram(), histogram());
+    let mut conn = Conn::open(&spec.system, client)?;
+    let offset = interval.map(|d| d.mul_f64(client as f64 / spec.clients as f64));
+    let due = |i: u64| match (interval, offset) {
+        (Some(every), Some(offset)) => Some(start + offset + every.mul_f64(i as f64)),
+        _ => None,
+    };
+    let mut i = 0u64;
+    let mut unsent = 0;
+    loop {
+        let scheduled = due(i).unwrap_or_else(Instant::now);
+        if scheduled >= deadline {
+            break;
+        }
+        if Instant::now() >= deadline {
+            unsent = (i..)
+                .take_while(|k| due(*k).is_some_and(|t| t < deadline))
+                .count() as u64;
+            break;
+        }
+        if let Some(wait) = scheduled.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait); // the open loop's send schedule
+        }
+        let read = conn.request(spec, client, i + 1)?;
+        let took = scheduled.elapsed().as_micros() as u64;
+        match read {
+            true => reads.saturating_record(took),
+            false => writes.saturating_record(took),
+        }
+        done.fetch_add(1, Ordering::Relaxed);
+        i += 1;
+    }
+    Ok(LoadReport {
+        writes,
+        reads,
+        elapsed: start.elapsed().as_secs_f64(),
+        unsent,
     })
 }
 
 /// One JSON object describing a run (the comparison script's input).
-pub fn json(spec: &LoadSpec, report: &LoadReport, fsync: bool) -> String {
+pub fn json(spec: &LoadSpec, report: &LoadReport, fsync: Option<bool>) -> String {
     let quantiles = |h: &Histogram<u64>| {
         format!(
             "{{\"count\":{},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{}}}",
@@ -286,7 +330,7 @@ pub fn json(spec: &LoadSpec, report: &LoadReport, fsync: bool) -> String {
     };
     let total = report.writes.len() + report.reads.len();
     format!(
-        "{{\"system\":\"{}\",\"workload\":\"{}\",\"batch\":{},\"clients\":{},\"mode\":\"{}\",\"rate\":{},\"fsync\":{fsync},\"value_bytes\":{},\"seconds\":{:.2},\"requests_per_s\":{:.0},\"writes\":{},\"reads\":{}}}",
+        "{{\"system\":\"{}\",\"workload\":\"{}\",\"batch\":{},\"clients\":{},\"mode\":\"{}\",\"rate\":{},\"fsync\":{},\"value_bytes\":{},\"seconds\":{:.2},\"requests_per_s\":{:.0},\"unsent\":{},\"writes\":{},\"reads\":{}}}",
         spec.system.name(),
         spec.workload.name(),
         match spec.workload {
@@ -296,9 +340,11 @@ pub fn json(spec: &LoadSpec, report: &LoadReport, fsync: bool) -> String {
         spec.clients,
         if spec.rate.is_some() { "open" } else { "closed" },
         spec.rate.map_or("null".into(), |r| format!("{r:.0}")),
+        fsync.map_or("null".into(), |f| f.to_string()),
         spec.value_bytes,
         report.elapsed,
         total as f64 / report.elapsed,
+        report.unsent,
         quantiles(&report.writes),
         quantiles(&report.reads),
     )
@@ -329,6 +375,12 @@ pub fn summary(spec: &LoadSpec, report: &LoadReport) -> String {
     );
     if !report.reads.is_empty() {
         out += &format!("; {}", line("reads", &report.reads));
+    }
+    if report.unsent > 0 {
+        out += &format!(
+            "; {} requests due before the end were never sent (the system fell behind the rate)",
+            report.unsent
+        );
     }
     out
 }

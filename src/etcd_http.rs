@@ -6,6 +6,11 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
+/// Largest reply body accepted (etcd's replies to these calls are a few hundred bytes).
+const BODY_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// A member that answers nothing for this long fails the request instead of hanging it.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// One keep-alive connection to one etcd member.
 pub struct EtcdHttp {
     addr: SocketAddr,
@@ -18,6 +23,7 @@ impl EtcdHttp {
         let stream = TcpStream::connect(addr).map_err(|e| format!("etcd {addr}: {e}"))?;
         stream
             .set_nodelay(true)
+            .and_then(|()| stream.set_read_timeout(Some(READ_TIMEOUT)))
             .map_err(|e| format!("etcd {addr}: {e}"))?;
         let writer = stream
             .try_clone()
@@ -71,6 +77,9 @@ impl EtcdHttp {
         self.writer.write_all(request.as_bytes()).map_err(fail)?;
         let (status, length, chunked) = self.head()?;
         let body = match (length, chunked) {
+            (Some(n), _) if n > BODY_BYTES_MAX => {
+                return Err(format!("etcd {}: a {n}-byte reply", self.addr))
+            }
             (Some(n), _) => {
                 let mut body = vec![0; n];
                 self.reader
@@ -136,9 +145,13 @@ impl EtcdHttp {
             self.reader
                 .read_line(&mut line)
                 .map_err(|e| format!("etcd {}: {e}", self.addr))?;
-            let size = usize::from_str_radix(line.trim(), 16)
-                .map_err(|_| format!("etcd: bad chunk size {line:?}"))?;
-            let mut chunk = vec![0; size + 2]; // the data and its CRLF
+            // A chunk extension (`1a;name=value`) may follow the size.
+            let digits = line.trim().split(';').next().unwrap_or_default();
+            let size = usize::from_str_radix(digits, 16)
+                .ok()
+                .filter(|size| body.len() + size <= BODY_BYTES_MAX)
+                .ok_or_else(|| format!("etcd: bad or oversized chunk size {line:?}"))?;
+            let mut chunk = vec![0; size + 2]; // the data and its CRLF (size is capped above)
             self.reader
                 .read_exact(&mut chunk)
                 .map_err(|e| format!("etcd {}: {e}", self.addr))?;
@@ -172,7 +185,45 @@ fn base64(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::base64;
+    use super::{base64, EtcdHttp};
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    /// A one-connection server that answers each request with the next canned reply.
+    fn serve(replies: Vec<&'static str>) -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("accept");
+            for reply in replies {
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request); // one small request per read on loopback
+                let _ = stream.write_all(reply.as_bytes());
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn replies_with_a_length_chunked_or_an_error_status_are_read_and_bad_ones_refused() {
+        let addr = serve(vec![
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;x=y\r\n{\r\n1\r\n}\r\n0\r\n\r\n",
+            "HTTP/1.1 400 Bad Request\r\nContent-Length: 5\r\n\r\noops!",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n",
+        ]);
+        let mut etcd = EtcdHttp::connect(addr).expect("connect");
+        etcd.put("k", b"v").expect("a reply with a length");
+        etcd.get("k")
+            .expect("a chunked reply, one chunk with an extension");
+        let refused = etcd.get("k").expect_err("HTTP 400");
+        assert!(
+            refused.contains("400") && refused.contains("oops!"),
+            "{refused}"
+        );
+        let oversized = etcd.get("k").expect_err("an absurd chunk size");
+        assert!(oversized.contains("chunk size"), "{oversized}");
+    }
 
     #[test]
     fn base64_matches_rfc_4648_vectors() {

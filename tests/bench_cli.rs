@@ -81,6 +81,10 @@ fn the_load_modes_measure_what_they_say_and_bad_flags_are_refused() {
     let sent = count(&json, "writes");
     // The schedule allows 100 requests in the second; a closed loop would send far more.
     assert!(sent > 0 && sent <= 100, "open loop sent {sent}: {json}");
+    assert!(
+        json.contains("\"unsent\":"),
+        "what the schedule could not send is reported: {json}"
+    );
 
     for (args, reason) in [
         (&["--system", "etcd"][..], "needs --addr"),
@@ -95,6 +99,21 @@ fn the_load_modes_measure_what_they_say_and_bad_flags_are_refused() {
         ),
         (&["--addr", "nonsense"][..], "--addr"),
         (&["--workload", "scan"][..], "unknown workload"),
+        (&["--rate", "inf"][..], "--rate must be positive"),
+        (&["--gateway", "--rate", "10"][..], "without --gateway"),
+        (
+            &[
+                "--system",
+                "etcd",
+                "--addr",
+                "127.0.0.1:1",
+                "--workload",
+                "batch",
+                "--batch",
+                "200",
+            ][..],
+            "at most 128 puts",
+        ),
     ] {
         let refused = bench(args);
         let stderr = String::from_utf8_lossy(&refused.stderr);

@@ -26,7 +26,9 @@
 //!   wrong batch is corruption wherever it is: a torn write cannot produce a valid checksum.
 //! - Damage inside the last batch reads like a torn write and is cut, although that batch may
 //!   have been acknowledged: only a later write proves a batch durable, and a commit mark
-//!   would cost a second sync per append. With `fsync` off (benchmarks) nothing holds.
+//!   would cost a second sync per append. "The last batch" is everything since the last
+//!   sync but one: unsynced batches and the synced one after them. With `fsync` off
+//!   (benchmarks) nothing holds.
 //! - **Snapshot parts.** A snapshot is written as `SnapshotPart` records in a row, all of one
 //!   batch (`batch`). It counts only once whole: a first part at data offset 0, then parts
 //!   each starting where the one before ended, with the same shard, index, term, voters and

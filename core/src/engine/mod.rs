@@ -590,8 +590,11 @@ impl Engine {
         commands.wal = Some(WalBatch { number, requests });
     }
 
-    /// Whether every persist request handed out so far is durable and none waits: the
-    /// moment a WAL rewrite may take each shard's `durable_base`.
+    /// Whether every persist request handed out so far was written and none waits: the
+    /// moment a WAL rewrite may take each shard's `durable_base`. (A batch that needed no
+    /// fsync may be written but unsynced: the rewrite syncs the new file, so that is fine.)
+    /// `Persisted` of such a batch may come before its bytes are durable only because one
+    /// batch is in flight at a time: everything before it was synced first.
     pub fn is_durable(&self) -> bool {
         self.in_flight.is_none() && self.unsynced.is_empty()
     }
