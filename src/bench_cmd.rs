@@ -255,18 +255,8 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
             std::thread::spawn(move || gateway_client(&url, c, value_bytes, deadline, &done))
         })
         .collect();
-    let mut last = 0;
-    while Instant::now() < deadline {
-        std::thread::sleep(Duration::from_secs(1)); // progress report cadence, not synchronisation
-        let now = done.load(Ordering::Relaxed);
-        eprintln!(
-            "  t={:>3.0}s  {:>8} writes/s",
-            start.elapsed().as_secs_f64(),
-            now - last
-        );
-        last = now;
-    }
-    let mut total = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    crate::bench_load::show_progress(&done, start, deadline, "treesync set via gateway");
+    let mut total = crate::bench_load::histogram();
     for worker in workers {
         let histogram = worker
             .join()
@@ -323,8 +313,7 @@ fn gateway_client(
     done: &AtomicU64,
 ) -> Result<Histogram<u64>, String> {
     actix_rt::System::new().block_on(async {
-        let mut histogram =
-            Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+        let mut histogram = crate::bench_load::histogram();
         let mut client = WsClient::connect(url).await.map_err(|e| e.to_string())?;
         let mut i = 0u64;
         while Instant::now() < deadline {

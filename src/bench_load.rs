@@ -87,7 +87,25 @@ pub struct LoadReport {
     pub unsent: u64,
 }
 
-fn histogram() -> Histogram<u64> {
+/// Prints `label` and the requests completed in each second (from `done`) on one
+/// stderr line until `deadline`.
+pub fn show_progress(done: &AtomicU64, start: Instant, deadline: Instant, label: &str) {
+    let mut last = 0;
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(1)); // progress report cadence, not synchronisation
+        let now = done.load(Ordering::Relaxed);
+        eprint!(
+            "\r  {label}: t={:>3.0}s {:>8} requests/s ",
+            start.elapsed().as_secs_f64(),
+            now - last
+        );
+        last = now;
+    }
+    eprintln!();
+}
+
+/// A latency histogram in µs, 1 µs to 60 s, 3 significant digits.
+pub fn histogram() -> Histogram<u64> {
     Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
 }
 
@@ -222,21 +240,13 @@ pub fn run(spec: &LoadSpec) -> Result<LoadReport, String> {
             std::thread::spawn(move || client_loop(&spec, client, schedule, &done))
         })
         .collect();
-    let mut last = 0;
-    while Instant::now() < deadline {
-        std::thread::sleep(Duration::from_secs(1)); // progress report cadence, not synchronisation
-        let now = done.load(Ordering::Relaxed);
-        eprint!(
-            "\r  {} {} x{}: t={:>3.0}s {:>8} requests/s ",
-            spec.system.name(),
-            spec.workload.name(),
-            spec.clients,
-            start.elapsed().as_secs_f64(),
-            now - last
-        );
-        last = now;
-    }
-    eprintln!();
+    let label = format!(
+        "{} {} x{}",
+        spec.system.name(),
+        spec.workload.name(),
+        spec.clients
+    );
+    show_progress(&done, start, deadline, &label);
     let (mut writes, mut reads, mut unsent) = (histogram(), histogram(), 0);
     for worker in workers {
         let measured = worker

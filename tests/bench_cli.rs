@@ -12,6 +12,17 @@ fn bench(args: &[&str]) -> Output {
         .expect("run treesync bench")
 }
 
+/// bench's JSON line, after asserting the run succeeded.
+fn json_of(args: &[&str]) -> String {
+    let out = bench(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 /// The `count` of the histogram object `name` (`"writes"` or `"reads"`) in bench's JSON.
 fn count(json: &str, name: &str) -> u64 {
     let key = format!("\"{name}\":{{\"count\":");
@@ -29,7 +40,7 @@ fn count(json: &str, name: &str) -> u64 {
 // One test: every run starts in-process replicas on the benchmark's fixed ports.
 #[test]
 fn the_load_modes_measure_what_they_say_and_bad_flags_are_refused() {
-    let mixed = bench(&[
+    let json = json_of(&[
         "--workload",
         "mixed",
         "--read-percent",
@@ -41,12 +52,6 @@ fn the_load_modes_measure_what_they_say_and_bad_flags_are_refused() {
         "--json",
     ]);
     assert!(
-        mixed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&mixed.stderr)
-    );
-    let json = String::from_utf8_lossy(&mixed.stdout).to_string();
-    assert!(
         json.contains("\"workload\":\"mixed\"") && json.contains("\"mode\":\"closed\""),
         "{json}"
     );
@@ -55,7 +60,7 @@ fn the_load_modes_measure_what_they_say_and_bad_flags_are_refused() {
     // Reads are every other request, spread evenly: neither kind dominates.
     assert!(writes.abs_diff(reads) * 4 <= writes + reads, "{json}");
 
-    let open = bench(&[
+    let json = json_of(&[
         "--workload",
         "batch",
         "--batch",
@@ -68,12 +73,6 @@ fn the_load_modes_measure_what_they_say_and_bad_flags_are_refused() {
         "1",
         "--json",
     ]);
-    assert!(
-        open.status.success(),
-        "{}",
-        String::from_utf8_lossy(&open.stderr)
-    );
-    let json = String::from_utf8_lossy(&open.stdout).to_string();
     assert!(
         json.contains("\"mode\":\"open\"") && json.contains("\"batch\":4"),
         "{json}"
