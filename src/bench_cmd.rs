@@ -42,6 +42,10 @@ struct Options {
     etcd: bool,
     /// An external cluster's client addresses instead of in-process replicas.
     addr: Option<Vec<SocketAddr>>,
+    /// An external treesync cluster's WebSocket gateways (`txn`, `subscribe`).
+    ws_addr: Vec<SocketAddr>,
+    /// An external treesync cluster's shard count (`txn` pairs entities across shards).
+    shards: u32,
     /// Open loop at this many requests per second (over all clients).
     rate: Option<f64>,
 }
@@ -63,6 +67,8 @@ fn parse(args: &[String]) -> Result<Options, String> {
         workload: Workload::Set,
         etcd: false,
         addr: None,
+        ws_addr: Vec::new(),
+        shards: crate::bench_txn::SHARDS,
         rate: None,
     };
     let (mut batch, mut read_percent) = (16usize, 50u32);
@@ -95,18 +101,37 @@ fn parse(args: &[String]) -> Result<Options, String> {
                 "etcd" => o.etcd = true,
                 other => return Err(format!("unknown system {other:?} (treesync, etcd)")),
             },
-            "--addr" => {
-                let list: String = value(flag, args.next())?;
-                let addrs = list
-                    .split(',')
-                    .map(|a| a.trim().parse().map_err(|e| format!("--addr {a:?}: {e}")))
-                    .collect::<Result<Vec<SocketAddr>, String>>()?;
-                o.addr = Some(addrs);
-            }
+            "--addr" => o.addr = Some(addrs(flag, args.next())?),
+            "--ws-addr" => o.ws_addr = addrs(flag, args.next())?,
+            "--shards" => o.shards = value(flag, args.next())?,
             "--subscribers" => o.subscribe = Some(vec![value(flag, args.next())?]),
             "--closed-lag-ms" => o.closed_lag_ms = value(flag, args.next())?,
             other => return Err(format!("unknown option {other:?}")),
         }
+    }
+    let external = o.addr.is_some();
+    // Against a running cluster, txn and subscribe are load workloads like the others:
+    // `--clients` transacting clients or subscribers, the same JSON, etcd alike.
+    if external && o.txn {
+        (o.workload, o.txn, o.gateway) = (Workload::Txn, false, false);
+    }
+    if external && o.subscribe.take().is_some() {
+        o.workload = Workload::Subscribe;
+    }
+    if external
+        && !o.etcd
+        && matches!(o.workload, Workload::Txn | Workload::Subscribe)
+        && o.ws_addr.is_empty()
+    {
+        return Err(
+            "txn and subscribe against treesync run through its gateways: give --ws-addr".into(),
+        );
+    }
+    if o.workload == Workload::Subscribe && o.rate.is_some() {
+        return Err("subscribe has one closed-loop writer: --rate does not apply".into());
+    }
+    if !external && (!o.ws_addr.is_empty() || o.shards != crate::bench_txn::SHARDS) {
+        return Err("--ws-addr and --shards describe a running cluster: give --addr too".into());
     }
     if o.clients == 0 || o.seconds == 0 {
         return Err("--clients and --seconds must be at least 1".into());
@@ -120,7 +145,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             return Err("--read-percent must be 0 to 100".into())
         }
         Workload::Mixed { .. } => Workload::Mixed { read_percent },
-        Workload::Set => Workload::Set,
+        other => other,
     };
     // At most one request per microsecond per client: a faster schedule is no schedule.
     let rate_max = o.clients as f64 * 1e6;
@@ -134,7 +159,9 @@ fn parse(args: &[String]) -> Result<Options, String> {
     if (o.rate.is_some() || o.workload != Workload::Set)
         && (o.txn || o.subscribe.is_some() || o.gateway)
     {
-        return Err("--rate, batch and mixed run without --gateway, txn and subscribe".into());
+        return Err(
+            "in-process, --rate, batch and mixed run without --gateway, txn and subscribe".into(),
+        );
     }
     if o.etcd && matches!(o.workload, Workload::Batch(n) if n > ETCD_TXN_OPS_MAX) {
         return Err(format!(
@@ -144,9 +171,8 @@ fn parse(args: &[String]) -> Result<Options, String> {
     if o.etcd && o.addr.is_none() {
         return Err("--system etcd needs --addr (its members' client addresses)".into());
     }
-    let external = o.addr.is_some();
-    if (o.etcd || external) && (o.txn || o.subscribe.is_some() || o.gateway) {
-        return Err("--addr and --system etcd run the set, batch and mixed workloads".into());
+    if external && o.gateway {
+        return Err("--gateway measures in-process replicas; against --addr, txn and subscribe use the gateways".into());
     }
     Ok(o)
 }
@@ -156,7 +182,11 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
     if let Some(addrs) = &o.addr {
         let system = match o.etcd {
             true => System::Etcd(addrs.clone()),
-            false => System::Treesync((1u64..).zip(addrs.iter().copied()).collect()),
+            false => System::Treesync {
+                servers: (1u64..).zip(addrs.iter().copied()).collect(),
+                gateways: o.ws_addr.iter().map(|a| format!("ws://{a}/ws")).collect(),
+                shards: o.shards,
+            },
         };
         return load(&o, system);
     }
@@ -238,7 +268,12 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
         o.value_bytes
     );
     let Some(url) = url else {
-        let result = load(&o, System::Treesync(clients));
+        let system = System::Treesync {
+            servers: clients,
+            gateways: Vec::new(),
+            shards: 1,
+        };
+        let result = load(&o, system);
         let _ = std::fs::remove_dir_all(&data); // best-effort cleanup of the benchmark's data
         return result;
     };
@@ -293,7 +328,10 @@ fn load(o: &Options, system: System) -> Result<ExitCode, String> {
         value_bytes: o.value_bytes,
         rate: o.rate,
     };
-    let report = crate::bench_load::run(&spec)?;
+    let report = match spec.workload {
+        Workload::Subscribe => crate::bench_watch::run(&spec)?,
+        _ => crate::bench_load::run(&spec)?,
+    };
     // An external cluster's fsync setting is its own (unknown here); in-process ones
     // follow --no-fsync.
     let fsync = o.addr.is_none().then_some(o.fsync);
@@ -302,6 +340,14 @@ fn load(o: &Options, system: System) -> Result<ExitCode, String> {
         false => println!("{}", crate::bench_load::summary(&spec, &report)),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A comma-separated list of socket addresses.
+fn addrs(flag: &str, list: Option<&String>) -> Result<Vec<SocketAddr>, String> {
+    let list: String = value(flag, list)?;
+    list.split(',')
+        .map(|a| a.trim().parse().map_err(|e| format!("{flag} {a:?}: {e}")))
+        .collect()
 }
 
 /// One closed-loop client writing through the WebSocket gateway (its own actix runtime).

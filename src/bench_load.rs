@@ -1,5 +1,6 @@
-//! The load loop of `treesync bench` for the `set`, `batch` and `mixed` workloads, against
-//! treesync (framed protocol) or etcd (its JSON gateway, `etcd_http`): N client threads, each
+//! The load loop of `treesync bench` for the `set`, `batch`, `mixed` and `txn` workloads,
+//! against treesync (framed protocol; `txn` through the WebSocket gateway, which runs
+//! cross-shard transactions) or etcd (its JSON gateway, `etcd_http`): N client threads, each
 //! with its own connection, closed-loop (each waits for its answer) or open-loop (`--rate`:
 //! requests leave on a fixed schedule and latency is measured from the scheduled send time,
 //! so a stall counts for every request it delayed: no coordinated omission).
@@ -11,16 +12,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use treesync_core::{Op, Prop, Txn, Value};
+use treesync_core::shard::{ShardMap, SHARD_DEPTH_DEFAULT};
+use treesync_core::{Limits, NodePath, Op, Prop, Txn, Value};
 use treesync_net::client::Client;
+use treesync_net::ws_client::WsClient;
 
 use crate::etcd_http::EtcdHttp;
 
 /// What is measured.
 #[derive(Clone, Debug)]
 pub enum System {
-    /// Servers by replica id (framed protocol).
-    Treesync(BTreeMap<u64, SocketAddr>),
+    Treesync {
+        /// Servers by replica id (framed protocol).
+        servers: BTreeMap<u64, SocketAddr>,
+        /// Their WebSocket gateways (`ws://…/ws`), for `txn` and `subscribe`.
+        gateways: Vec<String>,
+        /// The cluster's shard count (where entities land: `txn` pairs them across shards).
+        shards: u32,
+    },
     /// etcd members' client URLs (host:port of the JSON gateway).
     Etcd(Vec<SocketAddr>),
 }
@@ -28,7 +37,7 @@ pub enum System {
 impl System {
     pub fn name(&self) -> &'static str {
         match self {
-            System::Treesync(_) => "treesync",
+            System::Treesync { .. } => "treesync",
             System::Etcd(_) => "etcd",
         }
     }
@@ -44,6 +53,11 @@ pub enum Workload {
     Batch(usize),
     /// Linearizable reads and single writes, `read_percent` of them reads.
     Mixed { read_percent: u32 },
+    /// One property of each of two entities on different shards, atomically (treesync: a
+    /// parallel commit through the gateway; etcd: a txn of two puts).
+    Txn,
+    /// Write-to-delivery latency of `clients` subscribers (`bench_watch`).
+    Subscribe,
 }
 
 impl Workload {
@@ -52,6 +66,8 @@ impl Workload {
             Workload::Set => "set",
             Workload::Batch(_) => "batch",
             Workload::Mixed { .. } => "mixed",
+            Workload::Txn => "txn",
+            Workload::Subscribe => "subscribe",
         }
     }
 
@@ -61,7 +77,7 @@ impl Workload {
             Workload::Mixed { read_percent } => {
                 (i * 37 + client as u64) % 100 < u64::from(*read_percent)
             }
-            Workload::Set | Workload::Batch(_) => false,
+            Workload::Set | Workload::Batch(_) | Workload::Txn | Workload::Subscribe => false,
         }
     }
 }
@@ -113,15 +129,47 @@ pub fn histogram() -> Histogram<u64> {
 enum Conn {
     Treesync(Client),
     Etcd(EtcdHttp),
+    /// A gateway session on its own actix runtime, driven one request at a time (`txn`),
+    /// with this client's entity pairs (the two of a pair on different shards).
+    Gateway {
+        runtime: actix_rt::SystemRunner,
+        session: Box<WsClient>,
+        pairs: Vec<(String, String)>,
+    },
 }
 
+/// Entities per client for `txn`: enough that pairs across shards exist and a client's
+/// next transaction rarely meets the previous one's intents still being resolved.
+const TXN_ENTITIES: usize = 12;
+
 impl Conn {
-    fn open(system: &System, client: usize) -> Result<Conn, String> {
-        Ok(match system {
-            System::Treesync(servers) => Conn::Treesync(Client::new(servers.clone())),
+    fn open(spec: &LoadSpec, client: usize) -> Result<Conn, String> {
+        Ok(match (&spec.system, spec.workload) {
+            (
+                System::Treesync {
+                    gateways, shards, ..
+                },
+                Workload::Txn,
+            ) => {
+                if gateways.is_empty() {
+                    return Err("txn runs through treesync's gateways: give --ws-addr".into());
+                }
+                let url = &gateways[client % gateways.len()];
+                let runtime = actix_rt::System::new();
+                let session = runtime
+                    .block_on(WsClient::connect(url))
+                    .map(Box::new)
+                    .map_err(|e| format!("{url}: {e}"))?;
+                Conn::Gateway {
+                    runtime,
+                    session,
+                    pairs: entity_pairs(client, *shards)?,
+                }
+            }
+            (System::Treesync { servers, .. }, _) => Conn::Treesync(Client::new(servers.clone())),
             // Spread clients over the members, as a load balancer would; etcd's followers
             // forward proposals to the leader.
-            System::Etcd(members) => {
+            (System::Etcd(members), _) => {
                 Conn::Etcd(EtcdHttp::connect(members[client % members.len()])?)
             }
         })
@@ -159,6 +207,18 @@ impl Conn {
                 };
                 c.write(&txn).map(drop).map_err(|e| e.to_string())?;
             }
+            Conn::Gateway {
+                runtime,
+                session,
+                pairs,
+            } => {
+                let (a, b) = &pairs[i as usize % pairs.len()];
+                let set =
+                    |path: &str| crate::bench_txn::set_op(path, "v", Value::String(value.clone()));
+                runtime
+                    .block_on(session.txn(vec![set(a), set(b)], vec![]))
+                    .map_err(|e| e.to_string())?;
+            }
             Conn::Etcd(c) => match spec.workload {
                 Workload::Batch(n) => {
                     let pairs: Vec<(String, Vec<u8>)> = (0..n)
@@ -166,37 +226,114 @@ impl Conn {
                         .collect();
                     c.put_all(&pairs)?;
                 }
-                _ => c.put(&key, value.as_bytes())?,
+                Workload::Txn => {
+                    let k = i % TXN_ENTITIES as u64;
+                    c.put_all(&[
+                        (format!("{key}/a{k}"), value.clone().into_bytes()),
+                        (format!("{key}/b{k}"), value.into_bytes()),
+                    ])?;
+                }
+                _ => c.put(&key, value.as_bytes()).map(drop)?,
             },
         }
         Ok(read)
     }
 }
 
+/// `client`'s `txn` entities (`/root/Bench/c<client>e<k>`) paired across shards.
+fn entity_pairs(client: usize, shards: u32) -> Result<Vec<(String, String)>, String> {
+    let names = (0..TXN_ENTITIES)
+        .map(|k| format!("/root/Bench/c{client}e{k}"))
+        .collect();
+    let pairs = pairs_across_shards(names, shards)?;
+    match pairs.is_empty() {
+        true => Err(format!(
+            "no two of client {client}'s entities are on different shards of {shards}: txn needs --shards of at least 3 (the spine and two entity shards)"
+        )),
+        false => Ok(pairs),
+    }
+}
+
+/// `paths` paired greedily so that the two of each pair live on different shards of a
+/// `shards`-shard map (paths left without a partner are dropped).
+pub fn pairs_across_shards(
+    mut free: Vec<String>,
+    shards: u32,
+) -> Result<Vec<(String, String)>, String> {
+    let map = ShardMap::new(shards, SHARD_DEPTH_DEFAULT).map_err(|e| e.to_string())?;
+    let limits = Limits::default();
+    let shard_of = |p: &str| {
+        NodePath::parse(p, &limits)
+            .map(|path| map.shard_of(&path))
+            .map_err(|e| e.to_string())
+    };
+    let mut pairs = Vec::new();
+    while let Some(a) = free.pop() {
+        let home = shard_of(&a)?;
+        let mut other = None;
+        for (at, b) in free.iter().enumerate() {
+            if shard_of(b)? != home {
+                other = Some(at);
+                break;
+            }
+        }
+        if let Some(at) = other {
+            pairs.push((a, free.remove(at)));
+        }
+    }
+    Ok(pairs)
+}
+
+/// Whether a create failed only because the node is there (from an earlier run or client).
+pub fn exists(error: &str) -> bool {
+    error.contains("already has a child")
+}
+
 /// Creates what `client`'s requests need: for a treesync batch, the node `/root/c<client>`
-/// with `n` children. Nodes left by an earlier run against the same cluster are kept.
+/// with `n` children; for a treesync txn, `/root/Bench` and the client's entities. Nodes
+/// left by an earlier run against the same cluster are kept.
 fn prepare(conn: &mut Conn, spec: &LoadSpec, client: usize) -> Result<(), String> {
-    let (Conn::Treesync(c), Workload::Batch(n)) = (conn, spec.workload) else {
-        return Ok(());
-    };
-    let name = format!("c{client}");
-    let create = |parent: String, name: String| Op::Create {
-        parent,
-        name,
-        class: "Node2D".into(),
-        props: Vec::new(),
-    };
-    let mut ops = vec![create("/root".into(), name.clone())];
-    ops.extend((0..n).map(|j| create(format!("/root/{name}"), format!("n{j}"))));
-    let txn = Txn {
-        expect: Vec::new(),
-        ops,
-        session: None,
-    };
-    match c.write(&txn) {
-        Ok(_) => Ok(()),
-        Err(e) if e.to_string().contains("already has a child") => Ok(()),
-        Err(e) => Err(e.to_string()),
+    match (conn, spec.workload) {
+        (Conn::Treesync(c), Workload::Batch(n)) => {
+            let name = format!("c{client}");
+            let create = |parent: String, name: String| Op::Create {
+                parent,
+                name,
+                class: "Node2D".into(),
+                props: Vec::new(),
+            };
+            let mut ops = vec![create("/root".into(), name.clone())];
+            ops.extend((0..n).map(|j| create(format!("/root/{name}"), format!("n{j}"))));
+            let txn = Txn {
+                expect: Vec::new(),
+                ops,
+                session: None,
+            };
+            match c.write(&txn) {
+                Err(e) if !exists(&e.to_string()) => Err(e.to_string()),
+                _ => Ok(()),
+            }
+        }
+        (
+            Conn::Gateway {
+                runtime,
+                session,
+                pairs,
+            },
+            _,
+        ) => runtime.block_on(async {
+            let nodes = pairs.iter().flat_map(|(a, b)| [a, b]);
+            let world = std::iter::once(("/root", "Bench"));
+            let entities = nodes.map(|path| ("/root/Bench", &path["/root/Bench/".len()..]));
+            for (parent, name) in world.chain(entities) {
+                match session.create(parent, name, "Node", vec![]).await {
+                    Err(e) if !exists(&e.to_string()) => return Err(e.to_string()),
+                    _ => {}
+                }
+            }
+            Ok(())
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -213,33 +350,53 @@ fn value_of(client: usize, i: u64, value_bytes: usize) -> String {
 /// Runs the load and prints a progress line per second on stderr.
 pub fn run(spec: &LoadSpec) -> Result<LoadReport, String> {
     // Warm-up: the first request may wait for an election; every client's key exists.
-    let mut warm = Conn::open(&spec.system, 0)?;
+    let set = LoadSpec {
+        workload: Workload::Set,
+        ..spec.clone()
+    };
+    let mut warm = Conn::open(&set, 0)?;
     for client in 0..spec.clients {
-        prepare(&mut warm, spec, client)?;
-        let set = LoadSpec {
-            workload: Workload::Set,
-            ..spec.clone()
-        };
         warm.request(&set, client, 0)?;
     }
+    // Each client connects and creates what it needs, then waits for the common start.
+    let (ready_tx, ready) = std::sync::mpsc::channel::<()>();
     let done = Arc::new(AtomicU64::new(0));
+    let (workers, starts): (Vec<_>, Vec<_>) = (0..spec.clients)
+        .map(|client| {
+            let (spec, done, ready) = (spec.clone(), done.clone(), ready_tx.clone());
+            let (start_tx, start) = std::sync::mpsc::channel::<Schedule>();
+            let worker = std::thread::spawn(move || {
+                let mut conn = Conn::open(&spec, client)?;
+                prepare(&mut conn, &spec, client)?;
+                let _ = ready.send(()); // the receiver waits for every client
+                drop(ready); // once all are ready or failed, the receiver stops waiting
+                let schedule = start
+                    .recv()
+                    .map_err(|_| "the run was abandoned".to_owned())?;
+                client_loop(&spec, &mut conn, client, schedule, &done)
+            });
+            (worker, start_tx)
+        })
+        .unzip();
+    drop(ready_tx);
+    for _ in 0..spec.clients {
+        if ready.recv().is_err() {
+            break; // a client failed: its error comes out of the join below
+        }
+    }
     let start = Instant::now();
     let deadline = start + Duration::from_secs(spec.seconds);
     // Open loop: each client sends every `interval`, clients staggered evenly.
     let interval = spec
         .rate
         .map(|rate| Duration::from_secs_f64(spec.clients as f64 / rate.max(1e-3)));
-    let workers: Vec<_> = (0..spec.clients)
-        .map(|client| {
-            let (spec, done) = (spec.clone(), done.clone());
-            let schedule = Schedule {
-                start,
-                deadline,
-                interval,
-            };
-            std::thread::spawn(move || client_loop(&spec, client, schedule, &done))
-        })
-        .collect();
+    for go in starts {
+        let _ = go.send(Schedule {
+            start,
+            deadline,
+            interval,
+        }); // a client that already failed reports it at the join
+    }
     let label = format!(
         "{} {} x{}",
         spec.system.name(),
@@ -277,6 +434,7 @@ struct Schedule {
 /// passes, the requests still due before it are counted as unsent, not sent late.
 fn client_loop(
     spec: &LoadSpec,
+    conn: &mut Conn,
     client: usize,
     schedule: Schedule,
     done: &AtomicU64,
@@ -287,7 +445,6 @@ fn client_loop(
         interval,
     } = schedule;
     let (mut writes, mut reads) = (histogram(), histogram());
-    let mut conn = Conn::open(&spec.system, client)?;
     let offset = interval.map(|d| d.mul_f64(client as f64 / spec.clients as f64));
     let due = |i: u64| match (interval, offset) {
         (Some(every), Some(offset)) => Some(start + offset + every.mul_f64(i as f64)),

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use treesync_actors::runtime::{HostHandle, LocalCluster, ServerBackend};
-use treesync_core::shard::ShardMap;
-use treesync_core::{Limits, NodePath, Value};
+use treesync_core::Value;
 use treesync_net::gateway::{self, GatewayLimits};
 use treesync_net::ws_client::WsClient;
 
@@ -27,21 +26,21 @@ fn dict(pairs: &[(&str, Value)]) -> Value {
     Value::Dictionary(pairs.iter().map(|(k, v)| (s(k), v.clone())).collect())
 }
 
+/// A transaction's `set` op (request-shaped, `docs/protocol.md`): `prop` of `path` to `value`.
+pub fn set_op(path: &str, prop: &str, value: Value) -> Value {
+    dict(&[
+        ("op", s("set")),
+        ("path", s(path)),
+        ("props", dict(&[(prop, value)])),
+    ])
+}
+
 /// Pairs of entities of `/root/Bench` on different entity shards. The client cycles
 /// through them, so a transaction does not wait for the previous one's intents to be
 /// resolved (that is contention, not the cost of a commit).
 fn pairs() -> Vec<(String, String)> {
-    let map = ShardMap::new(SHARDS, treesync_core::shard::SHARD_DEPTH_DEFAULT).expect("map");
-    let shard = |p: &str| map.shard_of(&NodePath::parse(p, &Limits::default()).expect("valid"));
-    let names: Vec<String> = (0..64).map(|i| format!("/root/Bench/e{i}")).collect();
-    let mut pairs = Vec::new();
-    let mut free: Vec<String> = names;
-    while let Some(a) = free.pop() {
-        if let Some(at) = free.iter().position(|b| shard(b) != shard(&a)) {
-            pairs.push((a, free.remove(at)));
-        }
-    }
-    pairs
+    let names = (0..64).map(|i| format!("/root/Bench/e{i}")).collect();
+    crate::bench_load::pairs_across_shards(names, SHARDS).expect("valid paths and map")
 }
 
 pub fn run(
@@ -98,13 +97,7 @@ async fn measure(url: &str, seconds: u64) -> Result<Vec<(&'static str, Histogram
             .await
             .map_err(e)?;
     }
-    let set = |path: &str, v: i64| {
-        dict(&[
-            ("op", s("set")),
-            ("path", s(path)),
-            ("props", dict(&[("v", Value::Int(v))])),
-        ])
-    };
+    let set = |path: &str, v: i64| set_op(path, "v", Value::Int(v));
     let mut out = Vec::new();
     for kind in [
         "single-shard write",

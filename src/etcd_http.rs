@@ -35,14 +35,50 @@ impl EtcdHttp {
         })
     }
 
-    /// `put key value`.
-    pub fn put(&mut self, key: &str, value: &[u8]) -> Result<(), String> {
+    /// `put key value`; returns the store's revision after the put (the key's
+    /// `mod_revision`, which a watcher sees on the event).
+    pub fn put(&mut self, key: &str, value: &[u8]) -> Result<u64, String> {
         let body = format!(
             "{{\"key\":\"{}\",\"value\":\"{}\"}}",
             base64(key.as_bytes()),
             base64(value)
         );
-        self.call("/v3/kv/put", &body).map(drop)
+        let reply = self.call("/v3/kv/put", &body)?;
+        let reply: serde_json::Value = serde_json::from_slice(&reply)
+            .map_err(|e| format!("etcd {}: a put reply that is not JSON: {e}", self.addr))?;
+        revision(&reply["header"]["revision"]).ok_or_else(|| {
+            format!(
+                "etcd {}: a put reply without a revision: {reply}",
+                self.addr
+            )
+        })
+    }
+
+    /// Turns this connection into a watch of every key starting with `prefix` (etcd's
+    /// streaming `/v3/watch`); `EtcdWatch::next_revisions` reads its events.
+    pub fn watch(mut self, prefix: &str) -> Result<EtcdWatch, String> {
+        let mut end = prefix.as_bytes().to_vec();
+        match end.last_mut() {
+            Some(last) if *last < 0xff => *last += 1,
+            _ => return Err(format!("etcd: cannot watch the prefix {prefix:?}")),
+        }
+        let body = format!(
+            "{{\"create_request\":{{\"key\":\"{}\",\"range_end\":\"{}\"}}}}",
+            base64(prefix.as_bytes()),
+            base64(&end)
+        );
+        self.send("/v3/watch", &body)?;
+        let (status, _, chunked) = self.head()?;
+        if status != 200 || !chunked {
+            return Err(format!(
+                "etcd {}: watch answered HTTP {status} (chunked: {chunked})",
+                self.addr
+            ));
+        }
+        Ok(EtcdWatch {
+            http: self,
+            pending: Vec::new(),
+        })
     }
 
     /// A linearizable `get key` (etcd's ranges are linearizable unless asked otherwise).
@@ -67,14 +103,18 @@ impl EtcdHttp {
         self.call("/v3/kv/txn", &body).map(drop)
     }
 
-    fn call(&mut self, path: &str, body: &str) -> Result<Vec<u8>, String> {
+    fn send(&mut self, path: &str, body: &str) -> Result<(), String> {
         let request = format!(
             "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             self.addr,
             body.len()
         );
         let fail = |e: std::io::Error| format!("etcd {}: {e}", self.addr);
-        self.writer.write_all(request.as_bytes()).map_err(fail)?;
+        self.writer.write_all(request.as_bytes()).map_err(fail)
+    }
+
+    fn call(&mut self, path: &str, body: &str) -> Result<Vec<u8>, String> {
+        self.send(path, body)?;
         let (status, length, chunked) = self.head()?;
         let body = match (length, chunked) {
             (Some(n), _) if n > BODY_BYTES_MAX => {
@@ -139,26 +179,78 @@ impl EtcdHttp {
 
     fn chunks(&mut self) -> Result<Vec<u8>, String> {
         let mut body = Vec::new();
+        while self.chunk_into(&mut body)? {}
+        Ok(body)
+    }
+
+    /// Appends the next chunk of a chunked body to `body`; false at the last (empty) chunk.
+    fn chunk_into(&mut self, body: &mut Vec<u8>) -> Result<bool, String> {
         let mut line = String::new();
+        self.reader
+            .read_line(&mut line)
+            .map_err(|e| format!("etcd {}: {e}", self.addr))?;
+        // A chunk extension (`1a;name=value`) may follow the size.
+        let digits = line.trim().split(';').next().unwrap_or_default();
+        let size = usize::from_str_radix(digits, 16)
+            .ok()
+            .filter(|size| body.len() + size <= BODY_BYTES_MAX)
+            .ok_or_else(|| format!("etcd: bad or oversized chunk size {line:?}"))?;
+        let mut chunk = vec![0; size + 2]; // the data and its CRLF (size is capped above)
+        self.reader
+            .read_exact(&mut chunk)
+            .map_err(|e| format!("etcd {}: {e}", self.addr))?;
+        body.extend_from_slice(&chunk[..size]);
+        Ok(size > 0)
+    }
+}
+
+/// A revision as etcd's JSON gateway writes it (a 64-bit integer as a decimal string).
+fn revision(field: &serde_json::Value) -> Option<u64> {
+    field.as_str()?.parse().ok()
+}
+
+/// A running watch (`EtcdHttp::watch`): the gateway streams one JSON message per line.
+pub struct EtcdWatch {
+    http: EtcdHttp,
+    /// Bytes of a message not yet ended by its newline.
+    pending: Vec<u8>,
+}
+
+impl EtcdWatch {
+    /// Blocks for the next message and returns the `mod_revision` of each event in it
+    /// (none for the watch's "created" message or a progress notification).
+    pub fn next_revisions(&mut self) -> Result<Vec<u64>, String> {
         loop {
-            line.clear();
-            self.reader
-                .read_line(&mut line)
-                .map_err(|e| format!("etcd {}: {e}", self.addr))?;
-            // A chunk extension (`1a;name=value`) may follow the size.
-            let digits = line.trim().split(';').next().unwrap_or_default();
-            let size = usize::from_str_radix(digits, 16)
-                .ok()
-                .filter(|size| body.len() + size <= BODY_BYTES_MAX)
-                .ok_or_else(|| format!("etcd: bad or oversized chunk size {line:?}"))?;
-            let mut chunk = vec![0; size + 2]; // the data and its CRLF (size is capped above)
-            self.reader
-                .read_exact(&mut chunk)
-                .map_err(|e| format!("etcd {}: {e}", self.addr))?;
-            if size == 0 {
-                return Ok(body);
+            if let Some(end) = self.pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=end).collect();
+                let message: serde_json::Value = serde_json::from_slice(&line).map_err(|e| {
+                    format!(
+                        "etcd {}: a watch message that is not JSON: {e}",
+                        self.http.addr
+                    )
+                })?;
+                let result = &message["result"];
+                if result.is_null() {
+                    return Err(format!(
+                        "etcd {}: the watch failed: {message}",
+                        self.http.addr
+                    ));
+                }
+                let events = result["events"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]);
+                return events
+                    .iter()
+                    .map(|e| {
+                        revision(&e["kv"]["mod_revision"])
+                            .ok_or_else(|| format!("etcd: an event without a revision: {e}"))
+                    })
+                    .collect();
             }
-            body.extend_from_slice(&chunk[..size]);
+            if !self.http.chunk_into(&mut self.pending)? {
+                return Err(format!("etcd {}: the watch stream ended", self.http.addr));
+            }
         }
     }
 }
@@ -207,13 +299,18 @@ mod tests {
     #[test]
     fn replies_with_a_length_chunked_or_an_error_status_are_read_and_bad_ones_refused() {
         let addr = serve(vec![
+            "HTTP/1.1 200 OK\r\nContent-Length: 27\r\n\r\n{\"header\":{\"revision\":\"7\"}}",
             "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;x=y\r\n{\r\n1\r\n}\r\n0\r\n\r\n",
             "HTTP/1.1 400 Bad Request\r\nContent-Length: 5\r\n\r\noops!",
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n",
         ]);
         let mut etcd = EtcdHttp::connect(addr).expect("connect");
-        etcd.put("k", b"v").expect("a reply with a length");
+        assert_eq!(etcd.put("k", b"v"), Ok(7), "a reply with a length");
+        let bare = etcd
+            .put("k", b"v")
+            .expect_err("a put reply without a revision");
+        assert!(bare.contains("without a revision"), "{bare}");
         etcd.get("k")
             .expect("a chunked reply, one chunk with an extension");
         let refused = etcd.get("k").expect_err("HTTP 400");
@@ -223,6 +320,35 @@ mod tests {
         );
         let oversized = etcd.get("k").expect_err("an absurd chunk size");
         assert!(oversized.contains("chunk size"), "{oversized}");
+    }
+
+    #[test]
+    fn a_watch_yields_the_revisions_of_each_message_split_across_chunks() {
+        let created = "{\"result\":{\"header\":{\"revision\":\"3\"},\"created\":true}}\n";
+        let two = "{\"result\":{\"events\":[{\"kv\":{\"mod_revision\":\"4\"}},{\"kv\":{\"mod_revision\":\"5\"}}]}}\n";
+        let (a, b) = two.split_at(20);
+        let failed = "{\"error\":{\"message\":\"compacted\"}}\n";
+        let stream = format!(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{created}\r\n{:x}\r\n{a}\r\n{:x}\r\n{b}{failed}\r\n0\r\n\r\n",
+            created.len(),
+            a.len(),
+            b.len() + failed.len()
+        );
+        let addr = serve(vec![Box::leak(stream.into_boxed_str())]);
+        let mut watch = EtcdHttp::connect(addr)
+            .expect("connect")
+            .watch("w/")
+            .expect("a chunked 200");
+        assert_eq!(watch.next_revisions(), Ok(vec![]), "the created message");
+        assert_eq!(
+            watch.next_revisions(),
+            Ok(vec![4, 5]),
+            "one message in two chunks"
+        );
+        let error = watch.next_revisions().expect_err("an error message");
+        assert!(error.contains("compacted"), "{error}");
+        let ended = watch.next_revisions().expect_err("the last chunk");
+        assert!(ended.contains("ended"), "{ended}");
     }
 
     #[test]

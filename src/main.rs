@@ -8,6 +8,7 @@ mod bench_cmd;
 mod bench_load;
 mod bench_subscribe;
 mod bench_txn;
+mod bench_watch;
 mod check_cmd;
 mod client_cmd;
 mod etcd_http;

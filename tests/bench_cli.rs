@@ -3,6 +3,12 @@
 //! bad flags are refused with a reason. Counts are asserted, never times.
 
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use treesync_core::{Op, Prop, Txn, Value};
+use treesync_net::client::Client;
+
+mod support;
 
 fn bench(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_treesync"))
@@ -88,6 +94,24 @@ fn the_load_modes_measure_what_they_say_and_bad_flags_are_refused() {
     for (args, reason) in [
         (&["--system", "etcd"][..], "needs --addr"),
         (
+            &["--addr", "127.0.0.1:1", "--workload", "txn"][..],
+            "give --ws-addr",
+        ),
+        (&["--ws-addr", "127.0.0.1:1"][..], "give --addr too"),
+        (
+            &[
+                "--system",
+                "etcd",
+                "--addr",
+                "127.0.0.1:1",
+                "--workload",
+                "subscribe",
+                "--rate",
+                "10",
+            ][..],
+            "--rate does not apply",
+        ),
+        (
             &["--workload", "batch", "--batch", "0"][..],
             "--batch must be",
         ),
@@ -121,4 +145,70 @@ fn the_load_modes_measure_what_they_say_and_bad_flags_are_refused() {
             "{args:?}: {stderr}"
         );
     }
+}
+
+/// Against three real `serve` processes (`--addr`, `--ws-addr`), the txn workload commits
+/// 2-shard transactions through the gateways and the subscribe workload times deliveries to
+/// every subscriber: both report what they measured, in the JSON the comparison reads.
+#[test]
+fn txn_and_subscribe_run_against_a_running_cluster() {
+    let dir = std::env::temp_dir().join(format!("treesync-bench-ext-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir); // a leftover of an earlier run, if any
+    let (mut servers, proto) = support::serve::cluster(&dir, 8, &[]);
+    for server in servers.iter_mut() {
+        server.start();
+    }
+    // Ready once a write commits (the servers elect leaders first).
+    let started = Instant::now();
+    let mut client = Client::new(proto.clone());
+    let warm = Txn::single(Op::Set {
+        path: "/root".into(),
+        props: vec![Prop::new("ready", Value::Bool(true))],
+    });
+    while let Err(e) = client.write(&warm) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "never ready: {e}"
+        );
+    }
+    let join = |ports: Vec<String>| ports.join(",");
+    let addr = join(proto.values().map(|a| a.to_string()).collect());
+    let ws = join(
+        (1..=3)
+            .map(|id| {
+                support::serve::gateway_url(id)
+                    .trim_start_matches("ws://")
+                    .trim_end_matches("/ws")
+                    .to_owned()
+            })
+            .collect(),
+    );
+    for workload in ["txn", "subscribe"] {
+        let json = json_of(&[
+            "--addr",
+            &addr,
+            "--ws-addr",
+            &ws,
+            "--shards",
+            "8",
+            "--workload",
+            workload,
+            "--clients",
+            "2",
+            "--seconds",
+            "1",
+            "--json",
+        ]);
+        assert!(
+            json.contains(&format!("\"workload\":\"{workload}\""))
+                && json.contains("\"system\":\"treesync\""),
+            "{json}"
+        );
+        assert!(
+            count(&json, "writes") > 0,
+            "{workload} measured something: {json}"
+        );
+    }
+    drop(servers);
+    let _ = std::fs::remove_dir_all(&dir); // best-effort cleanup
 }
