@@ -91,6 +91,77 @@ fn gateways_serve_reads_and_writes_on_every_server(ids: &[u64], k0: i64) {
     });
 }
 
+/// `GET /metrics` of server `id`'s gateway: the Prometheus text.
+fn scrape(id: u64) -> String {
+    use std::io::{Read, Write};
+    let addr = serve::gateway_url(id)
+        .trim_start_matches("ws://")
+        .trim_end_matches("/ws")
+        .to_owned();
+    let mut stream = std::net::TcpStream::connect(&addr).expect("the gateway listens");
+    stream
+        .write_all(
+            format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .expect("request");
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).expect("reply");
+    let (head, body) = reply.split_once("\r\n\r\n").expect("headers end");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    body.to_owned()
+}
+
+/// The sum of every sample of metric `name` (all its label sets).
+fn total(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Each server's `/metrics` shows its own work: commits (its gateway's writes, forwarded
+/// or not), reads, WAL batches and their fdatasync, the replicas it runs; over the three,
+/// every shard has exactly one leader once leadership settled.
+fn metrics_show_what_each_server_did(ids: &[u64]) {
+    for &id in ids {
+        let text = scrape(id);
+        for name in [
+            "treesync_commit_latency_seconds_count",
+            "treesync_read_latency_seconds_count",
+            "treesync_wal_write_seconds_count",
+            "treesync_wal_batch_records_count",
+        ] {
+            assert!(total(&text, name) >= 1.0, "server {id}: {name} in\n{text}");
+        }
+        assert_eq!(
+            total(&text, "treesync_shard_replicas"),
+            f64::from(SHARDS),
+            "server {id}"
+        );
+    }
+    wait_for(
+        "one leader per shard in the metrics",
+        Duration::from_secs(10),
+        || {
+            let leaders: f64 = ids
+                .iter()
+                .map(|id| total(&scrape(*id), "treesync_shard_leaders"))
+                .sum();
+            (leaders == f64::from(SHARDS)).then_some(())
+        },
+    );
+    let won: f64 = ids
+        .iter()
+        .map(|id| total(&scrape(*id), "treesync_leaderships_gained_total"))
+        .sum();
+    assert!(
+        won >= f64::from(SHARDS),
+        "every shard elected a leader at least once: {won}"
+    );
+}
+
 #[test]
 fn kill_the_leader_and_lose_nothing() {
     let dir =
@@ -172,6 +243,7 @@ fn kill_the_leader_and_lose_nothing() {
         );
     }
     gateways_serve_reads_and_writes_on_every_server(&ids, acked[&0]);
+    metrics_show_what_each_server_did(&ids);
     drop(servers);
     let _ = std::fs::remove_dir_all(&dir); // best-effort cleanup
 }

@@ -24,6 +24,7 @@ pub mod engine;
 pub mod forward;
 pub mod hlc;
 pub mod limits;
+pub mod metrics;
 pub mod op;
 pub mod path;
 pub mod replica;

@@ -11,6 +11,7 @@
 //! - Inputs are drained as `driver` says (alternating clients and peers, bounded).
 //! - Ticks are never starved: a tick that is due is taken before any further draining.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,7 @@ use treesync_core::engine::{
     Commands, Engine, EngineConfig, Input, WalBatch, REQUEST_TICKS_DEFAULT, RESOLVED_EVERY_TICKS,
 };
 use treesync_core::hlc::{Hlc, MAX_OFFSET_MS_DEFAULT};
+use treesync_core::metrics::Metrics;
 use treesync_core::replica::{PersistRequest, ReplicaConfig};
 use treesync_net::peer::{Forwarded, InboundBatch, PeerAuth, Transport};
 
@@ -79,6 +81,7 @@ pub async fn run(
     inbox: flume::Receiver<CoreMsg>,
     hlc: Arc<Hlc<SystemClock>>,
     host: super::txn_host::HostHandle,
+    metrics: Arc<Metrics>,
 ) -> Result<(), String> {
     let wal_path = config.data_dir.join(format!("core-{core}.wal"));
     let options = WalOptions {
@@ -129,6 +132,7 @@ pub async fn run(
     let mut next_tick = Instant::now() + config.tick;
     let mut tick_timer = TickTimer::default();
     let mut batch: Option<WalBatch> = None;
+    let (mut led, mut ticks) = (BTreeSet::new(), 0u64);
     loop {
         let mut commands = Commands::default();
         // Wait only when nothing is left to persist; otherwise take what is there and go on.
@@ -154,6 +158,12 @@ pub async fn run(
             let hlc = driver.clock();
             driver.engine.step(Input::Clock { hlc }, &mut commands);
             driver.tick();
+            ticks += 1;
+            // Every 10th tick: cheap even for thousands of idle shards; an election takes
+            // longer than 10 ticks, so no leadership change is missed between looks.
+            if ticks % 10 == 0 {
+                observe_leaders(&driver.engine, core, &metrics, &mut led);
+            }
         }
         driver.execute(&mut commands, &mut transport);
         batch = batch.or(commands.wal.take());
@@ -163,8 +173,12 @@ pub async fn run(
         // One batch in flight at a time: write it, then feed its completion back.
         while let Some(done) = batch.take() {
             let started = Instant::now();
-            write_batch(&done, &mut wal).await?;
+            let records = write_batch(&done, &mut wal).await?;
             let took = started.elapsed();
+            if records > 0 {
+                metrics.wal_write_us.record(took.as_micros() as u64);
+                metrics.wal_batch_records.record(records as u64);
+            }
             // The loop neither ticks nor reads peers meanwhile: a batch near an election
             // timeout (100-200 ms) costs this server its leaderships.
             if took > SLOW_BATCH {
@@ -255,19 +269,43 @@ async fn wait(
     or(inbox, or(peers, or(forwards, timer))).await
 }
 
-async fn write_batch(batch: &WalBatch, wal: &mut Wal) -> Result<(), String> {
+/// Writes the batch's records (synced unless none of it must be); returns how many.
+async fn write_batch(batch: &WalBatch, wal: &mut Wal) -> Result<usize, String> {
     let mut records = Vec::new();
     for (shard, request) in &batch.requests {
         to_records(*shard, request, &mut records);
     }
     if records.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let written = match batch.must_sync() {
         true => wal.append(&records).await,
         false => wal.append_unsynced(&records).await,
     };
-    written.map_err(|e| e.to_string())
+    written.map(|()| records.len()).map_err(|e| e.to_string())
+}
+
+/// Publishes, once per tick, how many of this core's shards this server leads, and counts
+/// each leadership gained since the last tick (`led`: the shards led then).
+fn observe_leaders(engine: &Engine, core: usize, metrics: &Metrics, led: &mut BTreeSet<u32>) {
+    let (mut replicas, mut gained) = (0, 0);
+    let now: BTreeSet<u32> = engine
+        .replicas()
+        .inspect(|_| replicas += 1)
+        .filter(|(_, r)| r.is_leader())
+        .map(|(shard, _)| shard)
+        .collect();
+    gained += now.difference(led).count() as u64;
+    if let (Some(leaders), Some(won), Some(total)) = (
+        metrics.leaders.get(core),
+        metrics.leaderships_gained.get(core),
+        metrics.replicas.get(core),
+    ) {
+        leaders.set(now.len() as u64);
+        won.add(gained);
+        total.set(replicas);
+    }
+    *led = now;
 }
 
 /// Shrinks the WAL to what the shards still need: their snapshots, later entries and hard

@@ -264,6 +264,10 @@ impl<R: ShardRoute + Clone + Backend> Backend for ServerBackend<R> {
         matches!(self.merged_path(path), Ok(Some(_)))
     }
 
+    fn metrics(&self) -> Option<String> {
+        Some(self.router.metrics_text())
+    }
+
     fn status(&self) -> BoxFuture<Outcome> {
         let router = self.router.clone();
         Box::pin(async move { Ok(Answer::Value(Some(status_value(&router.status().await)))) })
@@ -311,6 +315,10 @@ fn status_value(lines: &str) -> treesync_core::Value {
 }
 
 impl Backend for Router {
+    fn metrics(&self) -> Option<String> {
+        Some(self.metrics_text())
+    }
+
     fn write(&self, txn: Txn) -> BoxFuture<Outcome> {
         let router = self.clone();
         Box::pin(async move { router.write(txn).await })

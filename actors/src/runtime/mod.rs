@@ -236,7 +236,7 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..config.cores)
         .map(|_| flume::bounded(CORE_MAILBOX_MAX))
         .unzip();
-    let router = Router::new(senders, shard_map.clone());
+    let router = Router::new(senders, shard_map.clone(), config.id);
     let (host, host_inbox, host_self) = txn_host::mailbox();
     let mut host_parts = Some((host_inbox, host_self));
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -251,6 +251,7 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
         };
         let (config, router, hlc, host) =
             (config.clone(), router.clone(), hlc.clone(), host.clone());
+        let metrics = router.metrics().clone();
         let host_task = match core {
             0 => host_parts.take().map(|(inbox, me)| {
                 let limits = treesync_core::Limits::default();
@@ -277,7 +278,7 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
                     let run = txn_host::run(host, inbox, me, hlc.clone(), config.tick);
                     glommio::spawn_local(run).detach();
                 }
-                if let Err(e) = core_loop::run(core, config, inbox, hlc, host).await {
+                if let Err(e) = core_loop::run(core, config, inbox, hlc, host, metrics).await {
                     tracing::error!(core, error = %e, "core stopped");
                     eprintln!("treesync: core {core} stopped: {e}");
                     std::process::exit(1);

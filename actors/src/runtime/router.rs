@@ -1,9 +1,11 @@
 //! Routing requests to the core that owns their shard (shard `s` on core `s mod cores`).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use treesync_core::api::{Outcome, ReplyError};
 use treesync_core::engine::Resume;
+use treesync_core::metrics::Metrics;
 use treesync_core::path::NodePath;
 use treesync_core::replica::ReadTarget;
 use treesync_core::shard::ShardMap;
@@ -20,15 +22,32 @@ pub struct Router {
     inboxes: Arc<Vec<flume::Sender<CoreMsg>>>,
     shard_map: ShardMap,
     limits: Limits,
+    /// This server's id (the metrics' `server` label).
+    server: u64,
+    metrics: Arc<Metrics>,
 }
 
 impl Router {
-    pub fn new(inboxes: Vec<flume::Sender<CoreMsg>>, shard_map: ShardMap) -> Router {
+    pub fn new(inboxes: Vec<flume::Sender<CoreMsg>>, shard_map: ShardMap, server: u64) -> Router {
+        let metrics = Arc::new(Metrics::new(inboxes.len()));
         Router {
             inboxes: Arc::new(inboxes),
             shard_map,
             limits: Limits::default(),
+            server,
+            metrics,
         }
+    }
+
+    /// The server's metrics (its cores record WAL and leadership figures into them).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The metrics as Prometheus text, with the cores' mailbox depths as of now.
+    pub fn metrics_text(&self) -> String {
+        let depths: Vec<usize> = self.inboxes.iter().map(flume::Sender::len).collect();
+        self.metrics.render(self.server, &depths)
     }
 
     fn core_of(&self, shard: u32) -> &flume::Sender<CoreMsg> {
@@ -63,7 +82,27 @@ impl Router {
     /// did not happen; one it took and then dropped unanswered (the core stopped) is a
     /// write whose outcome is unknown, or a read that did not happen. The engine answers
     /// every request it took by its deadline, so this wait is bounded while the core runs.
+    /// Timed into the commit (writes) or read latency histogram.
     async fn ask(
+        &self,
+        core: &flume::Sender<CoreMsg>,
+        write: bool,
+        make: impl FnOnce(flume::Sender<Outcome>) -> CoreMsg,
+    ) -> Outcome {
+        let began = Instant::now();
+        let outcome = self.ask_untimed(core, write, make).await;
+        let us = began.elapsed().as_micros() as u64;
+        match write {
+            true => self.metrics.commit_us.record(us),
+            false => self.metrics.read_us.record(us),
+        }
+        if outcome.is_err() {
+            self.metrics.failed.add(1);
+        }
+        outcome
+    }
+
+    async fn ask_untimed(
         &self,
         core: &flume::Sender<CoreMsg>,
         write: bool,
@@ -187,7 +226,7 @@ impl Router {
             | Err(ReplyError::Locked { .. }) => {}
             Err(other) => return Err(other),
         }
-        self.ask(self.core_of(shard), false, |reply| CoreMsg::Subscribe {
+        self.ask_untimed(self.core_of(shard), false, |reply| CoreMsg::Subscribe {
             shard,
             path,
             from,
@@ -283,7 +322,7 @@ mod tests {
         // No core is behind this router: a request that reached one would get "stopped".
         let (core, _inbox) = flume::bounded(1);
         let map = ShardMap::new(1, treesync_core::shard::SHARD_DEPTH_DEFAULT).expect("map");
-        let router = Router::new(vec![core], map);
+        let router = Router::new(vec![core], map, 1);
         let response = futures_lite::future::block_on(router.handle(3, b"/root\nk0"));
         assert_eq!(response, Response::Error("unknown request kind 3".into()));
     }

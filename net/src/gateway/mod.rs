@@ -64,6 +64,11 @@ pub trait Backend: Send + Sync + 'static {
     fn merges(&self, _path: &str) -> bool {
         false
     }
+    /// This server's metrics as Prometheus text (served at `GET /metrics`); `None`: this
+    /// backend keeps none (the route answers 404).
+    fn metrics(&self) -> Option<String> {
+        None
+    }
     /// Who leads each shard, as this server sees it (`status`: Godot data).
     fn status(&self) -> BoxFuture<Outcome> {
         Box::pin(async {

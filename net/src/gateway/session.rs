@@ -44,6 +44,7 @@ pub fn server(
         App::new()
             .app_data(data.clone())
             .route("/ws", web::get().to(open))
+            .route("/metrics", web::get().to(metrics))
     })
     .workers(workers.max(1))
     .disable_signals()
@@ -51,6 +52,16 @@ pub fn server(
     .map_err(|e| (addr, e))?;
     let bound = server.addrs().first().copied().unwrap_or(addr);
     Ok((server.run(), bound))
+}
+
+/// `GET /metrics`: the backend's Prometheus text exposition (format 0.0.4).
+async fn metrics(shared: web::Data<Shared>) -> HttpResponse {
+    match shared.backend.metrics() {
+        Some(text) => HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4; charset=utf-8")
+            .body(text),
+        None => HttpResponse::NotFound().body("this gateway's backend keeps no metrics"),
+    }
 }
 
 async fn open(
