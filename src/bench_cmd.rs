@@ -48,6 +48,8 @@ struct Options {
     shards: u32,
     /// Open loop at this many requests per second (over all clients).
     rate: Option<f64>,
+    /// `fill`: build a tree of this many nodes in the cluster of `--addr` (`bench_fill`).
+    fill: Option<u64>,
 }
 
 /// etcd's default `--max-txn-ops`.
@@ -70,8 +72,9 @@ fn parse(args: &[String]) -> Result<Options, String> {
         ws_addr: Vec::new(),
         shards: crate::bench_txn::SHARDS,
         rate: None,
+        fill: None,
     };
-    let (mut batch, mut read_percent) = (16usize, 50u32);
+    let (mut batch, mut read_percent, mut nodes) = (16usize, 50u32, 1_000_000u64);
     let mut args = args.iter();
     while let Some(flag) = args.next() {
         match flag.as_str() {
@@ -87,13 +90,15 @@ fn parse(args: &[String]) -> Result<Options, String> {
                 "mixed" => o.workload = Workload::Mixed { read_percent: 0 },
                 "txn" => (o.txn, o.gateway) = (true, true),
                 "subscribe" => o.subscribe = o.subscribe.or(Some(vec![1, 100])),
+                "fill" => o.fill = Some(0),
                 other => {
                     return Err(format!(
-                        "unknown workload {other:?} (set, batch, mixed, txn, subscribe)"
+                        "unknown workload {other:?} (set, batch, mixed, txn, subscribe, fill)"
                     ))
                 }
             },
             "--batch" => batch = value(flag, args.next())?,
+            "--nodes" => nodes = value(flag, args.next())?,
             "--read-percent" => read_percent = value(flag, args.next())?,
             "--rate" => o.rate = Some(value(flag, args.next())?),
             "--system" => match value::<String>(flag, args.next())?.as_str() {
@@ -110,6 +115,15 @@ fn parse(args: &[String]) -> Result<Options, String> {
         }
     }
     let external = o.addr.is_some();
+    if o.fill.is_some() {
+        if !external || o.etcd {
+            return Err("fill builds a tree in a running treesync cluster: give --addr".into());
+        }
+        if nodes == 0 || nodes > 9_000_000 {
+            return Err("--nodes must be 1 to 9000000 (Limits::nodes_max is 10 M)".into());
+        }
+        o.fill = Some(nodes);
+    }
     // Against a running cluster, txn and subscribe are load workloads like the others:
     // `--clients` transacting clients or subscribers, the same JSON, etcd alike.
     if external && o.txn {
@@ -188,6 +202,10 @@ pub fn run(args: &[String]) -> Result<ExitCode, String> {
                 shards: o.shards,
             },
         };
+        if let Some(nodes) = o.fill {
+            crate::bench_fill::run(&system, nodes, o.json)?;
+            return Ok(ExitCode::SUCCESS);
+        }
         return load(&o, system);
     }
     let data = std::env::temp_dir().join(format!("treesync-bench-{}", std::process::id()));

@@ -5,6 +5,7 @@
 
 mod args;
 mod bench_cmd;
+mod bench_fill;
 mod bench_load;
 mod bench_subscribe;
 mod bench_txn;

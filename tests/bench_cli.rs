@@ -98,6 +98,18 @@ fn the_load_modes_measure_what_they_say_and_bad_flags_are_refused() {
             "give --ws-addr",
         ),
         (&["--ws-addr", "127.0.0.1:1"][..], "give --addr too"),
+        (&["--workload", "fill"][..], "give --addr"),
+        (
+            &[
+                "--addr",
+                "127.0.0.1:1",
+                "--workload",
+                "fill",
+                "--nodes",
+                "0",
+            ][..],
+            "--nodes must be",
+        ),
         (
             &[
                 "--system",

@@ -14,6 +14,7 @@
 
 mod apply;
 mod error;
+mod props;
 mod snapshot;
 
 use std::collections::BTreeMap;
@@ -43,7 +44,7 @@ struct Node {
     parent: Option<NodeId>,
     children: Vec<NodeId>,
     child_by_name: BTreeMap<String, NodeId>,
-    props: BTreeMap<String, Value>,
+    props: props::PropMap,
 }
 
 impl Node {
@@ -54,7 +55,7 @@ impl Node {
             parent,
             children: Vec::new(),
             child_by_name: BTreeMap::new(),
-            props: BTreeMap::new(),
+            props: props::PropMap::default(),
         }
     }
 }
