@@ -284,6 +284,9 @@ pub fn pairs_across_shards(
     Ok(pairs)
 }
 
+/// Attempts at creating one `txn` entity while other clients create theirs.
+const CREATE_ATTEMPTS: u32 = 100;
+
 /// Whether a create failed only because the node is there (from an earlier run or client).
 pub fn exists(error: &str) -> bool {
     error.contains("already has a child")
@@ -326,9 +329,20 @@ fn prepare(conn: &mut Conn, spec: &LoadSpec, client: usize) -> Result<(), String
             let world = std::iter::once(("/root", "Bench"));
             let entities = nodes.map(|path| ("/root/Bench", &path["/root/Bench/".len()..]));
             for (parent, name) in world.chain(entities) {
-                match session.create(parent, name, "Node", vec![]).await {
-                    Err(e) if !exists(&e.to_string()) => return Err(e.to_string()),
-                    _ => {}
+                // Many clients creating entities of one world at once conflict on its
+                // dentries (wait-die aborts: "retry later"): retry, boundedly.
+                let mut attempts = 0;
+                loop {
+                    match session.create(parent, name, "Node", vec![]).await {
+                        Err(e)
+                            if e.to_string().contains("retry later")
+                                && attempts < CREATE_ATTEMPTS =>
+                        {
+                            attempts += 1;
+                        }
+                        Err(e) if !exists(&e.to_string()) => return Err(e.to_string()),
+                        _ => break,
+                    }
                 }
             }
             Ok(())
