@@ -21,12 +21,11 @@ const KEYS: u64 = 32;
 pub fn run(spec: &LoadSpec) -> Result<LoadReport, String> {
     let writes = match &spec.system {
         System::Treesync { gateways, .. } => {
-            let urls: Vec<String> = gateways.clone();
-            if urls.is_empty() {
+            if gateways.is_empty() {
                 return Err("subscribe runs through treesync's gateways: give --ws-addr".into());
             }
             actix_rt::System::new().block_on(crate::bench_subscribe::measure(
-                &urls,
+                gateways,
                 spec.clients,
                 spec.seconds,
             ))?

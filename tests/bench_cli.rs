@@ -185,16 +185,7 @@ fn txn_and_subscribe_run_against_a_running_cluster() {
     }
     let join = |ports: Vec<String>| ports.join(",");
     let addr = join(proto.values().map(|a| a.to_string()).collect());
-    let ws = join(
-        (1..=3)
-            .map(|id| {
-                support::serve::gateway_url(id)
-                    .trim_start_matches("ws://")
-                    .trim_end_matches("/ws")
-                    .to_owned()
-            })
-            .collect(),
-    );
+    let ws = join((1..=3).map(support::serve::gateway_addr).collect());
     for workload in ["txn", "subscribe"] {
         let json = json_of(&[
             "--addr",

@@ -94,10 +94,7 @@ fn gateways_serve_reads_and_writes_on_every_server(ids: &[u64], k0: i64) {
 /// `GET /metrics` of server `id`'s gateway: the Prometheus text.
 fn scrape(id: u64) -> String {
     use std::io::{Read, Write};
-    let addr = serve::gateway_url(id)
-        .trim_start_matches("ws://")
-        .trim_end_matches("/ws")
-        .to_owned();
+    let addr = serve::gateway_addr(id);
     let mut stream = std::net::TcpStream::connect(&addr).expect("the gateway listens");
     stream
         .write_all(

@@ -55,9 +55,14 @@ pub fn base_port() -> u16 {
     })
 }
 
+/// Server `id`'s gateway address (`host:port`).
+pub fn gateway_addr(id: u64) -> String {
+    format!("127.0.0.1:{}", base_port() + 30 + id as u16)
+}
+
 /// Server `id`'s gateway.
 pub fn gateway_url(id: u64) -> String {
-    format!("ws://127.0.0.1:{}/ws", base_port() + 30 + id as u16)
+    format!("ws://{}/ws", gateway_addr(id))
 }
 
 /// Three servers of `shards` shards on 2 cores each (not started), with `extra` flags, and
@@ -88,7 +93,7 @@ pub fn cluster(
                 "--proto-addr",
                 &clients[&id].to_string(),
                 "--client-addr",
-                &format!("127.0.0.1:{}", base + 30 + id as u16),
+                &gateway_addr(id),
                 "--data",
                 &dir.join(format!("node{id}")).display().to_string(),
                 "--cores",

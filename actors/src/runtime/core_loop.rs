@@ -285,26 +285,18 @@ async fn write_batch(batch: &WalBatch, wal: &mut Wal) -> Result<usize, String> {
     written.map(|()| records.len()).map_err(|e| e.to_string())
 }
 
-/// Publishes, once per tick, how many of this core's shards this server leads, and counts
-/// each leadership gained since the last tick (`led`: the shards led then).
+/// Publishes how many of this core's shards this server leads and runs, and counts each
+/// leadership gained since the last look (`led`: the shards led then).
 fn observe_leaders(engine: &Engine, core: usize, metrics: &Metrics, led: &mut BTreeSet<u32>) {
-    let (mut replicas, mut gained) = (0, 0);
     let now: BTreeSet<u32> = engine
         .replicas()
-        .inspect(|_| replicas += 1)
         .filter(|(_, r)| r.is_leader())
         .map(|(shard, _)| shard)
         .collect();
-    gained += now.difference(led).count() as u64;
-    if let (Some(leaders), Some(won), Some(total)) = (
-        metrics.leaders.get(core),
-        metrics.leaderships_gained.get(core),
-        metrics.replicas.get(core),
-    ) {
-        leaders.set(now.len() as u64);
-        won.add(gained);
-        total.set(replicas);
-    }
+    // `Metrics::new(cores)` made one of each per core.
+    metrics.leaders[core].set(now.len() as u64);
+    metrics.replicas[core].set(engine.replicas().count() as u64);
+    metrics.leaderships_gained[core].add(now.difference(led).count() as u64);
     *led = now;
 }
 

@@ -91,6 +91,12 @@ impl Router {
     ) -> Outcome {
         let began = Instant::now();
         let outcome = self.ask_untimed(core, write, make).await;
+        self.record(write, began, &outcome);
+        outcome
+    }
+
+    /// Counts a request that began at `began` in the metrics (every `ask`, async or not).
+    fn record(&self, write: bool, began: Instant, outcome: &Outcome) {
         let us = began.elapsed().as_micros() as u64;
         match write {
             true => self.metrics.commit_us.record(us),
@@ -99,7 +105,6 @@ impl Router {
         if outcome.is_err() {
             self.metrics.failed.add(1);
         }
-        outcome
     }
 
     async fn ask_untimed(
@@ -291,11 +296,14 @@ impl Router {
         write: bool,
         make: impl FnOnce(flume::Sender<Outcome>) -> CoreMsg,
     ) -> Outcome {
+        let began = Instant::now();
         let (tx, rx) = flume::bounded(1);
-        if self.core_of(shard).send(make(tx)).is_err() {
-            return Err(stopped());
-        }
-        rx.recv().unwrap_or_else(|_| Err(lost(write)))
+        let outcome = match self.core_of(shard).send(make(tx)) {
+            Ok(()) => rx.recv().unwrap_or_else(|_| Err(lost(write))),
+            Err(_) => Err(stopped()),
+        };
+        self.record(write, began, &outcome);
+        outcome
     }
 }
 
