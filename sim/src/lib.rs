@@ -72,6 +72,9 @@ pub enum Bug {
     RecoverySkipsChecks,
     /// A coordinator acknowledges once its record is staged, before every intent.
     AckWithoutIntents,
+    /// A coordinator takes every refusal of an intent as final, though an earlier copy of
+    /// it whose outcome was lost may still land (no `QueryIntent`).
+    TrustRefusals,
     /// Resolved timestamps are the closed timestamp, not held below unresolved intents.
     ResolvedIgnoresIntents,
     /// A merged subscription releases changes by the largest resolved timestamp among its
@@ -80,7 +83,7 @@ pub enum Bug {
 }
 
 impl Bug {
-    pub const ALL: [Bug; 9] = [
+    pub const ALL: [Bug; 10] = [
         Bug::AckBeforeFsync,
         Bug::StaleRead,
         Bug::ForgetVote,
@@ -88,6 +91,7 @@ impl Bug {
         Bug::ResolvedBeforeChange,
         Bug::RecoverySkipsChecks,
         Bug::AckWithoutIntents,
+        Bug::TrustRefusals,
         Bug::ResolvedIgnoresIntents,
         Bug::ReleaseBeforeFrontier,
     ];
@@ -101,6 +105,7 @@ impl Bug {
             Bug::ResolvedBeforeChange => "resolved-before-change",
             Bug::RecoverySkipsChecks => "recovery-skips-checks",
             Bug::AckWithoutIntents => "ack-without-intents",
+            Bug::TrustRefusals => "trust-refusals",
             Bug::ResolvedIgnoresIntents => "resolved-ignores-intents",
             Bug::ReleaseBeforeFrontier => "release-before-frontier",
         }

@@ -9,7 +9,7 @@
 //! by its coordinator `MakeExplicit` / `AbortSelf` (a resent copy of a done step is not
 //! an event); an intent applied or dropped `Resolve`; a server crash with the transaction
 //! undecided `Crash`; recovery's answers `RecoverStart`, `RecoverCheck`, `RecoverDecide`
-//! with their results. Heartbeats, expiry and pushes are not in the trace.
+//! with their results; a coordinator's `QueryIntent` with its result. Heartbeats, expiry and pushes are not in the trace.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -38,7 +38,16 @@ pub struct TxnTraceRecorder {
     /// it (before anything of it lands).
     planned: BTreeMap<TxnId, BTreeSet<u32>>,
     status: BTreeMap<TxnId, Status>,
+    /// The writes each accepted STAGING record lists.
+    staged: BTreeMap<TxnId, BTreeSet<u32>>,
     events: Vec<Event>,
+}
+
+fn check_name(check: Check) -> &'static str {
+    match check {
+        Check::Found => "found",
+        Check::Prevented => "prevented",
+    }
 }
 
 fn status_name(status: Status) -> &'static str {
@@ -74,11 +83,41 @@ impl TxnTraceRecorder {
         self.events.len()
     }
 
-    /// A step shard `shard` applied (each log entry once, whichever replica applies first).
-    pub fn step(&mut self, shard: u32, applied: &StepApplied) {
-        if !self.seen.insert((shard, applied.index)) {
-            return;
+    /// A step shard `shard` applied (each log entry once, whichever replica applies first),
+    /// or (index 0) an intent its leader refused before proposing.
+    ///
+    /// Checks the spec's `ImplicitCommitIsFinal` on the way, in every simulated run (not
+    /// only those TLC validates): an error if a STAGING record is aborted while every write
+    /// it lists is present (applied and not yet resolved: no resolution precedes a
+    /// decision), i.e. the transaction was implicitly committed.
+    pub fn step(&mut self, shard: u32, applied: &StepApplied) -> Result<(), String> {
+        if applied.index != 0 && !self.seen.insert((shard, applied.index)) {
+            return Ok(());
         }
+        let aborts = matches!(
+            (&applied.step, &applied.outcome),
+            (Step::AbortSelf { .. }, StepOutcome::RecordDone)
+                | (
+                    Step::RecoverDecide { .. },
+                    StepOutcome::Decided(Status::Aborted)
+                )
+        );
+        let id = applied.step.meta().id;
+        if aborts && self.status.get(&id) == Some(&Status::Staging) {
+            let listed = self.staged.get(&id).cloned().unwrap_or_default();
+            if listed.iter().all(|k| self.intents.contains(&(id, *k))) {
+                return Err(format!(
+                    "ImplicitCommitIsFinal: {} aborted txn {id:?}, whose STAGING record and \
+                     intents on shards {listed:?} were all written (implicitly committed)",
+                    applied.step.name()
+                ));
+            }
+        }
+        self.record(shard, applied);
+        Ok(())
+    }
+
+    fn record(&mut self, shard: u32, applied: &StepApplied) {
         let meta = applied.step.meta();
         let status = self.status.get(&meta.id).copied();
         match (&applied.step, &applied.outcome) {
@@ -101,6 +140,8 @@ impl TxnTraceRecorder {
                 self.push("WriteRefused", meta, Some(shard), result)
             }
             (Step::WriteStaging { in_flight, .. }, StepOutcome::RecordDone) if status.is_none() => {
+                self.staged
+                    .insert(meta.id, in_flight.iter().copied().collect());
                 self.writes
                     .entry(meta.id)
                     .or_default()
@@ -137,11 +178,10 @@ impl TxnTraceRecorder {
                 self.push("RecoverStart", meta, None, result);
             }
             (Step::RecoverCheck { .. }, StepOutcome::Checked(check)) => {
-                let result = match check {
-                    Check::Found => "found",
-                    Check::Prevented => "prevented",
-                };
-                self.push("RecoverCheck", meta, Some(shard), result);
+                self.push("RecoverCheck", meta, Some(shard), check_name(*check));
+            }
+            (Step::QueryIntent { .. }, StepOutcome::Checked(check)) => {
+                self.push("QueryIntent", meta, Some(shard), check_name(*check));
             }
             (Step::RecoverDecide { .. }, StepOutcome::Decided(decided)) => {
                 self.status.insert(meta.id, *decided);

@@ -103,6 +103,11 @@ fn an_ack_before_every_intent_is_caught_by_the_spine_invariant() {
 }
 
 #[test]
+fn trusting_a_refusal_while_a_lost_copy_may_land_is_caught_by_implicit_commit_is_final() {
+    caught_by(Bug::TrustRefusals, 30, "ImplicitCommitIsFinal");
+}
+
+#[test]
 fn runs_commit_abort_and_recover_cross_shard_transfers() {
     let reports = run_seeds(1, 30, &SimOptions::new(0));
     let (committed, aborted, unknown) = reports.iter().fold((0, 0, 0), |acc, r| {

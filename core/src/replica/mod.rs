@@ -254,6 +254,8 @@ pub struct Output {
 /// A step a replica applied: at `index`, what it answered, whether it resolved an intent.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StepApplied {
+    /// The entry's log index; 0 (no entry has it) for an intent a leader refused before
+    /// proposing it (`refuse_below_side`): answered once, never in the log.
     pub index: u64,
     pub step: crate::txn::step::Step,
     pub outcome: crate::txn::step::StepOutcome,
@@ -582,6 +584,14 @@ impl Replica {
                 let hlc = hlc.max(Timestamp::from_u64(step.meta().ts.as_u64() + 1));
                 if let Some(refusal) = self.refuse_below_side(&step) {
                     let outcome = crate::txn::step::StepOutcome::IntentRefused(refusal);
+                    if self.record_steps {
+                        out.steps.push(StepApplied {
+                            index: 0,
+                            step: step.clone(),
+                            outcome: outcome.clone(),
+                            resolved_intent: false,
+                        });
+                    }
                     out.replies.push(Reply::Stepped { id, outcome });
                 } else {
                     let data = wire::encode_step(&step);

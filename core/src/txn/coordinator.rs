@@ -17,11 +17,22 @@
 //!   transaction to recovery; a refused intent waits at most `WAITS_MAX` times.
 //! - Wait-die: it waits only for a younger holder; meeting an older one it aborts, so no
 //!   cycle of waiting transactions forms (`BreakDeadlock` in the spec).
+//! - `ImplicitCommitIsFinal`: a refusal counts towards an abort only if it is final, i.e.
+//!   no other copy of that intent can still land. A copy whose outcome was lost (a
+//!   deadline, a leader change) may still be in a log or a queue and apply after a later
+//!   copy was refused (a leader refuses a copy below its closed timestamp before the
+//!   earlier one applied, say). Aborting then could abort a transaction whose STAGING
+//!   record and every intent are written: implicitly committed. So a refusal of such a
+//!   shard is first checked with `QueryIntent`, which finds the intent or prevents it for
+//!   good (as recovery does); found, it counts as written.
 //! - It ends (`is_done`) only after the record is forgotten or it gave up.
 
 use std::collections::BTreeSet;
 
-use super::intents::IntentRefusal;
+use std::collections::btree_map::Entry;
+use std::collections::BTreeMap;
+
+use super::intents::{Check, IntentRefusal};
 use super::record::{RecordRefusal, Status};
 use super::TxnMeta;
 use crate::hlc::Timestamp;
@@ -61,6 +72,11 @@ pub enum Command {
         commit: bool,
     },
     Forget {
+        meta: TxnMeta,
+    },
+    /// Is our intent on `shard`? If not, prevent it (a lost copy can land no more).
+    QueryIntent {
+        shard: u32,
         meta: TxnMeta,
     },
     /// Wait until `holder` (whose intent refused ours on `shard`) is resolved, pushing it
@@ -109,6 +125,11 @@ pub enum Event {
         shard: u32,
     },
     Forgotten,
+    /// `QueryIntent`'s answer.
+    IntentQueried {
+        shard: u32,
+        check: Check,
+    },
     /// The conflicting transaction `Wait` named is resolved: try the intent again.
     Unblocked {
         shard: u32,
@@ -151,10 +172,19 @@ pub struct Coordinator {
     abort_reply: Option<TxnReply>,
     /// Refused intents while others are still unanswered: the abort waits for them so the
     /// client hears the reason a single tree would give (a failed precondition first).
+    /// Only final refusals (see `ImplicitCommitIsFinal` in the module doc).
     refused: Vec<(u32, IntentRefusal)>,
+    /// Shards one of whose intent copies had its outcome lost: it may still land.
+    uncertain: BTreeSet<u32>,
+    /// Refusals of uncertain shards whose `QueryIntent` is out: counted (as this refusal)
+    /// once it prevented the intent, or dropped if it found it.
+    querying: BTreeMap<u32, IntentRefusal>,
     /// Test-only must-fail twin: answer once the record is staged, without waiting for the
     /// intents (the injected bug "implicit commit without all intents").
     ack_without_intents: bool,
+    /// Test-only must-fail twin: every refusal is final (the injected bug "trust refusals":
+    /// a lost copy's shard is not queried before the abort).
+    trust_refusals: bool,
 }
 
 impl Coordinator {
@@ -191,13 +221,21 @@ impl Coordinator {
             last_heartbeat: meta.ts,
             abort_reply: None,
             refused: Vec::new(),
+            uncertain: BTreeSet::new(),
+            querying: BTreeMap::new(),
             ack_without_intents: false,
+            trust_refusals: false,
         }
     }
 
     /// The injected bug: acknowledge before every intent is written.
     pub fn inject_ack_without_intents(&mut self) {
         self.ack_without_intents = true;
+    }
+
+    /// The injected bug: take every refusal as final.
+    pub fn inject_trust_refusals(&mut self) {
+        self.trust_refusals = true;
     }
 
     pub fn meta(&self) -> TxnMeta {
@@ -216,10 +254,10 @@ impl Coordinator {
     pub fn step(&mut self, event: Event, out: &mut Vec<Command>) {
         match event {
             Event::IntentWritten { shard } if self.phase == Phase::Writing => {
-                assert!(self.unresolved.contains(&shard), "{shard} is a participant");
-                self.written.insert(shard);
-                self.maybe_ack(out);
-                self.maybe_abort_refused(out);
+                self.intent_written(shard, out);
+            }
+            Event::IntentQueried { shard, check } if self.phase == Phase::Writing => {
+                self.queried(shard, check, out);
             }
             Event::StagingWritten if self.phase == Phase::Writing => {
                 self.staged = true;
@@ -252,6 +290,32 @@ impl Coordinator {
             Event::Tick { now } => self.tick(now, out),
             // Late answers of an earlier phase (a resend's twin) change nothing.
             _ => {}
+        }
+    }
+
+    fn intent_written(&mut self, shard: u32, out: &mut Vec<Command>) {
+        assert!(self.unresolved.contains(&shard), "{shard} is a participant");
+        self.written.insert(shard);
+        // A copy landed: a refusal of another copy being queried is moot.
+        self.querying.remove(&shard);
+        debug_assert!(
+            self.refused.iter().all(|(s, _)| *s != shard),
+            "a final refusal means no copy lands"
+        );
+        self.maybe_ack(out);
+        self.maybe_abort_refused(out);
+    }
+
+    /// `QueryIntent`'s answer for an uncertain shard's refusal: found, it is written;
+    /// prevented, the refusal is final.
+    fn queried(&mut self, shard: u32, check: Check, out: &mut Vec<Command>) {
+        let Some(refusal) = self.querying.remove(&shard) else {
+            return; // a copy landed meanwhile (or a resent query's twin)
+        };
+        self.uncertain.remove(&shard);
+        match check {
+            Check::Found => self.intent_written(shard, out),
+            Check::Prevented => self.refused_finally(shard, refusal, out),
         }
     }
 
@@ -297,12 +361,29 @@ impl Coordinator {
                 self.waits += 1;
                 out.push(Command::Wait { shard, holder });
             }
+            // Another copy may still land: find it or prevent it first.
+            refusal if self.uncertain.contains(&shard) && !self.trust_refusals => {
+                if let Entry::Vacant(querying) = self.querying.entry(shard) {
+                    querying.insert(refusal);
+                    out.push(Command::QueryIntent {
+                        shard,
+                        meta: self.meta,
+                    });
+                }
+            }
             refusal => {
-                self.refused.retain(|(s, _)| *s != shard);
-                self.refused.push((shard, refusal));
-                self.maybe_abort_refused(out);
+                self.uncertain.remove(&shard); // (only the injected bug gets here uncertain)
+                self.refused_finally(shard, refusal, out)
             }
         }
+    }
+
+    /// A refusal no copy of the intent can outlive.
+    fn refused_finally(&mut self, shard: u32, refusal: IntentRefusal, out: &mut Vec<Command>) {
+        debug_assert!(!self.uncertain.contains(&shard), "final only when certain");
+        self.refused.retain(|(s, _)| *s != shard);
+        self.refused.push((shard, refusal));
+        self.maybe_abort_refused(out);
     }
 
     /// Aborts once a precondition failed, or once every intent answered with at least one
@@ -428,6 +509,9 @@ impl Coordinator {
     fn is_current(&self, command: &Command) -> bool {
         match (&self.phase, command) {
             (Phase::Writing, Command::WriteIntent { shard, .. }) => !self.written.contains(shard),
+            (Phase::Writing, Command::QueryIntent { shard, .. }) => {
+                self.querying.contains_key(shard)
+            }
             (Phase::Writing, Command::WriteStaging { .. }) => !self.staged,
             (Phase::Committing, Command::MakeExplicit { .. }) => true,
             (Phase::Aborting, Command::Abort { .. }) => true,
@@ -440,6 +524,12 @@ impl Coordinator {
     }
 
     fn resend(&mut self, command: Command, out: &mut Vec<Command>) {
+        if let Command::WriteIntent { shard, .. } = &command {
+            // Whatever happens to this copy is unknown: it may land after any later one.
+            if !self.written.contains(shard) {
+                self.uncertain.insert(*shard);
+            }
+        }
         if !self.is_current(&command) {
             return;
         }
@@ -464,58 +554,5 @@ impl Coordinator {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::hlc::Timestamp;
-    use crate::op::{Op, Prop};
-    use crate::value::Value;
-
-    fn coordinator(parts: u32) -> Coordinator {
-        let meta = TxnMeta {
-            id: crate::txn::TxnId { node: 1, seq: 1 },
-            ts: Timestamp::new(1_000, 0),
-            anchor: 0,
-        };
-        let txn = Txn::single(Op::Set {
-            path: "/root".into(),
-            props: vec![Prop::new("x", Value::Int(1))],
-        });
-        let parts = (0..parts).map(|s| (s, txn.clone())).collect();
-        Coordinator::start(meta, parts, &mut Vec::new())
-    }
-
-    fn refuse(c: &mut Coordinator, shard: u32, refusal: IntentRefusal) {
-        c.step(Event::IntentRefused { shard, refusal }, &mut Vec::new());
-    }
-
-    fn abort_reason(c: &Coordinator) -> Option<&IntentRefusal> {
-        match &c.abort_reply {
-            Some(TxnReply::Aborted { refusal, .. }) => Some(refusal),
-            _ => None,
-        }
-    }
-
-    #[test]
-    fn a_timestamp_refusal_is_reported_before_a_rejection_so_the_retry_decides() {
-        let mut c = coordinator(2);
-        let name_taken = IntentRefusal::Rejected(TreeError::NameTaken {
-            parent: "/root".into(),
-            name: "Item".into(),
-        });
-        refuse(&mut c, 0, name_taken.clone());
-        assert_eq!(abort_reason(&c), None, "waits for every part");
-        let below = IntentRefusal::BelowClosed {
-            ts: Timestamp::new(1_000, 0),
-            closed: Timestamp::new(1_200, 0),
-        };
-        refuse(&mut c, 1, below.clone());
-        assert_eq!(abort_reason(&c), Some(&below));
-
-        // Without a timestamp refusal: the lowest shard's reason, as before.
-        let mut c = coordinator(2);
-        let closed = IntentRefusal::Closed { txn: c.meta().id };
-        refuse(&mut c, 1, closed);
-        refuse(&mut c, 0, name_taken.clone());
-        assert_eq!(abort_reason(&c), Some(&name_taken));
-    }
-}
+#[path = "coordinator_test.rs"]
+mod tests;

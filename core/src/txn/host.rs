@@ -180,6 +180,8 @@ pub enum HostBug {
     RecoverySkipsChecks,
     /// The coordinator acknowledges once the record is staged, before every intent.
     AckWithoutIntents,
+    /// The coordinator takes every refusal as final (no `QueryIntent` after a lost copy).
+    TrustRefusals,
 }
 
 /// One server's transaction host.
@@ -387,8 +389,10 @@ impl TxnHost {
         hosted.ts = ts;
         let mut commands = Vec::new();
         let mut coordinator = Coordinator::start(meta, plan.parts, &mut commands);
-        if self.bug == Some(HostBug::AckWithoutIntents) {
-            coordinator.inject_ack_without_intents();
+        match self.bug {
+            Some(HostBug::AckWithoutIntents) => coordinator.inject_ack_without_intents(),
+            Some(HostBug::TrustRefusals) => coordinator.inject_trust_refusals(),
+            _ => {}
         }
         hosted.state = Hosted::Coordinating(Box::new(coordinator));
         self.execute(ticket, commands, out);
@@ -451,6 +455,12 @@ impl TxnHost {
                 C::Forget { meta } => (
                     meta.anchor,
                     Step::Forget {
+                        meta: (*meta).into(),
+                    },
+                ),
+                C::QueryIntent { shard, meta } => (
+                    *shard,
+                    Step::QueryIntent {
                         meta: (*meta).into(),
                     },
                 ),
@@ -902,7 +912,8 @@ fn command_txn(command: &coordinator::Command) -> Option<TxnId> {
         | C::MakeExplicit { meta }
         | C::Abort { meta }
         | C::Resolve { meta, .. }
-        | C::Forget { meta } => Some(meta.id),
+        | C::Forget { meta }
+        | C::QueryIntent { meta, .. } => Some(meta.id),
         C::Wait { .. } | C::Reply(_) => None,
     }
 }
@@ -945,6 +956,13 @@ fn coordinator_event(command: &coordinator::Command, outcome: Outcome) -> coordi
         C::Abort { .. } => E::Aborted(record(step)),
         C::Resolve { shard, .. } => E::Resolved { shard: *shard },
         C::Forget { .. } => E::Forgotten,
+        C::QueryIntent { shard, .. } => match step {
+            StepOutcome::Checked(check) => E::IntentQueried {
+                shard: *shard,
+                check,
+            },
+            other => unreachable!("a query answers a check, not {other:?}"),
+        },
         C::Wait { .. } | C::Reply(_) => unreachable!("not sent to a shard"),
     }
 }

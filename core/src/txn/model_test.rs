@@ -2,7 +2,9 @@
 //! accounts on different shards, with lost proposals, coordinator crashes, expiry, pushes
 //! and recovery racing live coordinators. After every step the checker asserts the spec's
 //! safety properties; after a heal phase, that every transaction was decided, every intent
-//! resolved, and the money conserved. Two injected bugs must be caught by name.
+//! resolved, and the money conserved. A lost proposal may also land later, after copies
+//! sent since (a ghost: a deadline passed while it waited in a log). Three injected bugs
+//! must be caught by name.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -34,6 +36,8 @@ struct Shard {
 enum Owner {
     Coord(usize),
     Recov(usize),
+    /// A lost coordinator command that still applies, later, answering no one.
+    Ghost,
 }
 
 #[derive(Clone, Debug)]
@@ -47,12 +51,14 @@ enum Bug {
     None,
     RecoverySkipsChecks,
     AckWithoutIntents,
+    TrustRefusals,
 }
 
 /// A safety or liveness property that failed, by its spec name.
 #[derive(Debug, PartialEq, Eq)]
 enum Violation {
     AckImpliesCommit(TxnId),
+    ImplicitCommitIsFinal(TxnId),
     DecisionsAreFinal(TxnId),
     Atomicity(TxnId),
     MoneyConserved(i64),
@@ -75,6 +81,8 @@ struct World {
     dropped: BTreeMap<TxnId, BTreeSet<u32>>,
     parts: BTreeMap<TxnId, BTreeSet<u32>>,
     abandoned: BTreeSet<usize>,
+    /// A STAGING record aborted while every intent it lists was written.
+    implicit_aborted: Option<TxnId>,
     bug: Bug,
 }
 
@@ -127,6 +135,7 @@ impl World {
             dropped: BTreeMap::new(),
             parts: BTreeMap::new(),
             abandoned: BTreeSet::new(),
+            implicit_aborted: None,
             bug,
         }
     }
@@ -181,8 +190,10 @@ impl World {
             .insert(meta.id, parts.iter().map(|(s, _)| *s).collect());
         let mut out = Vec::new();
         let mut coordinator = Coordinator::start(meta, parts, &mut out);
-        if self.bug == Bug::AckWithoutIntents {
-            coordinator.inject_ack_without_intents();
+        match self.bug {
+            Bug::AckWithoutIntents => coordinator.inject_ack_without_intents(),
+            Bug::TrustRefusals => coordinator.inject_trust_refusals(),
+            _ => {}
         }
         self.coords.push(Some(coordinator));
         self.metas.push(meta);
@@ -265,8 +276,24 @@ impl World {
                     .make_explicit(meta.id),
             ),
             C::Abort { meta } => {
+                let staging = self.shards[meta.anchor as usize]
+                    .records
+                    .records()
+                    .any(|r| r.meta.id == meta.id && r.status == Status::Staging);
+                let all_written = self.parts[&meta.id]
+                    .iter()
+                    .all(|s| self.shards[*s as usize].intents.get(&meta.id).is_some());
+                if staging && all_written {
+                    self.implicit_aborted.get_or_insert(meta.id);
+                }
                 E::Aborted(self.shards[meta.anchor as usize].records.abort(*meta, now))
             }
+            C::QueryIntent { shard, meta } => E::IntentQueried {
+                shard: *shard,
+                check: self.shards[*shard as usize]
+                    .intents
+                    .recover_check(*meta, now),
+            },
             C::Resolve {
                 shard,
                 meta,
@@ -326,6 +353,21 @@ impl World {
         let (owner, command) = self.pending.swap_remove(i);
         let applies = !lose || self.below(2) == 0;
         match (owner, command) {
+            (Owner::Ghost, Pending::Coord(command)) => {
+                self.apply_coord(&command);
+            }
+            (Owner::Coord(c), Pending::Coord(command))
+                if lose && !applies && self.below(2) == 0 =>
+            {
+                // Lost, yet still on its way: it lands whenever it is delivered.
+                self.pending
+                    .push((Owner::Ghost, Pending::Coord(command.clone())));
+                let mut out = Vec::new();
+                if let Some(coordinator) = self.coords[c].as_mut() {
+                    coordinator.step(coordinator::Event::Lost(command), &mut out);
+                }
+                self.queue_coord(c, out);
+            }
             (Owner::Coord(c), Pending::Coord(command)) => {
                 let event = if applies {
                     Some(self.apply_coord(&command))
@@ -446,6 +488,9 @@ impl World {
     }
 
     fn check_safety(&mut self) -> Result<(), Violation> {
+        if let Some(id) = self.implicit_aborted {
+            return Err(Violation::ImplicitCommitIsFinal(id));
+        }
         for shard in &self.shards {
             shard.intents.check_invariants();
             for record in shard.records.records() {
@@ -589,7 +634,7 @@ fn transfers_stay_atomic_and_conserve_money_under_crashes_losses_and_recovery() 
 }
 
 fn first_violation(bug: Bug) -> Violation {
-    (0..300)
+    (0..3000)
         .find_map(|seed| run(seed, bug).err())
         .unwrap_or_else(|| panic!("{bug:?} went unnoticed in 300 seeds"))
 }
@@ -613,6 +658,16 @@ fn an_ack_before_every_intent_is_written_is_caught() {
     eprintln!("early ack: {violation:?}");
     assert!(
         matches!(violation, Violation::AckImpliesCommit(_)),
+        "{violation:?}"
+    );
+}
+
+#[test]
+fn trusting_a_refusal_while_a_lost_copy_may_land_is_caught() {
+    let violation = first_violation(Bug::TrustRefusals);
+    eprintln!("trusted refusal: {violation:?}");
+    assert!(
+        matches!(violation, Violation::ImplicitCommitIsFinal(_)),
         "{violation:?}"
     );
 }

@@ -46,16 +46,47 @@ impl From<MetaWire> for TxnMeta {
 /// `specs/ParallelCommit.tla`).
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub enum Step {
-    WriteIntent { meta: MetaWire, txn: Txn },
-    WriteStaging { meta: MetaWire, in_flight: Vec<u32> },
-    Heartbeat { meta: MetaWire },
-    MakeExplicit { meta: MetaWire },
-    AbortSelf { meta: MetaWire },
-    Resolve { meta: MetaWire, commit: bool },
-    Forget { meta: MetaWire },
-    RecoverStart { meta: MetaWire },
-    RecoverCheck { meta: MetaWire },
-    RecoverDecide { meta: MetaWire, all_found: bool },
+    WriteIntent {
+        meta: MetaWire,
+        txn: Txn,
+    },
+    WriteStaging {
+        meta: MetaWire,
+        in_flight: Vec<u32>,
+    },
+    Heartbeat {
+        meta: MetaWire,
+    },
+    MakeExplicit {
+        meta: MetaWire,
+    },
+    AbortSelf {
+        meta: MetaWire,
+    },
+    Resolve {
+        meta: MetaWire,
+        commit: bool,
+    },
+    Forget {
+        meta: MetaWire,
+    },
+    RecoverStart {
+        meta: MetaWire,
+    },
+    RecoverCheck {
+        meta: MetaWire,
+    },
+    RecoverDecide {
+        meta: MetaWire,
+        all_found: bool,
+    },
+    /// The coordinator's own `RecoverCheck` (CockroachDB's QueryIntent with prevention):
+    /// is its intent here? If not, prevent it. Asked before counting a refusal of a shard
+    /// one of whose copies was lost, since that copy may still land (`specs/
+    /// ParallelCommitTrace.tla`, `QueryIntent`).
+    QueryIntent {
+        meta: MetaWire,
+    },
 }
 
 impl Step {
@@ -70,7 +101,8 @@ impl Step {
             | Step::Forget { meta }
             | Step::RecoverStart { meta }
             | Step::RecoverCheck { meta }
-            | Step::RecoverDecide { meta, .. } => *meta,
+            | Step::RecoverDecide { meta, .. }
+            | Step::QueryIntent { meta } => *meta,
         };
         meta.into()
     }
@@ -88,6 +120,7 @@ impl Step {
             Step::RecoverStart { .. } => "RecoverStart",
             Step::RecoverCheck { .. } => "RecoverCheck",
             Step::RecoverDecide { .. } => "RecoverDecide",
+            Step::QueryIntent { .. } => "QueryIntent",
         }
     }
 }

@@ -61,7 +61,7 @@ impl TxnTables {
             Step::RecoverStart { .. } => {
                 StepOutcome::Started(self.records.recover_start(meta, now))
             }
-            Step::RecoverCheck { .. } => {
+            Step::RecoverCheck { .. } | Step::QueryIntent { .. } => {
                 StepOutcome::Checked(self.intents.recover_check(meta, now))
             }
             Step::RecoverDecide { all_found, .. } => {

@@ -34,9 +34,7 @@ impl World {
             }
             let mut engine =
                 Engine::new(config, |s| storage_of(&recovery, s, &peers), &self.logger);
-            if self.options.txn_trace {
-                engine.record_steps();
-            }
+            engine.record_steps(); // for the transaction checks (`txn_trace`)
             engine.record_applied(); // for the committed world (`committed`)
             for (shard, replica) in engine.replicas() {
                 let view = replica.raft_view();

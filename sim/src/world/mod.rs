@@ -250,11 +250,9 @@ impl World {
             bank_jobs: BTreeMap::new(),
             next_ticket: 0,
             acked_txns: Vec::new(),
-            txn_trace: None,
+            // Always: it checks ImplicitCommitIsFinal in every run (rendered only on demand).
+            txn_trace: Some(crate::txn_trace::TxnTraceRecorder::default()),
         };
-        if world.options.txn_trace {
-            world.txn_trace = Some(crate::txn_trace::TxnTraceRecorder::default());
-        }
         for id in 1..=SERVERS {
             world.boot(id);
         }
@@ -341,7 +339,9 @@ impl World {
             }
             if let Some(trace) = self.txn_trace.as_mut() {
                 for (shard, applied) in &commands.steps {
-                    trace.step(*shard, applied);
+                    if let Err(why) = trace.step(*shard, applied) {
+                        self.observer.violation.get_or_insert(why);
+                    }
                 }
             }
             if let Some(persisted) = self.route(id, core, commands) {

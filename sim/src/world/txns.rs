@@ -56,6 +56,7 @@ impl World {
         match self.options.inject {
             Some(Bug::RecoverySkipsChecks) => host.inject(HostBug::RecoverySkipsChecks),
             Some(Bug::AckWithoutIntents) => host.inject(HostBug::AckWithoutIntents),
+            Some(Bug::TrustRefusals) => host.inject(HostBug::TrustRefusals),
             _ => {}
         }
         let slot = (id - 1) as usize;
