@@ -256,8 +256,10 @@ impl TxnTraceRecorder {
                 false => format!("[t \\in TraceTxns |-> CASE {}]", arms.join(" [] ")),
             }
         };
+        // Planned as well as seen: a transaction that failed before any of its writes
+        // landed (its only event an AbortSelf tombstone) still writes keys.
         let writes = |m: &TxnMeta, _: usize| {
-            let keys = self.writes.get(&m.id).cloned().unwrap_or_default();
+            let keys = writes_of(&m.id);
             format!(
                 "{{{}}}",
                 quoted(keys.iter().map(|k| format!("k{k}")).collect())

@@ -68,6 +68,24 @@ pub struct EngineConfig {
     pub inject_resolved_ignores_intents: bool,
 }
 
+/// Whether `message` wakes a quiesced `replica` (`replica::quiesce`): everything but the
+/// known leader's replication traffic in the replica's own term does — a vote request even
+/// from the old leader (one that stepped down and campaigns), or a higher term.
+fn wakes(replica: &Replica, message: &Message) -> bool {
+    use raft::eraftpb::MessageType as T;
+    let replication = matches!(
+        message.get_msg_type(),
+        T::MsgAppend
+            | T::MsgHeartbeat
+            | T::MsgSnapshot
+            | T::MsgAppendResponse
+            | T::MsgHeartbeatResponse
+    );
+    !replication
+        || message.term != replica.term()
+        || replica.leader() != Some(message.from) && !replica.is_leader()
+}
+
 /// How long an intent may hold a shard's resolved timestamp back before its transaction is
 /// pushed: well past a coordinator's expiry (`txn::EXPIRY_MS`: a push recovers only an
 /// expired transaction, and aborts it), so a slow one whose heartbeats are late (a
@@ -215,6 +233,9 @@ struct Slot {
     record_applied: bool,
     /// When this shard last reported a stuck intent (wall ms of the clock then).
     stuck_reported_ms: u64,
+    /// The replica ticks at least until this engine tick (a message from a server other
+    /// than its leader woke it: `replica::quiesce`).
+    awake_until: u64,
 }
 
 /// One core's shards and everything between them and the driver.
@@ -228,6 +249,12 @@ pub struct Engine {
     /// The batch being made durable: its number and each shard's last request number in it.
     in_flight: Option<(u64, Vec<(u32, u64)>)>,
     next_batch: u64,
+    /// Peer server → the engine tick it was last heard from (a Raft message or side
+    /// promises, keepalives included): quiesced followers tick again when their leader's
+    /// server falls silent.
+    heard: BTreeMap<u64, u64>,
+    /// Ticks skipped by quiesced replicas (for tests and the idle benchmark).
+    quiet_ticks: u64,
 }
 
 impl Engine {
@@ -271,6 +298,7 @@ impl Engine {
                     delayed: Vec::new(),
                     record_applied: false,
                     stuck_reported_ms: 0,
+                    awake_until: 0,
                 };
                 (*shard, slot)
             })
@@ -283,6 +311,8 @@ impl Engine {
             unsynced: Vec::new(),
             in_flight: None,
             next_batch: 1,
+            heard: BTreeMap::new(),
+            quiet_ticks: 0,
         }
     }
 
@@ -324,7 +354,12 @@ impl Engine {
             Input::Peer { shard, message } => {
                 // Messages for shards this core does not own come from a misconfigured peer:
                 // dropping them is what Raft expects of a lossy network.
-                if self.slots.contains_key(&shard) {
+                self.heard.insert(message.from, self.ticks);
+                if let Some(slot) = self.slots.get_mut(&shard) {
+                    if wakes(&slot.replica, &message) {
+                        let window = 2 * slot.replica.election_timeout() as u64;
+                        slot.awake_until = self.ticks + window;
+                    }
                     self.step_replica(shard, ReplicaInput::Message(message), commands);
                 }
             }
@@ -335,9 +370,11 @@ impl Engine {
                     self.step_replica(shard, ReplicaInput::Clock { hlc }, commands);
                     self.report_stuck_intent(shard, hlc, commands);
                 }
+                self.keepalives(commands);
             }
             Input::Persisted { batch } => self.persisted(batch, commands),
             Input::SidePromises { from, promises } => {
+                self.heard.insert(from, self.ticks);
                 for p in promises {
                     // A promise for a shard this core does not own comes from a misconfigured
                     // peer: dropped, as a lost message would be.
@@ -420,7 +457,10 @@ impl Engine {
         let shards: Vec<u32> = self.slots.keys().copied().collect();
         for shard in shards {
             let mark = commands.pushes.len();
-            self.step_replica(shard, ReplicaInput::Tick, commands);
+            match self.quiet(shard) {
+                true => self.quiet_ticks += 1,
+                false => self.step_replica(shard, ReplicaInput::Tick, commands),
+            }
             self.expire(shard, commands);
             let slot = self.slots.get(&shard).expect("own shard");
             if resolve && !slot.subs.is_empty() {
@@ -438,6 +478,45 @@ impl Engine {
                 commands.pushes.splice(at..at, resolved);
             }
         }
+    }
+
+    /// Whether `shard`'s replica skips this tick (`replica::quiesce`): not woken, no
+    /// request waiting, and idle as its role defines it.
+    fn quiet(&self, shard: u32) -> bool {
+        let slot = &self.slots[&shard];
+        let replica = &slot.replica;
+        let window = replica.election_timeout() as u64;
+        let leader_heard = replica.leader().is_some_and(|leader| {
+            leader == replica.id()
+                || self
+                    .heard
+                    .get(&leader)
+                    .is_some_and(|at| self.ticks <= at + window)
+        });
+        self.ticks >= slot.awake_until && slot.pending.is_empty() && replica.quiescent(leader_heard)
+    }
+
+    /// Every heartbeat interval, an empty side-promise message to each peer this tick sends
+    /// none: a keepalive, so a server whose shards all sleep is still heard from.
+    fn keepalives(&self, commands: &mut Commands) {
+        let Some(slot) = self.slots.values().next() else {
+            return;
+        };
+        let every = slot.replica.heartbeat_ticks().max(1);
+        if !self.ticks.is_multiple_of(every) {
+            return;
+        }
+        let me = slot.replica.id();
+        for peer in slot.replica.peers().iter().copied().filter(|p| *p != me) {
+            if !commands.side_promises.iter().any(|(to, _)| *to == peer) {
+                commands.side_promises.push((peer, Vec::new()));
+            }
+        }
+    }
+
+    /// Ticks skipped so far by quiesced replicas.
+    pub fn quiet_ticks(&self) -> u64 {
+        self.quiet_ticks
     }
 
     /// A leader whose oldest intent is `STUCK_INTENT_MS` older than the clock reports its

@@ -341,3 +341,47 @@ fn an_intent_that_holds_the_resolved_timestamp_back_too_long_is_reported_once_pe
         "still held: reported again"
     );
 }
+
+/// Quiescence (`replica::quiesce`): an idle leader with everything applied skips its ticks;
+/// a write in flight keeps its shard ticking until it is durable and applied, then the
+/// shard sleeps again. (Liveness across servers — a dead leader's followers waking — is the
+/// simulator's: every seed heals and checks that each shard elects a leader.)
+#[test]
+fn an_idle_leader_skips_its_ticks_and_a_write_in_flight_keeps_its_shard_awake() {
+    let mut engine = leader_engine(false);
+    let tick = |engine: &mut Engine| {
+        let mut commands = Commands::default();
+        engine.step(Input::Tick, &mut commands);
+        commands
+    };
+    let before = engine.quiet_ticks();
+    for _ in 0..5 {
+        let mut commands = tick(&mut engine);
+        settle(&mut engine, &mut commands);
+    }
+    assert_eq!(
+        engine.quiet_ticks(),
+        before + 10,
+        "both idle shards slept 5 ticks"
+    );
+    let mut commands = propose(&mut engine, 1, 0, set("a", Value::Int(1)));
+    let before = engine.quiet_ticks();
+    let mut during = tick(&mut engine);
+    assert_eq!(
+        engine.quiet_ticks(),
+        before + 1,
+        "only shard 2 slept while shard 0's write was in flight"
+    );
+    commands.replies.append(&mut during.replies);
+    commands.wal = commands.wal.take().or(during.wal.take());
+    let seen = settle(&mut engine, &mut commands);
+    assert_eq!(seen.replies.len(), 1, "the write was answered");
+    let before = engine.quiet_ticks();
+    let mut commands = tick(&mut engine);
+    settle(&mut engine, &mut commands);
+    assert_eq!(
+        engine.quiet_ticks(),
+        before + 2,
+        "and then both slept again"
+    );
+}

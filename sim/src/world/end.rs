@@ -19,7 +19,7 @@ impl World {
     }
 
     /// Steps (boundedly) until every shard has a leader.
-    fn await_leaders(&mut self) {
+    pub(super) fn await_leaders(&mut self) {
         for _ in 0..SETTLE_STEPS_MAX {
             if self.commit_targets().is_some() {
                 return;

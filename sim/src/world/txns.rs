@@ -430,6 +430,12 @@ impl World {
         if !self.bank.ready() {
             return None; // the run ended before the accounts existed: nothing to check
         }
+        // A leadership hand-over may be under way (a transfer to a follower one entry
+        // behind fails and a new election follows): let it finish before reading.
+        self.await_leaders();
+        // A leadership hand-over may be under way (a transfer to a follower one entry
+        // behind fails and a new election follows): let it finish before reading.
+        self.await_leaders();
         let mut total = 0;
         for i in 0..ACCOUNTS {
             let path = self.bank.account(i);
