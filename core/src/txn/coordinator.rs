@@ -24,7 +24,9 @@
 //!   earlier one applied, say). Aborting then could abort a transaction whose STAGING
 //!   record and every intent are written: implicitly committed. So a refusal of such a
 //!   shard is first checked with `QueryIntent`, which finds the intent or prevents it for
-//!   good (as recovery does); found, it counts as written.
+//!   good (as recovery does); found, it counts as written. This rests on one copy per
+//!   shard in flight at a time: copies are sent at start, after a lost outcome, and after
+//!   an `Unblocked` for a shard that waits (`waiting`), each after the previous answered.
 //! - It ends (`is_done`) only after the record is forgotten or it gave up.
 
 use std::collections::BTreeSet;
@@ -179,6 +181,9 @@ pub struct Coordinator {
     /// Refusals of uncertain shards whose `QueryIntent` is out: counted (as this refusal)
     /// once it prevented the intent, or dropped if it found it.
     querying: BTreeMap<u32, IntentRefusal>,
+    /// Shards whose refused intent waits for its holder (`Command::Wait`): no copy of it is
+    /// in flight until `Unblocked` resends it.
+    waiting: BTreeSet<u32>,
     /// Test-only must-fail twin: answer once the record is staged, without waiting for the
     /// intents (the injected bug "implicit commit without all intents").
     ack_without_intents: bool,
@@ -223,6 +228,7 @@ impl Coordinator {
             refused: Vec::new(),
             uncertain: BTreeSet::new(),
             querying: BTreeMap::new(),
+            waiting: BTreeSet::new(),
             ack_without_intents: false,
             trust_refusals: false,
         }
@@ -269,7 +275,12 @@ impl Coordinator {
             Event::StagingRefused(refusal) if self.phase == Phase::Writing => {
                 self.abort_self(TxnReply::RecordRefused(refusal), out);
             }
-            Event::Unblocked { shard } if self.phase == Phase::Writing => {
+            // Only a shard that waits gets a new copy: a stale `Unblocked` (of an earlier
+            // attempt on the same host ticket) must not put a second copy in flight beside
+            // one whose refusal would then look final.
+            Event::Unblocked { shard }
+                if self.phase == Phase::Writing && self.waiting.remove(&shard) =>
+            {
                 out.push(self.intent_command(shard));
             }
             Event::Explicit(result) => self.explicit(result, out),
@@ -359,6 +370,7 @@ impl Coordinator {
                 if self.waits < WAITS_MAX && self.older_than(&holder) =>
             {
                 self.waits += 1;
+                self.waiting.insert(shard);
                 out.push(Command::Wait { shard, holder });
             }
             // Another copy may still land: find it or prevent it first.

@@ -188,3 +188,39 @@ fn the_injected_bug_trusts_a_refusal_after_a_lost_copy() {
     );
     assert!(aborts(&out), "the bug aborts at once: {out:?}");
 }
+
+#[test]
+fn a_stale_unblocked_sends_no_second_copy() {
+    let mut c = coordinator(2);
+    let stale = step(&mut c, Event::Unblocked { shard: 1 });
+    assert!(stale.is_empty(), "shard 1 never waited: {stale:?}");
+    let younger = TxnMeta {
+        id: crate::txn::TxnId { node: 2, seq: 1 },
+        ts: Timestamp::new(2_000, 0),
+        anchor: 1,
+    };
+    let wait = step(
+        &mut c,
+        Event::IntentRefused {
+            shard: 1,
+            refusal: IntentRefusal::Locked { holder: younger },
+        },
+    );
+    assert_eq!(
+        wait,
+        vec![Command::Wait {
+            shard: 1,
+            holder: younger
+        }]
+    );
+    let resent = step(&mut c, Event::Unblocked { shard: 1 });
+    assert_eq!(
+        resent,
+        vec![c.intent_command(1)],
+        "the waiting intent is resent"
+    );
+    assert!(
+        step(&mut c, Event::Unblocked { shard: 1 }).is_empty(),
+        "once"
+    );
+}
