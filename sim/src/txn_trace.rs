@@ -38,8 +38,6 @@ pub struct TxnTraceRecorder {
     /// it (before anything of it lands).
     planned: BTreeMap<TxnId, BTreeSet<u32>>,
     status: BTreeMap<TxnId, Status>,
-    /// The writes each accepted STAGING record lists.
-    staged: BTreeMap<TxnId, BTreeSet<u32>>,
     events: Vec<Event>,
 }
 
@@ -104,8 +102,10 @@ impl TxnTraceRecorder {
         );
         let id = applied.step.meta().id;
         if aborts && self.status.get(&id) == Some(&Status::Staging) {
-            let listed = self.staged.get(&id).cloned().unwrap_or_default();
-            if listed.iter().all(|k| self.intents.contains(&(id, *k))) {
+            // The record lists what its coordinator planned (`plan`: the same request).
+            let all_written =
+                |l: &&BTreeSet<u32>| l.iter().all(|k| self.intents.contains(&(id, *k)));
+            if let Some(listed) = self.planned.get(&id).filter(all_written) {
                 return Err(format!(
                     "ImplicitCommitIsFinal: {} aborted txn {id:?}, whose STAGING record and \
                      intents on shards {listed:?} were all written (implicitly committed)",
@@ -140,8 +140,6 @@ impl TxnTraceRecorder {
                 self.push("WriteRefused", meta, Some(shard), result)
             }
             (Step::WriteStaging { in_flight, .. }, StepOutcome::RecordDone) if status.is_none() => {
-                self.staged
-                    .insert(meta.id, in_flight.iter().copied().collect());
                 self.writes
                     .entry(meta.id)
                     .or_default()

@@ -354,10 +354,13 @@ fn an_idle_leader_skips_its_ticks_and_a_write_in_flight_keeps_its_shard_awake() 
         engine.step(Input::Tick, &mut commands);
         commands
     };
+    let settled_tick = |engine: &mut Engine| {
+        let mut commands = tick(engine);
+        settle(engine, &mut commands);
+    };
     let before = engine.quiet_ticks();
     for _ in 0..5 {
-        let mut commands = tick(&mut engine);
-        settle(&mut engine, &mut commands);
+        settled_tick(&mut engine);
     }
     assert_eq!(
         engine.quiet_ticks(),
@@ -377,8 +380,7 @@ fn an_idle_leader_skips_its_ticks_and_a_write_in_flight_keeps_its_shard_awake() 
     let seen = settle(&mut engine, &mut commands);
     assert_eq!(seen.replies.len(), 1, "the write was answered");
     let before = engine.quiet_ticks();
-    let mut commands = tick(&mut engine);
-    settle(&mut engine, &mut commands);
+    settled_tick(&mut engine);
     assert_eq!(
         engine.quiet_ticks(),
         before + 2,

@@ -29,10 +29,8 @@
 //!   an `Unblocked` for a shard that waits (`waiting`), each after the previous answered.
 //! - It ends (`is_done`) only after the record is forgotten or it gave up.
 
-use std::collections::BTreeSet;
-
 use std::collections::btree_map::Entry;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::intents::{Check, IntentRefusal};
 use super::record::{RecordRefusal, Status};

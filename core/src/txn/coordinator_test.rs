@@ -19,8 +19,10 @@ fn coordinator(parts: u32) -> Coordinator {
     Coordinator::start(meta, parts, &mut Vec::new())
 }
 
-fn refuse(c: &mut Coordinator, shard: u32, refusal: IntentRefusal) {
-    c.step(Event::IntentRefused { shard, refusal }, &mut Vec::new());
+fn refuse(c: &mut Coordinator, shard: u32, refusal: IntentRefusal) -> Vec<Command> {
+    let mut out = Vec::new();
+    c.step(Event::IntentRefused { shard, refusal }, &mut out);
+    out
 }
 
 fn abort_reason(c: &Coordinator) -> Option<&IntentRefusal> {
@@ -85,13 +87,7 @@ fn refused_after_a_lost_copy() -> (Coordinator, Vec<Command>) {
     step(&mut c, Event::StagingWritten);
     let intent = c.intent_command(1);
     assert_eq!(lose(&mut c, intent.clone()), vec![intent], "resent");
-    let out = step(
-        &mut c,
-        Event::IntentRefused {
-            shard: 1,
-            refusal: below_closed(),
-        },
-    );
+    let out = refuse(&mut c, 1, below_closed());
     (c, out)
 }
 
@@ -162,13 +158,7 @@ fn a_copy_landing_while_its_refusal_is_queried_counts_as_written() {
 fn a_refusal_without_a_lost_copy_is_final() {
     let mut c = coordinator(2);
     step(&mut c, Event::IntentWritten { shard: 0 });
-    let out = step(
-        &mut c,
-        Event::IntentRefused {
-            shard: 1,
-            refusal: below_closed(),
-        },
-    );
+    let out = refuse(&mut c, 1, below_closed());
     assert!(aborts(&out), "no query: the only copy was refused");
 }
 
@@ -179,13 +169,7 @@ fn the_injected_bug_trusts_a_refusal_after_a_lost_copy() {
     step(&mut c, Event::IntentWritten { shard: 0 });
     let intent = c.intent_command(1);
     lose(&mut c, intent);
-    let out = step(
-        &mut c,
-        Event::IntentRefused {
-            shard: 1,
-            refusal: below_closed(),
-        },
-    );
+    let out = refuse(&mut c, 1, below_closed());
     assert!(aborts(&out), "the bug aborts at once: {out:?}");
 }
 
@@ -199,13 +183,7 @@ fn a_stale_unblocked_sends_no_second_copy() {
         ts: Timestamp::new(2_000, 0),
         anchor: 1,
     };
-    let wait = step(
-        &mut c,
-        Event::IntentRefused {
-            shard: 1,
-            refusal: IntentRefusal::Locked { holder: younger },
-        },
-    );
+    let wait = refuse(&mut c, 1, IntentRefusal::Locked { holder: younger });
     assert_eq!(
         wait,
         vec![Command::Wait {

@@ -226,11 +226,7 @@ impl World {
                 .filter(|s| self.servers[(u64::from(*s) % SERVERS) as usize].up)
                 .count() as u64,
             trace: self.trace.take(),
-            txn_trace: self
-                .txn_trace
-                .as_ref()
-                .filter(|_| self.options.txn_trace)
-                .map(|t| t.render()),
+            txn_trace: self.options.txn_trace.then(|| self.txn_trace.render()),
             transfers: (self.bank.committed, self.bank.aborted, self.bank.unknown),
             churn: self.bank.churn_ok,
             cuts_checked: self.cuts.cuts_checked,

@@ -165,7 +165,9 @@ pub struct World {
     next_ticket: u64,
     /// Cross-shard transfers a host acknowledged as committed.
     acked_txns: Vec<(u64, Timestamp)>,
-    pub txn_trace: Option<crate::txn_trace::TxnTraceRecorder>,
+    /// Every run's parallel-commit steps: checked as they apply (ImplicitCommitIsFinal),
+    /// rendered only for `--txn-trace`.
+    pub txn_trace: crate::txn_trace::TxnTraceRecorder,
 }
 
 impl World {
@@ -250,8 +252,7 @@ impl World {
             bank_jobs: BTreeMap::new(),
             next_ticket: 0,
             acked_txns: Vec::new(),
-            // Always: it checks ImplicitCommitIsFinal in every run (rendered only on demand).
-            txn_trace: Some(crate::txn_trace::TxnTraceRecorder::default()),
+            txn_trace: crate::txn_trace::TxnTraceRecorder::default(),
         };
         for id in 1..=SERVERS {
             world.boot(id);
@@ -337,11 +338,9 @@ impl World {
                     self.observer.violation.get_or_insert(why);
                 }
             }
-            if let Some(trace) = self.txn_trace.as_mut() {
-                for (shard, applied) in &commands.steps {
-                    if let Err(why) = trace.step(*shard, applied) {
-                        self.observer.violation.get_or_insert(why);
-                    }
+            for (shard, applied) in &commands.steps {
+                if let Err(why) = self.txn_trace.step(*shard, applied) {
+                    self.observer.violation.get_or_insert(why);
                 }
             }
             if let Some(persisted) = self.route(id, core, commands) {

@@ -69,7 +69,7 @@ impl World {
         let slot = (id - 1) as usize;
         if let Some(host) = self.hosts[slot].take() {
             for meta in host.coordinating() {
-                self.txn_trace_crash(meta);
+                self.txn_trace.crash(meta);
             }
         }
         if let Some(job) = self.bank_jobs.remove(&id) {
@@ -124,10 +124,8 @@ impl World {
         let to = hint.unwrap_or_else(|| self.rng.range(1, SERVERS));
         let write = !matches!(what, HostRequest::Read { .. });
         let step = matches!(what, HostRequest::Step(_));
-        if let (Some(trace), HostRequest::Step(Step::WriteStaging { meta, in_flight })) =
-            (self.txn_trace.as_mut(), &what)
-        {
-            trace.plan((*meta).into(), in_flight);
+        if let HostRequest::Step(Step::WriteStaging { meta, in_flight }) = &what {
+            self.txn_trace.plan((*meta).into(), in_flight);
         }
         let boot = self.host_boots[(id - 1) as usize];
         let token = self.next_token;
@@ -217,7 +215,7 @@ impl World {
         // Index 0: a cross-shard commit (a single-shard write names its log index).
         if let Ok(Answer::Written { index: 0, hlc, .. }) = outcome {
             self.acked_txns.push((id, *hlc));
-            self.txn_trace_ack(id, *hlc);
+            self.txn_trace.ack(id, *hlc);
         }
         let job = self.bank_jobs.remove(&id).expect("found above").job;
         self.bank.done(&job, outcome);
@@ -484,19 +482,5 @@ impl World {
         }
         let _ = WORLD;
         None
-    }
-}
-
-impl World {
-    fn txn_trace_crash(&mut self, meta: treesync_core::txn::TxnMeta) {
-        if let Some(trace) = self.txn_trace.as_mut() {
-            trace.crash(meta);
-        }
-    }
-
-    fn txn_trace_ack(&mut self, node: u64, ts: treesync_core::hlc::Timestamp) {
-        if let Some(trace) = self.txn_trace.as_mut() {
-            trace.ack(node, ts);
-        }
     }
 }
